@@ -1,0 +1,209 @@
+"""Root conftest: the `moola` options and the results plugin (one JSON line per gate outcome).
+
+Order, as in pytest's own plugins: constants, `pytest_addoption`, `pytest_configure`, the record a
+gate fills, the plugin class. Lines are built by `moola.results.build_line` (unit-tested); the
+hooks here only decide the status and call it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+# MiniRocket's numba kernels compile once into a project-local cache (SPEC §7), not per run.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cache"))
+
+from moola.results import GATES, GateWarning, append_line, build_line, versions  # noqa: E402
+from moola.stages.context import resolve_settings  # noqa: E402
+
+GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
+PLUGIN_NAME = "moola-results"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("moola", "moola gate suite")
+    group.addoption("--data-dir", default=None, help="data root (default: data/ under the rootdir)")
+    group.addoption("--artifacts-dir", default=None, help="artifact cache and models (default: artifacts/)")
+    group.addoption("--results", default=None, help="JSONL results file (default: gated_workflow_results.jsonl)")
+    group.addoption("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="torch device")
+    group.addoption("--profile", default="auto", help="full | quick | auto (full on CUDA, quick elsewhere)")
+    group.addoption("--set", dest="moola_set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile field, e.g. --set pretrain.batch_size=256 (repeatable)")
+    group.addoption("--seed", type=int, default=17, help="seed for torch, numpy, python, sklearn, MiniRocket")
+    group.addoption("--start-gate", type=int, default=None, help="first gate to run (0-7)")
+    group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
+    group.addoption("--demo", action="store_true", help="use the embedded demo dataset")
+    group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
+
+
+def _narrowed(config) -> bool:
+    """True when the run selects part of the suite (-k, -m, a file, a node id, gate bounds)."""
+    option = config.option
+    if option.keyword or option.markexpr or option.start_gate is not None or option.end_gate is not None:
+        return True
+    return any("::" in arg or arg.endswith(".py") for arg in config.args)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gate(number): a gate test; set automatically from its module name")
+    if _narrowed(config):
+        # Dependencies on gates outside the selection must not skip the selected gate (SPEC §5);
+        # pytest-dependency reads this option in its own pytest_configure, which runs after ours.
+        config.option.ignore_unknown_dependency = True
+    try:
+        settings = resolve_settings(
+            config.rootpath, data_dir=config.option.data_dir, artifacts_dir=config.option.artifacts_dir,
+            results=config.option.results, device=config.option.device, profile=config.option.profile,
+            overrides=config.option.moola_set, seed=config.option.seed, fresh=config.option.fresh,
+            demo=config.option.demo)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ResultsPlugin(config, settings), PLUGIN_NAME)
+
+
+@dataclass
+class GateRecord:
+    """What a gate test records; the plugin turns it into the results line."""
+
+    model: str | None = None
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    comparison: dict | None = None
+    artifacts: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    warning: str | None = None
+
+    def warn(self, message: str) -> None:
+        """Advisory gates (6, 7): the test passes, the line says `warning`, pytest's summary shows it."""
+        self.warning = message
+        warnings.warn(message, GateWarning, stacklevel=2)
+
+
+RECORD_KEY = pytest.StashKey[GateRecord]()
+DURATION_KEY = pytest.StashKey[float]()
+
+
+@pytest.fixture
+def gate_record(request) -> GateRecord:
+    """The record of the running gate (filled by the test, written by the plugin)."""
+    return request.node.stash.setdefault(RECORD_KEY, GateRecord())
+
+
+def _gate_of(item) -> str | None:
+    match = GATE_FILE.match(item.path.name)
+    return f"{match.group(1)}_{match.group(2)}" if match else None
+
+
+def _reason(call, report) -> str | None:
+    if report.skipped:
+        longrepr = report.longrepr
+        return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    if call.excinfo is None:
+        return None
+    value = call.excinfo.value
+    if isinstance(value, AssertionError):
+        # pytest's assertion rewriting appends "\nassert <expr>": keep the gate's own message.
+        return str(value).split("\nassert ")[0].strip() or call.excinfo.exconly()
+    return f"{type(value).__name__}: {value}"
+
+
+class ResultsPlugin:
+    """Writes one line per gate outcome, and a `not_run` line for each gate a stopped session skipped."""
+
+    def __init__(self, config, settings):
+        self.config = config
+        self.settings = settings
+        self.context: dict = {}  # filled by the session `run` fixture once the data is loaded
+        self.gate_items: list = []
+        self.written: dict = {}  # gate -> status
+
+    def base_context(self) -> dict:
+        settings = self.settings
+        return {"profile": settings.profile.name, "device": self.context.get("device", settings.requested_device),
+                "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
+                "versions": self.versions}
+
+    @property
+    def versions(self) -> dict:
+        if not hasattr(self, "_versions"):
+            self._versions = versions(self.config.rootpath)
+        return self._versions
+
+    def pytest_report_header(self, config):
+        settings = self.settings
+        return [f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
+                f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}",
+                f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
+                f"artifacts {settings.artifacts_dir}, results {settings.results_path}"]
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        start, end = config.option.start_gate, config.option.end_gate
+        keep, drop = [], []
+        for item in items:
+            gate = _gate_of(item)
+            number = int(gate.split("_")[0]) if gate else None
+            outside = number is not None and ((start is not None and number < start) or
+                                              (end is not None and number > end))
+            (drop if outside else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+
+    def pytest_collection_finish(self, session):
+        self.gate_items = [item for item in session.items if _gate_of(item)]
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        gate = _gate_of(item)
+        if gate is None or gate in self.written:
+            return
+        item.stash[DURATION_KEY] = item.stash.get(DURATION_KEY, 0.0) + report.duration
+        if report.when == "setup" and report.passed:
+            return
+        if report.when == "teardown" and report.passed:
+            return
+        record = item.stash.get(RECORD_KEY, GateRecord())
+        if report.skipped:
+            status = "skipped"
+        elif report.failed:
+            status = "failed" if report.when == "call" else "error"
+        else:
+            status = "warning" if record.warning else "passed"
+        reason = record.warning if status == "warning" else _reason(call, report)
+        self.write(gate, status, reason, item.stash.get(DURATION_KEY, 0.0), record)
+
+    def write(self, gate: str, status: str, reason, duration_s: float, record: GateRecord) -> None:
+        line = build_line(gate, status, run_id=self.settings.run_id, reason=reason, duration_s=duration_s,
+                          model=record.model, config=record.config, metrics=record.metrics,
+                          comparison=record.comparison, artifacts=record.artifacts, extra=record.extra,
+                          context=self.base_context())
+        append_line(self.settings.results_path, line)
+        self.written[gate] = status
+
+    def pytest_sessionfinish(self, session):
+        stopped = [g for g, s in self.written.items() if s in ("failed", "error")]
+        for item in self.gate_items:
+            gate = _gate_of(item)
+            if gate not in self.written:
+                why = (f"session stopped after gate {stopped[-1]} {self.written[stopped[-1]]} (-x)" if stopped
+                       else "session stopped before this gate ran")
+                self.write(gate, "not_run", why, 0.0, GateRecord())
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.written:
+            return
+        terminalreporter.section("moola gates")
+        for gate, status in self.written.items():
+            terminalreporter.write_line(f"{gate:<24} {status}")
+        terminalreporter.write_line(f"results appended to {self.settings.results_path}")
+
+
+__all__ = ["GATES", "GateRecord", "gate_record"]

@@ -1,0 +1,63 @@
+"""Session fixtures: each trains (or loads) one thing once per run and hands it to the gates.
+
+Later gates read earlier results from these fixtures, never from the results file. A narrowed
+run (`-k finetune`) builds just the fixtures its gate needs: the encoder comes from the cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from moola.seeding import seed_everything
+from moola.stages import augmented, classifiers, control, encoder
+from moola.stages.context import build_context
+
+
+@pytest.fixture(scope="session")
+def settings(request):
+    return request.config.pluginmanager.get_plugin("moola-results").settings
+
+
+@pytest.fixture(scope="session")
+def run(request, settings):
+    """Device, data (validated, normalised) and profile; registers the run-wide line fields."""
+    ctx = build_context(settings)
+    plugin = request.config.pluginmanager.get_plugin("moola-results")
+    plugin.context = ctx.line_context()
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def pretrained(run):
+    seed_everything(run.seed)
+    return encoder.obtain_encoder(run)
+
+
+@pytest.fixture(scope="session")
+def smoke(run, pretrained):
+    seed_everything(run.seed)
+    return classifiers.run_smoke(run, pretrained.state)
+
+
+@pytest.fixture(scope="session")
+def minirocket(run):
+    seed_everything(run.seed)
+    return control.run_minirocket(run)
+
+
+@pytest.fixture(scope="session")
+def finetuned(run, pretrained):
+    seed_everything(run.seed)
+    return classifiers.run_finetune(run, pretrained.state)
+
+
+@pytest.fixture(scope="session")
+def augmented_run(run, pretrained, finetuned):
+    seed_everything(run.seed)
+    return augmented.run_augmented(run, pretrained.state, finetuned)
+
+
+@pytest.fixture(scope="session")
+def baseline(run):
+    seed_everything(run.seed)
+    return classifiers.run_baseline(run)

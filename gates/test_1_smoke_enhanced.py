@@ -1,0 +1,19 @@
+"""Gate 1: a 3-epoch EnhancedSimpleLSTM on the frozen pretrained encoder loads it and sets the baseline."""
+
+import dataclasses
+
+import pytest
+
+from moola.stages.rules import smoke_failures
+
+
+@pytest.mark.dependency(name="gate1", depends=["gate0"], scope="session")
+def test_smoke_loads_encoder_and_sets_baseline(run, pretrained, smoke, gate_record):
+    gate_record.model = smoke.name
+    gate_record.config = dataclasses.asdict(run.profile.smoke)
+    gate_record.metrics = {**smoke.metrics, "steps": smoke.steps,
+                           **{k: smoke.extra[k] for k in ("encoder_match_ratio", "encoder_matched", "encoder_tensors")}}
+    gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint}
+    gate_record.artifacts = {"encoder": str(pretrained.path)}
+    failures = smoke_failures(smoke.extra, run.profile.thresholds)
+    assert not failures, "; ".join(failures)

@@ -1,0 +1,21 @@
+"""Gate 4: fine-tuning from the pretrained encoder beats the smoke run and the majority class."""
+
+import dataclasses
+
+import pytest
+
+from moola.stages.classifiers import compare
+from moola.stages.rules import finetune_failures
+
+
+@pytest.mark.dependency(name="gate4", depends=["gate3"], scope="session")
+def test_finetune_beats_smoke_and_majority(run, pretrained, smoke, finetuned, gate_record):
+    gate_record.model = finetuned.name
+    gate_record.config = dataclasses.asdict(run.profile.finetune)
+    gate_record.metrics = {**finetuned.metrics, "steps": finetuned.steps,
+                           "encoder_match_ratio": finetuned.extra["encoder_match_ratio"]}
+    gate_record.comparison = compare(run, finetuned, smoke, "1_smoke_enhanced")
+    gate_record.extra = {"encoder_source": pretrained.source, "phase_lrs": finetuned.extra["phase_lrs"]}
+    gate_record.artifacts = {"model": str(finetuned.artifact)}
+    failures = finetune_failures(finetuned.metrics, smoke.metrics["val_f1"], run.n_classes)
+    assert not failures, "; ".join(failures)

@@ -1,0 +1,22 @@
+"""Gate 6 (advisory): a small SimpleLSTM from scratch should lose to the pretrained, fine-tuned model."""
+
+import dataclasses
+
+import pytest
+
+from moola.stages.classifiers import compare
+from moola.stages.rules import baseline_warning
+
+
+@pytest.mark.dependency(name="gate6", depends=["gate5"], scope="session")
+def test_simplelstm_does_not_beat_finetuned(run, finetuned, baseline, gate_record):
+    gate_record.model = baseline.name
+    gate_record.config = dataclasses.asdict(run.profile.baseline)
+    gate_record.metrics = {**baseline.metrics, "steps": baseline.steps}
+    # Delta reads "fine-tuned minus SimpleLSTM": positive is the pretraining benefit.
+    gate_record.comparison = {**compare(run, finetuned, baseline, "6_baseline_simplelstm"),
+                              "candidate_gate": "4_finetune_enhanced"}
+    gate_record.artifacts = {"model": str(baseline.artifact)}
+    warning = baseline_warning(baseline.metrics["val_f1"], finetuned.metrics["val_f1"])
+    if warning:
+        gate_record.warn(warning)

@@ -1,0 +1,42 @@
+"""Gate 7 (advisory): calibrated averaging of the models that passed their own gates this session."""
+
+import dataclasses
+
+import pytest
+
+from moola.stages.augmented import augment_numbers
+from moola.stages.ensemble import run_ensemble
+from moola.stages.rules import augment_failures, baseline_warning, ensemble_warning
+
+
+@pytest.mark.dependency(name="gate7", depends=["gate6"], scope="session")
+def test_ensemble_matches_best_member(run, finetuned, augmented_run, baseline, gate_record):
+    trained, samples = augmented_run
+    members, left_out = [finetuned], {}
+    # Each member must pass its own gate's rule on this session's numbers (also in -k runs).
+    aug_failures = augment_failures(augment_numbers(run, trained, samples, finetuned), run.profile.augment)
+    if aug_failures:
+        left_out[trained.name + "_augmented"] = "; ".join(aug_failures)
+    else:
+        trained.name = "enhanced_simple_lstm_augmented"
+        members.append(trained)
+    base_warning = baseline_warning(baseline.metrics["val_f1"], finetuned.metrics["val_f1"])
+    if base_warning:
+        left_out[baseline.name] = base_warning
+    else:
+        members.append(baseline)
+    report = run_ensemble(run, members)
+    gate_record.model = "calibrated_average"
+    gate_record.config = dataclasses.asdict(run.profile.ensemble)
+    gate_record.metrics = {"val_f1": report["val_f1"], "ece": report["ece"], "brier": report["brier"],
+                           "n_members": report["n_members"], "best_member": report["best_member"],
+                           "best_member_f1": report["best_member_f1"], "members": report["members"]}
+    gate_record.comparison = {"baseline_gate": report["best_member"], "baseline_f1": report["best_member_f1"],
+                              "delta": report["val_f1"] - report["best_member_f1"]}
+    gate_record.extra = {"members_used": [m.name for m in members], "left_out": left_out,
+                         "calibration": report["calibration"],
+                         "note": None if report["averaged"] else "one member: calibrated, nothing to average"}
+    warning = ensemble_warning(report["val_f1"], report["best_member"], report["best_member_f1"],
+                               run.profile.ensemble.tolerance)
+    if warning:
+        gate_record.warn(warning)

@@ -1,0 +1,184 @@
+"""Settings: one frozen dataclass per concern, composed into a `Profile`.
+
+`full` carries the user's numbers (a GPU run); `quick` runs the same algorithms with fewer
+epochs and a subsample of the unlabeled pool so a 2-core CPU finishes in minutes.
+`apply_overrides` is the only way to change a field from outside (`--set key=value`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    channels: str = "ohlc"  # "ohlc" (C = 4, OHLC checks on) or "generic" (any C, checks off)
+    classes: tuple = ("consolidation", "retracement")  # expected label set; () = take from data
+    min_train_per_class: int = 2  # a class with fewer train rows cannot be learned or probed
+    min_val_per_class: int = 1  # a class absent from val makes macro F1 meaningless
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    hidden_size: int = 128  # per direction; encoder output is 2 * hidden_size
+    num_layers: int = 2
+    mask_strategy: str = "patch"  # "random" | "block" | "patch"
+    mask_ratio: float = 0.15  # fraction of time steps masked per window
+    patch_size: int = 7  # bars per masked patch
+    epochs: int = 50
+    batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    val_fraction: float = 0.1  # held-out share of the unlabeled pool for early stopping
+    patience: int = 8  # epochs without val improvement before stopping
+    max_unlabeled: int = 0  # windows used; 0 = the whole pool
+
+
+@dataclass(frozen=True)
+class SmokeConfig:
+    epochs: int = 3
+    batch_size: int = 8  # 78 rows / 8 = 10 optimizer steps an epoch, 30 in all
+    lr: float = 1e-3
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 60
+    frozen_epochs: int = 3  # phase 1: encoder frozen, head only
+    batch_size: int = 16  # 78 rows / 16 = 5 optimizer steps an epoch
+    head_lr: float = 1e-3
+    encoder_lr: float = 1e-4  # phase 2: the pretrained encoder moves 10x slower than the head
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0  # max global L2 norm of the gradient
+    dropout: float = 0.1
+    jitter_sigma: float = 0.05  # std of additive noise, in normalised units
+    scale_sigma: float = 0.1  # std of the multiplicative factor around 1
+    time_warp_sigma: float = 0.2  # std of the random warp knots around speed 1
+    aug_prob: float = 0.5  # chance each augmentation is applied to one sample
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    ratio: float = 2.0  # max synthetic rows per real train row
+    max_synthetic: int = 210  # absolute cap on synthetic rows
+    quality_threshold: float = 0.85  # quality in [0, 1]; below it a candidate is dropped
+    ks_alpha: float = 0.1  # the gate fails when a KS p-value falls below this
+    tolerance: float = 0.02  # val_f1 may drop this much below gate 4 (2 pp)
+    candidates_per_row: int = 4  # generated per train row before filtering
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    hidden_size: int = 32
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    calibration_folds: int = 5  # cross-fitting folds on val when there is no test split
+    tolerance: float = 0.01  # ensemble may be this much below the best member (1 pp)
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    encoder_match_ratio: float = 0.8  # share of encoder tensors that must load by name+shape
+    probe_balanced_acc: float = 0.55  # chance is 0.5 for two classes, whatever the class ratio
+    bootstrap_resamples: int = 1000  # paired bootstrap of val rows for F1 deltas
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "full"
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+
+
+def full_profile() -> Profile:
+    """The user's numbers, for one GPU."""
+    return Profile(name="full")
+
+
+def quick_profile() -> Profile:
+    """Same algorithms as `full`, sized for a 2-core CPU: fewer epochs, 4,096 unlabeled windows."""
+    return Profile(
+        name="quick",
+        pretrain=PretrainConfig(epochs=8, batch_size=256, max_unlabeled=4096, patience=3),
+        finetune=FinetuneConfig(epochs=25),
+        baseline=BaselineConfig(epochs=25),
+    )
+
+
+PROFILES = {"full": full_profile, "quick": quick_profile}
+
+
+def resolve_profile(name: str, device_type: str) -> Profile:
+    """Return the named profile; "auto" is `full` on CUDA and `quick` elsewhere."""
+    if name == "auto":
+        name = "full" if device_type == "cuda" else "quick"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; expected one of auto, {', '.join(PROFILES)}")
+    return PROFILES[name]()
+
+
+def valid_keys(profile: Profile) -> list[str]:
+    """All `section.field` keys that `apply_overrides` accepts."""
+    keys = []
+    for section in dataclasses.fields(profile):
+        value = getattr(profile, section.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(f"{section.name}.{f.name}" for f in dataclasses.fields(value))
+    return keys
+
+
+def _parse(raw: str, annotation, key: str):
+    target = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple}[str(annotation)]
+    if target is bool:
+        lowered = raw.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"--set {key}={raw}: expected a boolean (true/false), found {raw!r}")
+        return lowered in ("true", "1", "yes")
+    if target is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    try:
+        return target(raw)
+    except ValueError:
+        raise ValueError(
+            f"--set {key}={raw}: expected {target.__name__}, found {raw!r}"
+        ) from None
+
+
+def apply_overrides(profile: Profile, overrides: typing.Iterable[str]) -> Profile:
+    """Return `profile` with each "section.field=value" applied; unknown keys are rejected."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in valid_keys(profile):
+            raise ValueError(
+                f"--set {item!r}: unknown key {key!r}. Valid keys: {', '.join(valid_keys(profile))}"
+            )
+        section_name, field_name = key.split(".")
+        section = getattr(profile, section_name)
+        annotation = {f.name: f.type for f in dataclasses.fields(section)}[field_name]
+        value = _parse(raw, annotation, key)
+        profile = dataclasses.replace(
+            profile, **{section_name: dataclasses.replace(section, **{field_name: value})}
+        )
+    return profile
+
+
+def to_dict(config) -> dict:
+    """Plain-data view of a config dataclass (for results lines and checkpoints)."""
+    return dataclasses.asdict(config)

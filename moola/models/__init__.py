@@ -1,0 +1,1 @@
+"""Models: `nn.Module`s only (no data loading, no training loops), plus the MiniRocket pipeline."""

@@ -1,0 +1,1 @@
+"""One function per gate that computes every number the gate records; the gates only assert."""

@@ -1,0 +1,103 @@
+"""What every stage needs: settings resolved once per session, the data, its normalised arrays."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moola.config import Profile, apply_overrides, resolve_profile
+from moola.data.dataset import Dataset, load_dataset
+from moola.data.demo import cached_demo
+from moola.data.normalize import normalize_windows
+from moola.seeding import describe_device, resolve_device
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The command line, resolved (no data read yet)."""
+
+    profile: Profile
+    requested_device: str
+    data_root: Path
+    artifacts_dir: Path
+    results_path: Path
+    seed: int = 17
+    fresh: bool = False
+    demo: bool = False
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.requested_device == "cuda" or (
+            self.requested_device == "auto" and torch.cuda.is_available()) else self.requested_device
+
+
+def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str | None, results: str | None,
+                     device: str, profile: str, overrides: list, seed: int, fresh: bool, demo: bool) -> Settings:
+    """Turn option values into `Settings`; bad `--profile`/`--set` values raise `ValueError`."""
+    rootdir = Path(rootdir)
+    artifacts = Path(artifacts_dir) if artifacts_dir else rootdir / "artifacts"
+    device_type = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else device
+    resolved = apply_overrides(resolve_profile(profile, device_type), overrides)
+    if demo and data_dir:
+        raise ValueError("--demo and --data-dir both given: --demo uses the embedded demo data; drop one")
+    data_root = Path(data_dir) if data_dir else (artifacts / "demo_data" if demo else rootdir / "data")
+    results_path = Path(results) if results else rootdir / "gated_workflow_results.jsonl"
+    return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo)
+
+
+def data_root(settings: Settings) -> Path:
+    """The data root; for --demo, the cached demo dataset (generated on first use)."""
+    return cached_demo(settings.data_root, settings.seed) if settings.demo else settings.data_root
+
+
+@dataclass(frozen=True)
+class RunContext:
+    settings: Settings
+    device: torch.device
+    dataset: Dataset
+    windows: np.ndarray  # (N, T, C) normalised labeled windows
+
+    @property
+    def profile(self) -> Profile:
+        return self.settings.profile
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.dataset.split.train
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.dataset.split.val
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.dataset.classes)
+
+    @property
+    def shared_channels(self) -> bool:
+        return self.profile.data.channels == "ohlc"
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        return normalize_windows(raw, shared_channels=self.shared_channels)
+
+    def line_context(self) -> dict:
+        """Run-wide fields of every results line."""
+        return {"profile": self.profile.name, "device": describe_device(self.device)["device"],
+                "seed": self.seed, "data": self.dataset.summary()}
+
+
+def build_context(settings: Settings) -> RunContext:
+    """Resolve the device and load + normalise the data (raises with every data problem)."""
+    device = resolve_device(settings.requested_device)
+    dataset = load_dataset(data_root(settings), settings.profile.data)
+    shared = settings.profile.data.channels == "ohlc"
+    return RunContext(settings, device, dataset, normalize_windows(dataset.labeled.features, shared_channels=shared))

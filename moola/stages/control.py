@@ -1,0 +1,23 @@
+"""Gate 2's control: MiniRocket + ridge on the same normalised windows and split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moola.models.minirocket import MiniRocketClassifier
+from moola.stages.classifiers import Trained
+from moola.stages.context import RunContext
+from moola.training.metrics import classification_metrics, majority_baseline
+
+
+def run_minirocket(ctx: RunContext) -> Trained:
+    y = ctx.dataset.y
+    model = MiniRocketClassifier(seed=ctx.seed).fit(ctx.windows[ctx.train], y[ctx.train])
+    scores = model.decision_function(ctx.windows[ctx.val])
+    pred = model.predict(ctx.windows[ctx.val])
+    proba = np.eye(ctx.n_classes)[pred]  # (n_val, K) one-hot: ridge gives scores, not probabilities
+    metrics = classification_metrics(y[ctx.val], proba)
+    metrics["train_acc"] = float((model.predict(ctx.windows[ctx.train]) == y[ctx.train]).mean())
+    metrics["ridge_alpha"] = float(model.head_[-1].alpha_)
+    metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
+    return Trained("minirocket_ridge", model, proba, metrics, extra={"val_scores": scores})

@@ -1,0 +1,86 @@
+"""The shared encoder: from the artifact cache when its fingerprint matches, else pretrained now."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from moola import artifacts
+from moola.config import to_dict
+from moola.data import normalize
+from moola.data.dataset import fingerprint
+from moola.models import encoder as encoder_module
+from moola.models import masked_autoencoder
+from moola.models.encoder import BiLSTMEncoder
+from moola.stages.context import RunContext
+from moola.training import masking, pretrain
+from moola.training.probe import encoder_features, linear_probe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderOutcome:
+    state: dict  # encoder state dict (CPU)
+    source: str  # "cache" or "trained"
+    fingerprint: str  # data + pretrain config + code version
+    path: Path
+    metadata: dict  # history, best epoch, steps, pool size …
+    duration_s: float  # time spent obtaining it in this run
+
+
+def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
+    pool = ctx.dataset.unlabeled.features[pool_rows]
+    return artifacts.cache_key(
+        data=fingerprint(pool), pretrain=to_dict(ctx.profile.pretrain), seed=ctx.seed,
+        channels=ctx.profile.data.channels,
+        code=artifacts.code_version(pretrain, masking, encoder_module, masked_autoencoder, normalize),
+    )
+
+
+def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
+    """Load the cached encoder when its fingerprint matches (and not --fresh), else pretrain and save it."""
+    started = time.monotonic()
+    config = ctx.profile.pretrain
+    pool_rows = pretrain.subsample_pool(len(ctx.dataset.unlabeled), config, ctx.seed)
+    key = encoder_fingerprint(ctx, pool_rows)
+    path = ctx.settings.artifacts_dir / artifacts.ENCODER
+    if path.is_file() and not ctx.settings.fresh:
+        state, metadata = artifacts.load_checkpoint(path)
+        if metadata.get("fingerprint") == key:
+            log.info("encoder from cache %s (fingerprint %s)", path, key)
+            return EncoderOutcome(state, "cache", key, path, metadata, time.monotonic() - started)
+        log.info("cached encoder %s has fingerprint %s, need %s: pretraining", path,
+                 metadata.get("fingerprint"), key)
+    windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
+    result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed)
+    metadata = {"fingerprint": key, "config": to_dict(config), "history": result.history,
+                "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "steps": result.steps,
+                "n_windows": result.n_windows, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
+                "pretrain_duration_s": time.monotonic() - started}
+    artifacts.save_checkpoint(path, result.encoder_state, metadata)
+    return EncoderOutcome(result.encoder_state, "trained", key, path, metadata, time.monotonic() - started)
+
+
+def build_encoder(ctx: RunContext, state: dict | None) -> BiLSTMEncoder:
+    config = ctx.profile.pretrain
+    torch.manual_seed(ctx.seed)
+    model = BiLSTMEncoder(ctx.windows.shape[2], config.hidden_size, config.num_layers).to(ctx.device)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def probe(ctx: RunContext, encoder_state: dict) -> dict:
+    """Linear-probe balanced accuracy of the pretrained encoder and of a random one (the control)."""
+    scores = {}
+    for name, state in (("probe_balanced_acc", encoder_state), ("probe_random_balanced_acc", None)):
+        features = encoder_features(build_encoder(ctx, state), ctx.windows, ctx.device)
+        scores[name] = linear_probe(features[ctx.train], ctx.dataset.y[ctx.train], features[ctx.val],
+                                    ctx.dataset.y[ctx.val], ctx.seed)
+    return scores

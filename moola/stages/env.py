@@ -1,0 +1,24 @@
+"""Gate 0: the requested device exists, every file is there, the data contract and split hold."""
+
+from __future__ import annotations
+
+import torch
+
+from moola.data.dataset import check_data
+from moola.seeding import describe_device, resolve_device
+from moola.stages.context import Settings, data_root
+
+
+def verify_environment(settings: Settings) -> dict:
+    """Every problem found (device and data), the device description and the data summary."""
+    problems = []
+    device = {"device": settings.requested_device, "memory_gb": None}
+    try:
+        device = describe_device(resolve_device(settings.requested_device))
+    except (RuntimeError, ValueError) as exc:
+        problems.append(str(exc))
+    root = data_root(settings)
+    dataset, data_problems = check_data(root, settings.profile.data)
+    problems += [str(p) for p in data_problems]
+    return {"problems": problems, "device": device, "cuda_available": torch.cuda.is_available(),
+            "data_root": str(root), "data": dataset.summary() if dataset is not None else None}

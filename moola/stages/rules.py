@@ -1,0 +1,83 @@
+"""Each gate's pass rule as a pure function of its numbers: a list of failures (empty = pass).
+
+The gate modules assert on these lists; gate 7 uses them to pick the models that passed their
+own gate in this session. Every message carries the numbers it compared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moola.config import AugmentConfig, ThresholdConfig
+
+
+def smoke_failures(match: dict, thresholds: ThresholdConfig) -> list[str]:
+    ratio = match.get("encoder_match_ratio")
+    if ratio is not None and ratio < thresholds.encoder_match_ratio:
+        return [f"encoder match ratio {ratio:.2f} < {thresholds.encoder_match_ratio:.2f} "
+                f"({match['encoder_matched']}/{match['encoder_tensors']} encoder tensors loaded; "
+                f"missing {match['encoder_missing'][:3]}, shape mismatch {match['encoder_shape_mismatch'][:3]})"]
+    return []
+
+
+def control_failures(minirocket_f1: float, smoke_f1: float) -> list[str]:
+    if minirocket_f1 >= smoke_f1:
+        return [f"MiniRocket val_f1 {minirocket_f1:.3f} >= smoke EnhancedSimpleLSTM val_f1 {smoke_f1:.3f}: "
+                "the pretrained LSTM does not beat the classical control"]
+    return []
+
+
+def probe_failures(probe: dict, thresholds: ThresholdConfig) -> list[str]:
+    score, control = probe["probe_balanced_acc"], probe["probe_random_balanced_acc"]
+    if score < thresholds.probe_balanced_acc:
+        return [f"linear probe balanced accuracy {score:.3f} < {thresholds.probe_balanced_acc:.2f} "
+                f"(random-encoder control {control:.3f}): encoder too weak for transfer"]
+    return []
+
+
+def finetune_failures(metrics: dict, smoke_f1: float, n_classes: int) -> list[str]:
+    failures = []
+    f1, majority = metrics["val_f1"], metrics["majority_f1"]
+    if f1 <= smoke_f1:
+        failures.append(f"val_f1 {f1:.3f} <= smoke {smoke_f1:.3f} (majority {majority:.3f}): no gain over gate 1")
+    if f1 <= majority:
+        failures.append(f"val_f1 {f1:.3f} <= majority-class baseline {majority:.3f}")
+    predicted = int(np.count_nonzero(metrics["val_pred_counts"]))
+    if predicted < n_classes:
+        failures.append(f"predicts {predicted} of {n_classes} classes on val (counts {metrics['val_pred_counts']})")
+    return failures
+
+
+def augment_failures(numbers: dict, config: AugmentConfig) -> list[str]:
+    """`numbers`: n_synthetic, n_train, cap, min_quality, ks_min_p, duplicates, foreign_sources, val_f1, finetune_f1."""
+    failures = []
+    if numbers["n_synthetic"] > numbers["cap"]:
+        failures.append(f"{numbers['n_synthetic']} synthetic rows > cap {numbers['cap']} "
+                        f"(ratio {config.ratio}:1 of {numbers['n_train']} train rows, max {config.max_synthetic})")
+    if numbers["n_synthetic"] and numbers["min_quality"] < config.quality_threshold:
+        failures.append(f"lowest quality {numbers['min_quality']:.3f} < {config.quality_threshold}")
+    if numbers["n_synthetic"] and numbers["ks_min_p"] < config.ks_alpha:
+        failures.append(f"KS p-value {numbers['ks_min_p']:.3g} < {config.ks_alpha} "
+                        f"({numbers['ks_worst']}): synthetic rows are off the train distribution")
+    if numbers["duplicates"]:
+        failures.append(f"{numbers['duplicates']} synthetic rows duplicate a real or synthetic row")
+    if numbers["foreign_sources"]:
+        failures.append(f"synthetic rows derive from non-train rows {numbers['foreign_sources'][:5]}")
+    if numbers["val_f1"] < numbers["finetune_f1"] - config.tolerance:
+        failures.append(f"val_f1 {numbers['val_f1']:.3f} < gate-4 {numbers['finetune_f1']:.3f} - "
+                        f"{config.tolerance}: augmentation degrades real val rows")
+    return failures
+
+
+def baseline_warning(baseline_f1: float, finetune_f1: float) -> str | None:
+    if baseline_f1 >= finetune_f1:
+        return (f"SimpleLSTM val_f1 {baseline_f1:.3f} >= fine-tuned EnhancedSimpleLSTM {finetune_f1:.3f}: "
+                "re-inspect the benefit of pretraining")
+    return None
+
+
+def ensemble_warning(ensemble_f1: float, best_name: str, best_f1: float, tolerance: float) -> str | None:
+    if ensemble_f1 < best_f1 - tolerance:
+        return (f"ensemble val_f1 {ensemble_f1:.3f} < best member {best_name} {best_f1:.3f} - {tolerance}: "
+                "averaging loses to a single model")
+    return None

@@ -1,0 +1,45 @@
+"""Classification metrics on the val rows, the majority baseline, and paired bootstrap CIs."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    return float(f1_score(y_true, y_pred, average="macro", labels=list(range(n_classes)), zero_division=0))
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, prefix: str = "val") -> dict:
+    """Macro F1 (the gate metric), weighted F1, accuracy, balanced accuracy, predicted-class counts."""
+    n_classes = proba.shape[1]
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(n_classes))
+    return {
+        f"{prefix}_f1": macro_f1(y_true, y_pred, n_classes),
+        f"{prefix}_f1_weighted": float(f1_score(y_true, y_pred, average="weighted", labels=labels, zero_division=0)),
+        f"{prefix}_acc": float(accuracy_score(y_true, y_pred)),
+        f"{prefix}_balanced_acc": float(balanced_accuracy_score(y_true, y_pred)),
+        f"{prefix}_pred_counts": np.bincount(y_pred, minlength=n_classes).tolist(),
+    }
+
+
+def majority_baseline(train_y: np.ndarray, val_y: np.ndarray, n_classes: int) -> dict:
+    """Scores of always predicting the train majority class on val."""
+    majority = int(np.bincount(train_y, minlength=n_classes).argmax())
+    y_pred = np.full_like(val_y, majority)
+    return {"majority_class": majority, "majority_f1": macro_f1(val_y, y_pred, n_classes),
+            "majority_acc": float(accuracy_score(val_y, y_pred))}
+
+
+def paired_bootstrap_delta(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int,
+                           n_resamples: int = 1000, seed: int = 17) -> dict:
+    """Macro-F1(a) - macro-F1(b) with a 95% percentile CI from resampling the same val rows for both."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    index = rng.integers(0, n, size=(n_resamples, n))  # (B, n) the same rows for a and b
+    deltas = np.array([macro_f1(y_true[i], pred_a[i], n_classes) - macro_f1(y_true[i], pred_b[i], n_classes)
+                       for i in index])
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return {"delta": macro_f1(y_true, pred_a, n_classes) - macro_f1(y_true, pred_b, n_classes),
+            "delta_ci95": [float(low), float(high)]}

@@ -1,0 +1,37 @@
+"""Linear probe: how much class signal frozen encoder features carry (gate 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from moola.models.encoder import BiLSTMEncoder
+
+
+@torch.no_grad()
+def encoder_features(encoder: BiLSTMEncoder, windows: np.ndarray, device: torch.device,
+                     batch_size: int = 256) -> np.ndarray:
+    """Mean- and max-pooled per-step features: `(n, T, C)` -> `(n, 4 * hidden_size)`."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        pooled = []
+        for begin in range(0, len(windows), batch_size):
+            steps = encoder(torch.from_numpy(windows[begin: begin + batch_size]).to(device))  # (b, T, 2H)
+            pooled.append(torch.cat([steps.mean(dim=1), steps.amax(dim=1)], dim=1).cpu())  # (b, 4H)
+        return torch.cat(pooled).numpy()
+    finally:
+        encoder.train(was_training)
+
+
+def linear_probe(train_features: np.ndarray, train_y: np.ndarray, val_features: np.ndarray,
+                 val_y: np.ndarray, seed: int) -> float:
+    """Balanced accuracy on val of a logistic regression fitted on train features (fixed C, no tuning on val)."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed,
+                                                               class_weight="balanced"))
+    probe.fit(train_features, train_y)
+    return float(balanced_accuracy_score(val_y, probe.predict(val_features)))
