@@ -1,0 +1,63 @@
+"""Command line: `python -m moola demo-data OUT`, `python -m moola make-split DATA_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from moola.data.dataset import LABELED, SPLIT
+from moola.data.errors import DataContractError
+from moola.data.parquet import read_windows
+from moola.data.split import temporal_split, write_json_atomic
+
+
+def demo_data(args) -> int:
+    from moola.data.demo import write_demo
+
+    root = write_demo(Path(args.out), seed=args.seed)
+    print(f"demo dataset written under {root}: {LABELED}, raw/unlabeled_windows.parquet, {SPLIT}")
+    return 0
+
+
+def make_split(args) -> int:
+    root = Path(args.data_dir)
+    table, problems = read_windows(root / LABELED, labeled=True)
+    if table is None:
+        raise DataContractError(problems)
+    split = temporal_split(len(table), args.val_fraction, table.timestamps)
+    out = Path(args.out) if args.out else root / SPLIT
+    if out.exists() and not args.force and not args.out:
+        backup = out.with_suffix(".json.bak")
+        out.replace(backup)
+        print(f"kept the previous split as {backup}")
+    write_json_atomic(out, split)
+    by = "timestamp" if table.timestamps is not None else "row order (no timestamp column)"
+    print(f"temporal split by {by}: {len(split['train_indices'])} train rows, "
+          f"{len(split['val_indices'])} val rows -> {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moola", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo-data", help="write the embedded demo dataset in the user's layout")
+    demo.add_argument("out", help="folder to write processed/, raw/ and artifacts/splits/ into")
+    demo.add_argument("--seed", type=int, default=17)
+    demo.set_defaults(run=demo_data)
+    split = commands.add_parser("make-split", help="write a temporal split for the labeled file")
+    split.add_argument("data_dir", help=f"data root holding {LABELED}")
+    split.add_argument("--val-fraction", type=float, default=0.2, help="last share of rows (in time) for val")
+    split.add_argument("--out", default=None, help=f"where to write (default: DATA_DIR/{SPLIT})")
+    split.add_argument("--force", action="store_true", help="overwrite without keeping a .bak copy")
+    split.set_defaults(run=make_split)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (DataContractError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

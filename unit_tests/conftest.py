@@ -1,0 +1,52 @@
+"""Small generated datasets in the contract's layout, for fast unit tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moola.data.parquet import write_windows
+
+
+def ohlc_windows(rng: np.random.Generator, n: int, n_bars: int = 12, price: float = 20_000.0) -> np.ndarray:
+    """Valid OHLC random-walk windows `(n, T, 4)` near `price`."""
+    close = price * np.exp(np.cumsum(rng.normal(0, 1e-3, (n, n_bars)), axis=1))
+    open_ = np.concatenate([np.full((n, 1), price), close[:, :-1]], axis=1)
+    high = np.maximum(open_, close) + rng.uniform(0.25, 2.0, (n, n_bars))
+    low = np.minimum(open_, close) - rng.uniform(0.25, 2.0, (n, n_bars))
+    return np.stack([open_, high, low, close], axis=-1)
+
+
+class DataFolder:
+    """Writes a valid small dataset, then lets a test break one thing."""
+
+    def __init__(self, root: Path, seed: int = 0, n_labeled: int = 20, n_unlabeled: int = 30):
+        rng = np.random.default_rng(seed)
+        self.root = root
+        self.labeled = {
+            "window_id": [f"{i}_exp_1" for i in range(n_labeled)],
+            "label": ["consolidation", "retracement"] * (n_labeled // 2),
+            "timestamp": pd.date_range("2024-01-01", periods=n_labeled, freq="h").values,
+            "features": ohlc_windows(rng, n_labeled),
+        }
+        self.unlabeled = {"window_id": [f"u{i}" for i in range(n_unlabeled)],
+                          "features": ohlc_windows(rng, n_unlabeled)}
+        n_train = int(n_labeled * 0.7)
+        self.split = {"train_indices": list(range(n_train)), "val_indices": list(range(n_train, n_labeled))}
+
+    def write(self) -> Path:
+        write_windows(self.root / "processed/train_clean.parquet", self.labeled)
+        write_windows(self.root / "raw/unlabeled_windows.parquet", self.unlabeled)
+        path = self.root / "artifacts/splits/v1/fold_0.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.split))
+        return self.root
+
+
+@pytest.fixture
+def data_folder(tmp_path) -> DataFolder:
+    return DataFolder(tmp_path / "data")

@@ -1,0 +1,37 @@
+import pytest
+
+from moola.config import apply_overrides, full_profile, quick_profile, resolve_profile, valid_keys
+
+
+def test_auto_profile_is_full_on_cuda_and_quick_elsewhere():
+    assert resolve_profile("auto", "cuda").name == "full"
+    assert resolve_profile("auto", "cpu").name == "quick"
+    assert resolve_profile("auto", "mps").name == "quick"
+
+
+def test_quick_runs_the_same_algorithms_with_less_work():
+    full, quick = full_profile(), quick_profile()
+    assert quick.pretrain.mask_strategy == full.pretrain.mask_strategy
+    assert quick.pretrain.epochs < full.pretrain.epochs and quick.finetune.epochs < full.finetune.epochs
+    assert full.pretrain.epochs == 50 and full.pretrain.batch_size == 512 and full.finetune.epochs == 60
+
+
+def test_override_changes_one_typed_field():
+    profile = apply_overrides(full_profile(), ["pretrain.batch_size=256", "pretrain.mask_ratio=0.2",
+                                               "data.classes=a,b"])
+    assert profile.pretrain.batch_size == 256 and profile.pretrain.mask_ratio == 0.2
+    assert profile.data.classes == ("a", "b")
+
+
+def test_unknown_key_lists_the_valid_keys():
+    with pytest.raises(ValueError, match="unknown key 'pretrain.batchsize'.*pretrain.batch_size"):
+        apply_overrides(full_profile(), ["pretrain.batchsize=256"])
+
+
+def test_wrong_type_is_rejected():
+    with pytest.raises(ValueError, match="expected int, found 'big'"):
+        apply_overrides(full_profile(), ["pretrain.batch_size=big"])
+
+
+def test_every_key_is_section_dot_field():
+    assert all(key.count(".") == 1 for key in valid_keys(full_profile()))

@@ -1,0 +1,107 @@
+"""The results plugin, exercised on fake gates through pytester, read back from the JSONL file."""
+
+from pathlib import Path
+
+import pytest
+
+from moola.results import read_lines
+
+ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+
+GATE = '''
+import pytest
+
+@pytest.fixture(scope="session")
+def {fixture}():
+    {fixture_body}
+
+@pytest.mark.dependency(name="gate{n}", depends={depends}, scope="session")
+def test_gate_{n}({fixture}, gate_record):
+    gate_record.model = "fake"
+    gate_record.metrics = {{"val_f1": 0.{n}}}
+    {body}
+'''
+
+
+@pytest.fixture
+def suite(pytester):
+    pytester.makeconftest(ROOT_CONFTEST.read_text())
+
+    def write(bodies: dict, fixture_bodies: dict = None):
+        for n, body in bodies.items():
+            fixture_body = (fixture_bodies or {}).get(n, "return 1")
+            pytester.makepyfile(**{f"test_{n}_fake_gate": GATE.format(
+                n=n, depends=[f"gate{n - 1}"] if n else [], body=body, fixture=f"trained_{n}",
+                fixture_body=fixture_body)})
+        return pytester
+
+    return write
+
+
+def lines(pytester):
+    return {line["gate"]: line for line in read_lines(pytester.path / "gated_workflow_results.jsonl")}
+
+
+def test_passing_gates_write_one_passed_line_each(suite):
+    pytester = suite({0: "pass", 1: "pass", 2: "pass"})
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    result = lines(pytester)
+    assert [line["status"] for line in result.values()] == ["passed"] * 3
+    assert result["1_fake_gate"]["metrics"] == {"val_f1": 0.1}
+    assert result["1_fake_gate"]["model"] == "fake" and result["1_fake_gate"]["duration_s"] >= 0
+
+
+def test_failed_assertion_records_its_message_and_skips_downstream(suite):
+    pytester = suite({0: "pass", 1: "assert 0.4 > 0.5, 'val_f1 0.400 <= smoke 0.500'", 2: "pass"})
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, failed=1, skipped=1)
+    result = lines(pytester)
+    assert result["1_fake_gate"]["status"] == "failed"
+    assert result["1_fake_gate"]["reason"] == "val_f1 0.400 <= smoke 0.500"
+    assert result["2_fake_gate"]["status"] == "skipped"
+    assert "depends on gate1" in result["2_fake_gate"]["reason"]
+
+
+def test_fixture_crash_is_an_error_line_with_the_exception(suite):
+    pytester = suite({0: "pass", 1: "pass"}, {1: "raise RuntimeError('CUDA out of memory')"})
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1, errors=1)
+    line = lines(pytester)["1_fake_gate"]
+    assert line["status"] == "error"
+    assert line["reason"] == "RuntimeError: CUDA out of memory"
+
+
+def test_stop_on_first_failure_marks_the_rest_not_run(suite):
+    pytester = suite({0: "pass", 1: "assert False, 'no gain'", 2: "pass", 3: "pass"})
+    pytester.runpytest_inprocess("-x", "-p", "no:cacheprovider")
+    result = lines(pytester)
+    assert [result[g]["status"] for g in ("0_fake_gate", "1_fake_gate", "2_fake_gate", "3_fake_gate")] == \
+        ["passed", "failed", "not_run", "not_run"]
+    assert "1_fake_gate failed (-x)" in result["3_fake_gate"]["reason"]
+
+
+def test_advisory_gate_writes_warning_and_shows_in_warnings_summary(suite):
+    pytester = suite({0: "gate_record.warn('SimpleLSTM 0.9 >= enhanced 0.8')"})
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*GateWarning: SimpleLSTM 0.9 >= enhanced 0.8*"])
+    line = lines(pytester)["0_fake_gate"]
+    assert line["status"] == "warning" and line["reason"] == "SimpleLSTM 0.9 >= enhanced 0.8"
+
+
+def test_keyword_selection_runs_a_gate_whose_dependency_is_outside_it(suite):
+    pytester = suite({0: "pass", 1: "pass", 2: "pass"})
+    pytester.runpytest_inprocess("-k", "test_gate_2", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert list(lines(pytester)) == ["2_fake_gate"]
+
+
+def test_start_and_end_gate_select_a_range(suite):
+    pytester = suite({0: "pass", 1: "pass", 2: "pass", 3: "pass"})
+    pytester.runpytest_inprocess("--start-gate", "1", "--end-gate", "2", "-p", "no:cacheprovider") \
+        .assert_outcomes(passed=2)
+    assert list(lines(pytester)) == ["1_fake_gate", "2_fake_gate"]
+
+
+def test_unknown_override_is_a_usage_error_listing_valid_keys(suite):
+    pytester = suite({0: "pass"})
+    result = pytester.runpytest_inprocess("--set", "pretrain.nope=1", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown key 'pretrain.nope'*pretrain.batch_size*"])
