@@ -18,7 +18,8 @@ import pytest
 # MiniRocket's numba kernels compile once into a project-local cache (SPEC §7), not per run.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cache"))
 
-from moola.results import GATES, GateWarning, append_line, build_line, versions  # noqa: E402
+from moola.report import format_run  # noqa: E402
+from moola.results import GateWarning, append_line, build_line, versions  # noqa: E402
 from moola.stages.context import resolve_settings  # noqa: E402
 
 GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
@@ -122,10 +123,11 @@ class ResultsPlugin:
         self.context: dict = {}  # filled by the session `run` fixture once the data is loaded
         self.gate_items: list = []
         self.written: dict = {}  # gate -> status
+        self.lines: list = []  # this session's lines, for the terminal summary
 
     def base_context(self) -> dict:
         settings = self.settings
-        return {"profile": settings.profile.name, "device": self.context.get("device", settings.requested_device),
+        return {"profile": settings.profile.name, "device": self.context.get("device", settings.device_type),
                 "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
                 "versions": self.versions}
 
@@ -141,6 +143,14 @@ class ResultsPlugin:
                 f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}",
                 f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
                 f"artifacts {settings.artifacts_dir}, results {settings.results_path}"]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_metadata(self, metadata, config):
+        """pytest-json-report's `environment` (via pytest-metadata): say what this run is."""
+        settings = self.settings
+        metadata["moola"] = {"profile": settings.profile.name, "device": settings.device_type,
+                             "data_root": str(settings.data_root), "results": str(settings.results_path),
+                             "seed": settings.seed, "run_id": settings.run_id, **self.versions}
 
     def pytest_collection_modifyitems(self, session, config, items):
         start, end = config.option.start_gate, config.option.end_gate
@@ -187,6 +197,7 @@ class ResultsPlugin:
                           context=self.base_context())
         append_line(self.settings.results_path, line)
         self.written[gate] = status
+        self.lines.append(line)
 
     def pytest_sessionfinish(self, session):
         stopped = [g for g, s in self.written.items() if s in ("failed", "error")]
@@ -201,9 +212,8 @@ class ResultsPlugin:
         if not self.written:
             return
         terminalreporter.section("moola gates")
-        for gate, status in self.written.items():
-            terminalreporter.write_line(f"{gate:<24} {status}")
+        # delta = the gate's candidate minus its baseline, on the same val rows, with a paired
+        # bootstrap 95% CI: an interval that crosses zero means the point rule decided within noise.
+        terminalreporter.write_line(format_run(self.lines))
         terminalreporter.write_line(f"results appended to {self.settings.results_path}")
 
-
-__all__ = ["GATES", "GateRecord", "gate_record"]

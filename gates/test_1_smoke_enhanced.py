@@ -8,7 +8,7 @@ from moola.stages.rules import smoke_failures
 
 
 @pytest.mark.dependency(name="gate1", depends=["gate0"], scope="session")
-def test_smoke_loads_encoder_and_sets_baseline(run, pretrained, smoke, gate_record):
+def test_smoke_run_loads_encoder(run, pretrained, smoke, gate_record):
     gate_record.model = smoke.name
     gate_record.config = dataclasses.asdict(run.profile.smoke)
     gate_record.metrics = {**smoke.metrics, "steps": smoke.steps,

@@ -7,7 +7,7 @@ from moola.stages.rules import control_failures
 
 
 @pytest.mark.dependency(name="gate2", depends=["gate1"], scope="session")
-def test_minirocket_does_not_beat_smoke(run, smoke, minirocket, gate_record):
+def test_minirocket_control_stays_below_lstm(run, smoke, minirocket, gate_record):
     gate_record.model = minirocket.name
     gate_record.config = {"transform": "MiniRocketMultivariate", "random_state": run.seed,
                           "head": "StandardScaler(with_mean=False) + RidgeClassifierCV(logspace(-3, 3, 10))"}

@@ -16,7 +16,10 @@ def test_pretrained_encoder_passes_linear_probe(run, pretrained, gate_record):
     gate_record.config = dataclasses.asdict(run.profile.pretrain)
     gate_record.metrics = {**scores, "best_epoch": meta.get("best_epoch"), "best_val_loss": meta.get("best_val_loss"),
                            "steps": meta.get("steps"), "n_windows": meta.get("n_windows"),
-                           "epochs_run": len(meta.get("history", []))}
+                           "epochs_run": len(meta.get("history", [])),
+                           # pretraining runs in the shared fixture (first used by gate 1), not in this test
+                           "pretrain_duration_s": meta.get("pretrain_duration_s"),
+                           "encoder_obtained_s": pretrained.duration_s}
     gate_record.comparison = {"baseline": "random_encoder", "baseline_balanced_acc": scores["probe_random_balanced_acc"],
                               "delta": scores["probe_balanced_acc"] - scores["probe_random_balanced_acc"]}
     gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint,

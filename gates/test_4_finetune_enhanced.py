@@ -9,7 +9,7 @@ from moola.stages.rules import finetune_failures
 
 
 @pytest.mark.dependency(name="gate4", depends=["gate3"], scope="session")
-def test_finetune_beats_smoke_and_majority(run, pretrained, smoke, finetuned, gate_record):
+def test_finetune_improves_on_gate1_and_majority(run, pretrained, smoke, finetuned, gate_record):
     gate_record.model = finetuned.name
     gate_record.config = dataclasses.asdict(run.profile.finetune)
     gate_record.metrics = {**finetuned.metrics, "steps": finetuned.steps,

@@ -1,4 +1,4 @@
-"""Command line: `python -m moola demo-data OUT`, `python -m moola make-split DATA_DIR`."""
+"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `report [RESULTS]` (run as `python -m moola`)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ def make_split(args) -> int:
     return 0
 
 
+def report(args) -> int:
+    from moola.report import completeness_problems, format_run, latest_run
+
+    lines = latest_run(Path(args.results), args.run_id)
+    print(format_run(lines))
+    problems = completeness_problems(lines, args.expect) if args.expect else []
+    if args.require_pass:
+        problems += [f"{line['gate']} {line['status']}" for line in lines if line["status"] not in ("passed", "warning")]
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moola", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +64,13 @@ def main(argv=None) -> int:
     split.add_argument("--out", default=None, help=f"where to write (default: DATA_DIR/{SPLIT})")
     split.add_argument("--force", action="store_true", help="overwrite without keeping a .bak copy")
     split.set_defaults(run=make_split)
+    summary = commands.add_parser("report", help="summarise the latest run in a results file")
+    summary.add_argument("results", nargs="?", default="gated_workflow_results.jsonl")
+    summary.add_argument("--run-id", default=None, help="a run other than the latest")
+    summary.add_argument("--expect", type=int, default=0, metavar="N",
+                         help="exit 1 unless the run has N gate lines and no gate crashed (status error)")
+    summary.add_argument("--require-pass", action="store_true", help="exit 1 unless every gate passed or warned")
+    summary.set_defaults(run=report)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -77,11 +77,19 @@ def run_smoke(ctx: RunContext, encoder_state: dict | None) -> Trained:
                     extra=match)
 
 
-def finetune_phases(ctx: RunContext) -> list:
+def finetune_phases(ctx: RunContext, n_rows: int) -> list:
+    """Frozen then unfrozen epochs, scaled so every run takes gate 4's optimizer steps.
+
+    Gate 5 trains on train + synthetic rows; at a fixed epoch count 78 + 156 rows would take
+    three times gate 4's steps, and the comparison would mix "more data" with "more training".
+    Scaling epochs by n_train / n_rows keeps the step budget equal (to rounding).
+    """
     config = ctx.profile.finetune
+    scale = len(ctx.train) / n_rows
+    frozen = max(1, round(config.frozen_epochs * scale))
+    unfrozen = max(1, round((config.epochs - config.frozen_epochs) * scale))
     head = {m: config.head_lr for m in HEAD}
-    return [Phase("frozen", config.frozen_epochs, head),
-            Phase("unfrozen", config.epochs - config.frozen_epochs, {"encoder": config.encoder_lr, **head})]
+    return [Phase("frozen", frozen, head), Phase("unfrozen", unfrozen, {"encoder": config.encoder_lr, **head})]
 
 
 def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray | None = None,
@@ -95,7 +103,7 @@ def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray
     if extra_windows is not None and len(extra_windows):
         train_x, train_y = np.concatenate([train_x, extra_windows]), np.concatenate([train_y, extra_y])
     augmentation = Augmentation(config.jitter_sigma, config.scale_sigma, config.time_warp_sigma, config.aug_prob)
-    fit = fit_classifier(model, train_x, train_y, finetune_phases(ctx), config.batch_size, ctx.device, ctx.seed,
+    fit = fit_classifier(model, train_x, train_y, finetune_phases(ctx, len(train_x)), config.batch_size, ctx.device, ctx.seed,
                          config.weight_decay, config.grad_clip, augmentation, ctx.n_classes)
     trained = evaluate(ctx, name, model, ctx.windows[ctx.train], ctx.dataset.y[ctx.train], steps=fit.steps,
                        history=fit.history, extra={**match, "phase_lrs": fit.lrs, "n_fit_rows": len(train_x)})

@@ -1,0 +1,44 @@
+"""Summarise one run of the results file: a table per gate, and whether the run is complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moola.results import GATES, read_lines
+
+
+def latest_run(path: Path, run_id: str | None = None) -> list[dict]:
+    """Lines of `run_id`, or of the run that wrote the last line."""
+    lines = read_lines(path)
+    if not lines:
+        raise ValueError(f"{path}: expected results lines, found none; run pytest gates first")
+    wanted = run_id or lines[-1]["run_id"]
+    return [line for line in lines if line["run_id"] == wanted]
+
+
+def format_run(lines: list[dict]) -> str:
+    rows = [f"run {lines[0]['run_id']}  profile {lines[0].get('profile')}  device {lines[0].get('device')}"]
+    for line in lines:
+        metrics, comparison = line.get("metrics") or {}, line.get("comparison") or {}
+        f1 = metrics.get("val_f1")
+        delta = comparison.get("delta")
+        ci = comparison.get("delta_ci95")
+        cells = [f"{line['gate']:<22}", f"{line['status']:<8}",
+                 f"val_f1 {f1:.3f}" if isinstance(f1, (int, float)) else " " * 12,
+                 f"delta {delta:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if delta is not None and ci else " " * 30,
+                 f"{line.get('duration_s', 0):7.1f}s"]
+        rows.append("  ".join(cells) + (f"  {line['reason'][:160]}" if line.get("reason") else ""))
+    return "\n".join(rows)
+
+
+def completeness_problems(lines: list[dict], expected_gates: int = len(GATES)) -> list[str]:
+    """Why a run does not count as complete: missing gate lines or a crashed (`error`) gate."""
+    problems = []
+    if len(lines) != expected_gates:
+        problems.append(f"expected {expected_gates} gate lines, found {len(lines)}")
+    for line in lines:
+        if line["status"] == "error":
+            problems.append(f"{line['gate']} crashed: {line.get('reason')}")
+        if line["status"] in ("failed", "skipped", "not_run", "warning") and not line.get("reason"):
+            problems.append(f"{line['gate']} {line['status']} without a reason")
+    return problems
