@@ -20,7 +20,8 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cac
 
 from moola.report import format_run  # noqa: E402
 from moola.results import GateWarning, append_line, build_line, versions  # noqa: E402
-from moola.stages.context import resolve_settings  # noqa: E402
+from moola.data.dataset import check_data  # noqa: E402
+from moola.stages.context import data_root, resolve_settings  # noqa: E402
 
 GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
 PLUGIN_NAME = "moola-results"
@@ -40,6 +41,15 @@ def pytest_addoption(parser):
     group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
     group.addoption("--demo", action="store_true", help="use the embedded demo dataset")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
+
+
+def _runs_gates(config) -> bool:
+    gates = config.rootpath / "gates"
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path == gates or gates in path.parents or path in gates.parents:
+            return True
+    return False
 
 
 def _narrowed(config) -> bool:
@@ -121,6 +131,7 @@ class ResultsPlugin:
         self.config = config
         self.settings = settings
         self.context: dict = {}  # filled by the session `run` fixture once the data is loaded
+        self.dataset = None  # read for the header when the run includes gates
         self.gate_items: list = []
         self.written: dict = {}  # gate -> status
         self.lines: list = []  # this session's lines, for the terminal summary
@@ -139,10 +150,16 @@ class ResultsPlugin:
 
     def pytest_report_header(self, config):
         settings = self.settings
-        return [f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
-                f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}",
-                f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
-                f"artifacts {settings.artifacts_dir}, results {settings.results_path}"]
+        lines = [f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
+                 f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}",
+                 f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
+                 f"artifacts {settings.artifacts_dir}, results {settings.results_path}"]
+        if _runs_gates(config):
+            # Read once here; the session's `run` fixture reuses it.
+            self.dataset, problems = check_data(data_root(settings), settings.profile.data)
+            lines.append(f"moola: dataset fingerprint {self.dataset.fingerprint}" if self.dataset else
+                         f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
+        return lines
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_metadata(self, metadata, config):
@@ -151,6 +168,10 @@ class ResultsPlugin:
         metadata["moola"] = {"profile": settings.profile.name, "device": settings.device_type,
                              "data_root": str(settings.data_root), "results": str(settings.results_path),
                              "seed": settings.seed, "run_id": settings.run_id, **self.versions}
+        # pytest-json-report 1.5 reads `config._metadata`, which pytest-metadata 3 replaced with a
+        # stash entry (pytest-json-report issue #89): point the old name at the same dict.
+        if not getattr(config, "_metadata", None):
+            config._metadata = metadata
 
     def pytest_collection_modifyitems(self, session, config, items):
         start, end = config.option.start_gate, config.option.end_gate

@@ -21,8 +21,8 @@ def settings(request):
 @pytest.fixture(scope="session")
 def run(request, settings):
     """Device, data (validated, normalised) and profile; registers the run-wide line fields."""
-    ctx = build_context(settings)
     plugin = request.config.pluginmanager.get_plugin("moola-results")
+    ctx = build_context(settings, plugin.dataset)
     plugin.context = ctx.line_context()
     return ctx
 

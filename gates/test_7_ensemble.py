@@ -32,7 +32,7 @@ def test_ensemble_matches_best_member(run, finetuned, augmented_run, baseline, g
                            "n_members": report["n_members"], "best_member": report["best_member"],
                            "best_member_f1": report["best_member_f1"], "members": report["members"]}
     gate_record.comparison = {"baseline_gate": report["best_member"], "baseline_f1": report["best_member_f1"],
-                              "delta": report["val_f1"] - report["best_member_f1"]}
+                              "delta": report["delta"], "delta_ci95": report["delta_ci95"]}
     gate_record.extra = {"members_used": [m.name for m in members], "left_out": left_out,
                          "calibration": report["calibration"],
                          "note": None if report["averaged"] else "one member: calibrated, nothing to average"}

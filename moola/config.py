@@ -74,7 +74,7 @@ class AugmentConfig:
 class BaselineConfig:
     hidden_size: int = 32
     epochs: int = 60
-    batch_size: int = 16
+    batch_size: int = 8  # the same optimizer steps per epoch as gate 4
     lr: float = 1e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0

@@ -1,5 +1,6 @@
 """The results plugin, exercised on fake gates through pytester, read back from the JSONL file."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,10 @@ def test_unknown_override_is_a_usage_error_listing_valid_keys(suite):
     result = pytester.runpytest_inprocess("--set", "pretrain.nope=1", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown key 'pretrain.nope'*pretrain.batch_size*"])
+
+
+def test_json_report_environment_is_filled(suite):
+    pytester = suite({0: "pass"})
+    pytester.runpytest_inprocess("--json-report", "--json-report-file=report.json", "-p", "no:cacheprovider")
+    environment = json.loads((pytester.path / "report.json").read_text())["environment"]
+    assert environment["moola"]["profile"] in ("quick", "full") and "Python" in environment

@@ -32,8 +32,15 @@ class Settings:
 
     @property
     def device_type(self) -> str:
-        return "cuda" if self.requested_device == "cuda" or (
-            self.requested_device == "auto" and torch.cuda.is_available()) else self.requested_device
+        """The device kind a run will use ("auto" resolved), without failing when it is missing."""
+        return _device_type(self.requested_device)
+
+
+def _device_type(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    mps = getattr(torch.backends, "mps", None)
+    return "cuda" if torch.cuda.is_available() else "mps" if (mps and mps.is_available()) else "cpu"
 
 
 def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str | None, results: str | None,
@@ -41,8 +48,7 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     """Turn option values into `Settings`; bad `--profile`/`--set` values raise `ValueError`."""
     rootdir = Path(rootdir)
     artifacts = Path(artifacts_dir) if artifacts_dir else rootdir / "artifacts"
-    device_type = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else device
-    resolved = apply_overrides(resolve_profile(profile, device_type), overrides)
+    resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
     if demo and data_dir:
         raise ValueError("--demo and --data-dir both given: --demo uses the embedded demo data; drop one")
     data_root = Path(data_dir) if data_dir else (artifacts / "demo_data" if demo else rootdir / "data")
@@ -95,9 +101,12 @@ class RunContext:
                 "seed": self.seed, "data": self.dataset.summary()}
 
 
-def build_context(settings: Settings) -> RunContext:
-    """Resolve the device and load + normalise the data (raises with every data problem)."""
+def build_context(settings: Settings, dataset: Dataset | None = None) -> RunContext:
+    """Resolve the device and load + normalise the data (raises with every data problem).
+
+    `dataset`: already loaded and checked for these settings (the pytest header reads it once).
+    """
     device = resolve_device(settings.requested_device)
-    dataset = load_dataset(data_root(settings), settings.profile.data)
+    dataset = dataset or load_dataset(data_root(settings), settings.profile.data)
     shared = settings.profile.data.channels == "ohlc"
     return RunContext(settings, device, dataset, normalize_windows(dataset.labeled.features, shared_channels=shared))

@@ -7,7 +7,7 @@ import numpy as np
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.training.calibration import brier_score, cross_fit_calibrate, expected_calibration_error
-from moola.training.metrics import macro_f1
+from moola.training.metrics import macro_f1, paired_bootstrap_delta
 
 
 def run_ensemble(ctx: RunContext, members: list) -> dict:
@@ -29,7 +29,11 @@ def run_ensemble(ctx: RunContext, members: list) -> dict:
         }
     average = np.mean(calibrated, axis=0)  # (n_val, K)
     best_name = max(report["members"], key=lambda n: report["members"][n]["val_f1"])
+    best_pred = next(m for m in members if m.name == best_name).val_pred
+    delta = paired_bootstrap_delta(y_val, average.argmax(1), best_pred, k,
+                                   ctx.profile.thresholds.bootstrap_resamples, ctx.seed)
     report.update({
+        "delta": delta["delta"], "delta_ci95": delta["delta_ci95"],
         "n_members": len(members), "averaged": len(members) > 1,
         "val_f1": macro_f1(y_val, average.argmax(1), k), "ece": expected_calibration_error(average, y_val),
         "brier": brier_score(average, y_val), "best_member": best_name,
