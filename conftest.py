@@ -18,10 +18,10 @@ import pytest
 # MiniRocket's numba kernels compile once into a project-local cache (SPEC §7), not per run.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cache"))
 
-from moola.report import format_run  # noqa: E402
-from moola.results import GateWarning, append_line, build_line, versions  # noqa: E402
-from moola.data.dataset import check_data  # noqa: E402
-from moola.stages.context import data_root, resolve_settings  # noqa: E402
+from moola.data.dataset import check_data
+from moola.report import format_run
+from moola.results import GateWarning, append_line, build_line, versions
+from moola.stages.context import data_root, resolve_settings
 
 GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
 PLUGIN_NAME = "moola-results"
@@ -150,10 +150,10 @@ class ResultsPlugin:
 
     def pytest_report_header(self, config):
         settings = self.settings
-        lines = [f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
-                 f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}",
-                 f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
-                 f"artifacts {settings.artifacts_dir}, results {settings.results_path}"]
+        lines = [(f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
+                  f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}"),
+                 (f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
+                  f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if _runs_gates(config):
             # Read once here; the session's `run` fixture reuses it.
             self.dataset, problems = check_data(data_root(settings), settings.profile.data)

@@ -55,7 +55,7 @@ def versions(root: Path | None = None) -> dict:
     if root is not None:
         try:
             git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                 text=True, timeout=5).stdout.strip() or None
+                                 text=True, timeout=5, check=False).stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
             git = None
     return {"moola": moola.__version__, "torch": torch.__version__, "numpy": np.__version__,

@@ -12,7 +12,8 @@ from moola.data.dataset import check_data, load_dataset
 from moola.data.errors import DataContractError
 
 
-def problems_of(root, config=DataConfig()):
+def problems_of(root, config=None):
+    config = config or DataConfig()
     return [str(p) for p in check_data(root, config)[1]]
 
 

@@ -28,7 +28,7 @@ def test_gate_{n}({fixture}, gate_record):
 def suite(pytester):
     pytester.makeconftest(ROOT_CONFTEST.read_text())
 
-    def write(bodies: dict, fixture_bodies: dict = None):
+    def write(bodies: dict, fixture_bodies: dict | None = None):
         for n, body in bodies.items():
             fixture_body = (fixture_bodies or {}).get(n, "return 1")
             pytester.makepyfile(**{f"test_{n}_fake_gate": GATE.format(

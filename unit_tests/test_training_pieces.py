@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from moola.config import AugmentConfig
+from moola.data.normalize import normalize_windows
 from moola.training.calibration import cross_fit_calibrate, expected_calibration_error
 from moola.training.metrics import majority_baseline, paired_bootstrap_delta
 from moola.training.pseudo import make_pseudo_samples, synthetic_cap
-from moola.data.normalize import normalize_windows
 from unit_tests.conftest import ohlc_windows
 
 
@@ -33,7 +33,7 @@ def test_pseudo_samples_come_from_train_rows_inherit_labels_and_respect_the_cap(
 def test_low_label_confidence_filters_every_candidate():
     rng = np.random.default_rng(0)
     train = normalize_windows(ohlc_windows(rng, 6, 30))
-    wrong = lambda w: np.tile([0.0, 0.0], (len(w), 1))  # noqa: E731  the model gives the label 0 probability
+    wrong = lambda w: np.tile([0.0, 0.0], (len(w), 1))
     samples = make_pseudo_samples(train, np.array([0, 1] * 3), train[:0], wrong, AugmentConfig(), True, 17)
     assert samples.counts["quality"] == 0 and len(samples.y) == 0
 

@@ -24,8 +24,11 @@ class MiniRocketClassifier:
         panel = np.ascontiguousarray(np.asarray(windows, dtype=np.float64).transpose(0, 2, 1))  # (n, T, C) -> (n, C, T)
         return np.asarray(self.transform_.transform(panel), dtype=np.float64)  # (n, ~10k)
 
-    def fit(self, windows: np.ndarray, y: np.ndarray) -> "MiniRocketClassifier":
-        from sktime.transformations.rocket import MiniRocketMultivariate  # numba compile: only when used
+    def fit(self, windows: np.ndarray, y: np.ndarray) -> MiniRocketClassifier:
+        try:  # numba compile: imported only when used
+            from sktime.transformations.rocket import MiniRocketMultivariate
+        except ImportError:  # sktime < 0.30 kept it under panel/
+            from sktime.transformations.panel.rocket import MiniRocketMultivariate
 
         panel = np.ascontiguousarray(np.asarray(windows, dtype=np.float64).transpose(0, 2, 1))  # (n, C, T)
         self.transform_ = MiniRocketMultivariate(random_state=self.seed, n_jobs=self.n_jobs).fit(panel)

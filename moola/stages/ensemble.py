@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.training.calibration import brier_score, cross_fit_calibrate, expected_calibration_error
 from moola.training.metrics import macro_f1, paired_bootstrap_delta

@@ -14,24 +14,24 @@ from moola.config import AugmentConfig, ThresholdConfig
 def smoke_failures(match: dict, thresholds: ThresholdConfig) -> list[str]:
     ratio = match.get("encoder_match_ratio")
     if ratio is not None and ratio < thresholds.encoder_match_ratio:
-        return [f"encoder match ratio {ratio:.2f} < {thresholds.encoder_match_ratio:.2f} "
-                f"({match['encoder_matched']}/{match['encoder_tensors']} encoder tensors loaded; "
-                f"missing {match['encoder_missing'][:3]}, shape mismatch {match['encoder_shape_mismatch'][:3]})"]
+        return [(f"encoder match ratio {ratio:.2f} < {thresholds.encoder_match_ratio:.2f} "
+                 f"({match['encoder_matched']}/{match['encoder_tensors']} encoder tensors loaded; "
+                 f"missing {match['encoder_missing'][:3]}, shape mismatch {match['encoder_shape_mismatch'][:3]})")]
     return []
 
 
 def control_failures(minirocket_f1: float, smoke_f1: float) -> list[str]:
     if minirocket_f1 >= smoke_f1:
-        return [f"MiniRocket val_f1 {minirocket_f1:.3f} >= smoke EnhancedSimpleLSTM val_f1 {smoke_f1:.3f}: "
-                "the pretrained LSTM does not beat the classical control"]
+        return [(f"MiniRocket val_f1 {minirocket_f1:.3f} >= smoke EnhancedSimpleLSTM val_f1 {smoke_f1:.3f}: "
+                 "the pretrained LSTM does not beat the classical control")]
     return []
 
 
 def probe_failures(probe: dict, thresholds: ThresholdConfig) -> list[str]:
     score, control = probe["probe_balanced_acc"], probe["probe_random_balanced_acc"]
     if score < thresholds.probe_balanced_acc:
-        return [f"linear probe balanced accuracy {score:.3f} < {thresholds.probe_balanced_acc:.2f} "
-                f"(random-encoder control {control:.3f}): encoder too weak for transfer"]
+        return [(f"linear probe balanced accuracy {score:.3f} < {thresholds.probe_balanced_acc:.2f} "
+                 f"(random-encoder control {control:.3f}): encoder too weak for transfer")]
     return []
 
 

@@ -34,7 +34,7 @@ def augment_batch(batch: torch.Tensor, jitter_sigma: float, scale_sigma: float, 
     """
     n, n_steps, _ = batch.shape
     out = batch
-    pick = lambda: (torch.rand(n, generator=generator) < prob).view(n, 1, 1)  # noqa: E731  (n, 1, 1)
+    pick = lambda: (torch.rand(n, generator=generator) < prob).view(n, 1, 1)
     if warp_sigma > 0:
         out = torch.where(pick(), time_warp(out, warp_sigma, generator), out)
     if scale_sigma > 0:

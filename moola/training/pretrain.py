@@ -53,7 +53,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
     """Pretrain on normalised windows `(N, T, C)`; early-stops on a held-out share, keeps the best weights."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
-    n_val = max(1, int(round(len(windows) * config.val_fraction)))
+    n_val = max(1, round(len(windows) * config.val_fraction))
     train_x = torch.from_numpy(windows[order[n_val:]])
     val_x = torch.from_numpy(windows[order[:n_val]])
     n_steps, n_channels = windows.shape[1:]

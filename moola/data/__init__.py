@@ -1,0 +1,1 @@
+"""Data in: the parquet/JSON contract, validation, normalisation, and the demo dataset."""

@@ -1,0 +1,107 @@
+"""The split file: read both key styles, check it is temporal, and write a temporal one."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from moola.data.errors import Problem
+
+KEY_STYLES = (("train_indices", "val_indices"), ("train_idx", "val_idx"))
+
+
+@dataclass(frozen=True)
+class Split:
+    path: Path
+    train: np.ndarray  # (n_train,) int64 positional rows of the labeled file
+    val: np.ndarray  # (n_val,) int64
+    test: np.ndarray  # (n_test,) int64, possibly empty
+
+
+def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
+    """Read `{"train_indices", "val_indices"[, "test_indices"]}` or the legacy `train_idx`/`val_idx`."""
+    path = Path(path)
+    if not path.is_file():
+        return None, [Problem(str(path), "a split JSON file", "no such file",
+                              f"write one with: python -m moola make-split DATA_DIR --val-fraction 0.2")]
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, [Problem(str(path), "valid JSON", f"{type(exc).__name__}: {exc}",
+                              "rewrite it with: python -m moola make-split DATA_DIR")]
+    for train_key, val_key in KEY_STYLES:
+        if isinstance(raw, dict) and train_key in raw and val_key in raw:
+            break
+    else:
+        found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        return None, [Problem(str(path), "keys train_indices/val_indices (or train_idx/val_idx)",
+                              f"{found}", "rename the keys, or run python -m moola make-split DATA_DIR")]
+    lists = {}
+    problems = []
+    for key in (train_key, val_key, "test_indices"):
+        values = raw.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            problems.append(Problem(f"{path} key {key!r}", "a list of integer row positions",
+                                    f"{str(values)[:60]}", "store positional indices into the labeled file"))
+            values = []
+        lists[key] = np.asarray(values, dtype=np.int64)
+    return Split(path, lists[train_key], lists[val_key], lists["test_indices"]), problems
+
+
+def check_split(split: Split, n_rows: int, timestamps: np.ndarray | None) -> list[Problem]:
+    """Disjoint, in range, non-empty, and temporal: every train row precedes every val (and test) row."""
+    where = str(split.path)
+    problems = []
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    for name, rows in parts.items():
+        if name != "test" and len(rows) == 0:
+            problems.append(Problem(f"{where} {name} list", "a non-empty list", "an empty list",
+                                    "python -m moola make-split DATA_DIR --val-fraction 0.2"))
+        bad = rows[(rows < 0) | (rows >= n_rows)]
+        if len(bad):
+            problems.append(Problem(f"{where} {name} list", f"row positions in 0..{n_rows - 1}",
+                                    f"out-of-range {bad[:5].tolist()}", "regenerate the split for this labeled file"))
+        if len(np.unique(rows)) != len(rows):
+            problems.append(Problem(f"{where} {name} list", "each row once", "repeated rows",
+                                    "remove the repeats"))
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = np.intersect1d(parts[a], parts[b])
+        if len(shared):
+            problems.append(Problem(f"{where} {a}/{b} lists", "disjoint lists",
+                                    f"{len(shared)} shared rows, e.g. {shared[:5].tolist()}",
+                                    "a row belongs to exactly one side of the split"))
+    if problems:
+        return problems
+    order = timestamps if timestamps is not None else np.arange(n_rows)
+    by = "timestamp" if timestamps is not None else "row order (no timestamp column)"
+    for later in ("val", "test"):
+        if len(parts[later]) and order[split.train].max() >= order[parts[later]].min():
+            n_late = int((order[split.train] >= order[parts[later]].min()).sum())
+            problems.append(Problem(
+                f"{where} train/{later} lists", f"every train row before every {later} row (temporal split, by {by})",
+                f"{n_late} train rows at or after the first {later} row (a shuffled or k-fold split?)",
+                "python -m moola make-split DATA_DIR --val-fraction 0.2"))
+    return problems
+
+
+def temporal_split(n_rows: int, val_fraction: float, timestamps: np.ndarray | None = None) -> dict:
+    """Last `val_fraction` of the rows in time become val; the rest train."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"--val-fraction: expected a number in (0, 1), found {val_fraction}")
+    order = np.argsort(timestamps, kind="stable") if timestamps is not None else np.arange(n_rows)
+    n_val = max(1, int(round(n_rows * val_fraction)))
+    if n_val >= n_rows:
+        raise ValueError(f"{n_rows} rows cannot give a non-empty train and val split at {val_fraction}")
+    return {"train_indices": sorted(order[:-n_val].tolist()), "val_indices": sorted(order[-n_val:].tolist())}
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,90 @@
+"""Content checks of the data contract (SPEC §2) that need more than one file or the config."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from moola.data.errors import Problem
+from moola.data.parquet import WindowTable, _rows
+from moola.data.split import Split
+
+OPEN, HIGH, LOW, CLOSE = range(4)
+
+
+def check_ohlc(table: WindowTable) -> list[Problem]:
+    """Bars must satisfy low <= min(open, close) <= max(open, close) <= high."""
+    x = table.features  # (N, T, 4)
+    where = f"{table.path} column 'features'"
+    if x.shape[2] != 4:
+        return [Problem(where, "4 values per bar (open, high, low, close)", f"{x.shape[2]}",
+                        "export OHLC bars, or use --set data.channels=generic for other series")]
+    top = np.maximum(x[..., OPEN], x[..., CLOSE])
+    bottom = np.minimum(x[..., OPEN], x[..., CLOSE])
+    problems = []
+    for name, bad in (("high < max(open, close)", x[..., HIGH] < top),
+                      ("low > min(open, close)", x[..., LOW] > bottom),
+                      ("high < low", x[..., HIGH] < x[..., LOW])):
+        rows = bad.any(axis=1)
+        if rows.any():
+            problems.append(Problem(where, "valid OHLC bars in the order open, high, low, close",
+                                    f"{name} in {_rows(rows)}", "check the column order and the bar builder"))
+    return problems
+
+
+def check_ids(table: WindowTable) -> list[Problem]:
+    ids, counts = np.unique(table.window_ids.astype(str), return_counts=True)
+    dup = ids[counts > 1]
+    if len(dup):
+        return [Problem(f"{table.path} column 'window_id'", "unique ids",
+                        f"{len(dup)} repeated, e.g. {dup[:3].tolist()}", "make window_id unique per row")]
+    return []
+
+
+def check_labels(table: WindowTable, split: Split, classes: tuple, min_train: int, min_val: int) -> list[Problem]:
+    where = f"{table.path} column 'label'"
+    found = sorted(set(table.labels.tolist()))
+    problems = []
+    if classes and found != sorted(classes):
+        problems.append(Problem(where, f"exactly the classes {sorted(classes)}", f"{found}",
+                                "relabel, or set --set data.classes=a,b to the classes you train"))
+        return problems
+    for name, rows, minimum in (("train", split.train, min_train), ("val", split.val, min_val)):
+        labels, counts = np.unique(table.labels[rows].astype(str), return_counts=True)
+        count = dict(zip(labels.tolist(), counts.tolist()))
+        for cls in found:
+            if count.get(cls, 0) < minimum:
+                problems.append(Problem(f"{split.path} {name} rows", f"at least {minimum} rows of {cls!r}",
+                                        f"{count.get(cls, 0)}", "move the split boundary or label more windows"))
+    return problems
+
+
+def window_hashes(features: np.ndarray) -> np.ndarray:
+    """One digest per window of its exact float32 values; `(N, T, C)` -> `(N,)` bytes."""
+    contiguous = np.ascontiguousarray(features, dtype=np.float32)
+    return np.array([hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in contiguous], dtype=object)
+
+
+def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Split) -> list[Problem]:
+    """No window on both sides of the split; no val/test window inside the pretraining pool."""
+    hashes = window_hashes(labeled.features)
+    held_out = np.concatenate([split.val, split.test])
+    problems = []
+    shared = set(hashes[split.train]) & set(hashes[held_out])
+    if shared:
+        rows = [int(r) for r in held_out if hashes[r] in shared]
+        problems.append(Problem(f"{labeled.path} / {split.path}", "no identical window in train and val/test",
+                                f"{len(rows)} val/test rows identical to a train row, e.g. rows {rows[:5]}",
+                                "keep duplicates (e.g. 102_exp_1/102_exp_2) on one side of the split"))
+    if unlabeled is not None and unlabeled.features.shape[1:] == labeled.features.shape[1:]:
+        pool = set(window_hashes(unlabeled.features))
+        leaked = [int(r) for r in held_out if hashes[r] in pool]
+        if leaked:
+            problems.append(Problem(f"{unlabeled.path}", "no unlabeled window equal to a val/test window",
+                                    f"{len(leaked)} val/test rows in the pretraining pool, e.g. rows {leaked[:5]}",
+                                    "drop windows from the val period out of the unlabeled pool"))
+    elif unlabeled is not None:
+        problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]}",
+                                f"{unlabeled.features.shape[1:]}", "cut the pool with the labeled window length"))
+    return problems
