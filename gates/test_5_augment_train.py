@@ -11,7 +11,7 @@ from moola.stages.rules import augment_failures
 
 
 @pytest.mark.dependency(name="gate5", depends=["gate4"], scope="session")
-def test_augmented_training_holds_val_f1(run, finetuned, augmented_run, gate_record):
+def test_augmented_training_holds_val_f1(run, pretrained, finetuned, augmented_run, gate_record):
     trained, samples = augmented_run
     numbers = augment_numbers(run, trained, samples, finetuned)
     gate_record.model = trained.name
@@ -24,6 +24,7 @@ def test_augmented_training_holds_val_f1(run, finetuned, augmented_run, gate_rec
                            "generators": dict(zip(*np.unique([p["generator"] for p in samples.provenance],
                                                              return_counts=True)))}
     gate_record.comparison = compare(run, trained, finetuned, "4_finetune_enhanced")
+    gate_record.extra = {"encoder_source": pretrained.source}
     gate_record.artifacts = {"model": str(trained.artifact), "synthetic_provenance": str(trained.extra["provenance"])}
     failures = augment_failures(numbers, run.profile.augment)
     assert not failures, "; ".join(failures)

@@ -14,6 +14,7 @@ from moola import artifacts
 from moola.config import to_dict
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
+from moola.results import versions
 from moola.stages.context import RunContext
 from moola.training.classifier import Augmentation, Phase, fit_classifier, predict_proba
 from moola.training.metrics import classification_metrics, majority_baseline, paired_bootstrap_delta
@@ -127,8 +128,6 @@ def run_baseline(ctx: RunContext) -> Trained:
 
 
 def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path:
-    from moola.results import versions
-
     metadata = {"model": trained.name, "config": config, "metrics": trained.metrics, "steps": trained.steps,
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
                 "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions()}
