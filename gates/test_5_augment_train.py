@@ -18,6 +18,8 @@ def test_augmented_training_holds_val_f1(run, pretrained, finetuned, augmented_r
     gate_record.config = dataclasses.asdict(run.profile.augment)
     quality = samples.quality
     gate_record.metrics = {**trained.metrics, "steps": trained.steps, **numbers,
+                           "val_f1_by_weights": trained.extra["val_f1_by_weights"],
+                           "weights_used": trained.extra["weights_used"], "l2sp_penalty": trained.extra["l2sp_penalty"],
                            "filter_counts": samples.counts, "ks": samples.ks,
                            "quality": {"min": float(quality.min()), "median": float(np.median(quality)),
                                        "max": float(quality.max())} if len(quality) else None,

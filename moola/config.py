@@ -48,12 +48,20 @@ class SmokeConfig:
 class FinetuneConfig:
     epochs: int = 60
     frozen_epochs: int = 3  # phase 1: encoder frozen, head only
+    unfreeze_every: int = 3  # epochs between unfreezing the next-lower LSTM layer (top layer first)
     batch_size: int = 8  # 78 rows / 8 = 10 optimizer steps an epoch (600 over 60 epochs)
-    head_lr: float = 1e-3
-    encoder_lr: float = 1e-4  # phase 2: the pretrained encoder moves 10x slower than the head
-    weight_decay: float = 1e-4
+    head_lr: float = 1e-3  # attention, norm and classifier
+    layer_lr_decay: float = 0.3  # top LSTM layer at head_lr * 0.3, each deeper layer 0.3x the one above
+    l2sp_alpha: float = 1e-2  # pull of the encoder toward its pretrained weights (L2-SP)
+    l2sp_beta: float = 1e-4  # plain L2 on the new head's weight matrices (replaces weight decay)
     grad_clip: float = 1.0  # max global L2 norm of the gradient
     dropout: float = 0.1
+    loss: str = "weighted_ce"  # "weighted_ce" | "focal"; class weights from the train counts
+    focal_gamma: float = 2.0
+    ema_half_life: int = 50  # optimizer steps (decay 0.5 ** (1 / 50) = 0.986 per step)
+    swa_fraction: float = 0.25  # last share of epochs averaged by SWA (one snapshot per epoch)
+    swa_lr_factor: float = 0.5  # SWALR anneals each group to this share of its base LR
+    select: str = "swa"  # weights the gate judges and saves: raw | ema | swa (fixed, never chosen on val)
     jitter_sigma: float = 0.05  # std of additive noise, in normalised units
     scale_sigma: float = 0.1  # std of the multiplicative factor around 1
     time_warp_sigma: float = 0.2  # std of the random warp knots around speed 1

@@ -16,7 +16,10 @@ from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
 from moola.results import versions
 from moola.stages.context import RunContext
-from moola.training.classifier import Augmentation, Phase, fit_classifier, predict_proba
+from moola.config import FinetuneConfig
+from moola.training.classifier import (Augmentation, FitOptions, Phase, child_groups, fit_classifier,
+                                       lstm_layer_groups, predict_proba)
+from moola.training.regularizers import L2SP
 from moola.training.metrics import classification_metrics, majority_baseline, paired_bootstrap_delta
 
 HEAD = ("attention", "norm", "classifier")  # EnhancedSimpleLSTM's newly initialised modules
@@ -72,42 +75,88 @@ def run_smoke(ctx: RunContext, encoder_state: dict | None) -> Trained:
     config = ctx.profile.smoke
     model, match = enhanced_model(ctx, encoder_state, config.dropout)
     train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
-    fit = fit_classifier(model, train_x, train_y, [Phase("smoke", config.epochs, {m: config.lr for m in HEAD})],
-                         config.batch_size, ctx.device, ctx.seed, n_classes=ctx.n_classes)
+    options = FitOptions(config.batch_size, {name: config.lr for name in (*HEAD, "encoder")})
+    fit = fit_classifier(model, train_x, train_y, child_groups(model), [Phase("smoke", config.epochs, HEAD)],
+                         options, ctx.device, ctx.seed, ctx.n_classes)
     return evaluate(ctx, "enhanced_simple_lstm", model, train_x, train_y, steps=fit.steps, history=fit.history,
                     extra=match)
 
 
-def finetune_phases(ctx: RunContext, n_rows: int) -> list:
-    """Frozen then unfrozen epochs, scaled so every run takes gate 4's optimizer steps.
+def finetune_groups(model: EnhancedSimpleLSTM) -> dict:
+    """Encoder layers (bottom to top) and the new head modules."""
+    groups = lstm_layer_groups(model.encoder.lstm, "encoder")
+    groups.update({name: list(getattr(model, name).parameters()) for name in HEAD})
+    return groups
 
-    Gate 5 trains on train + synthetic rows; at a fixed epoch count 78 + 156 rows would take
-    three times gate 4's steps, and the comparison would mix "more data" with "more training".
-    Scaling epochs by n_train / n_rows keeps the step budget equal (to rounding).
+
+def finetune_schedule(config: FinetuneConfig, num_layers: int, n_train: int, n_rows: int) -> tuple[list, dict]:
+    """Phases and per-group base LRs: head only, then LSTM layers unfrozen top first.
+
+    With 2 layers, 60 epochs, 3 frozen, unfreeze_every 3: "frozen" 3 epochs (head), "unfreeze_l1"
+    3 epochs (head + top layer), "unfreeze_l0" 54 epochs (everything). LRs: head 1e-3, top layer
+    1e-3 * 0.3, the layer below 1e-3 * 0.3^2.
+
+    Gate 5 trains on train + synthetic rows; at a fixed epoch count 78 + 156 rows would take three
+    times gate 4's steps, mixing "more data" with "more training". Epochs are scaled by
+    n_train / n_rows so every fine-tune gets gate 4's step budget (to rounding).
     """
-    config = ctx.profile.finetune
-    scale = len(ctx.train) / n_rows
+    scale = n_train / n_rows
+    layers = [f"encoder.l{k}" for k in reversed(range(num_layers))]  # top first
+    lrs = {name: config.head_lr for name in HEAD}
+    lrs.update({layer: config.head_lr * config.layer_lr_decay ** (depth + 1) for depth, layer in enumerate(layers)})
     frozen = max(1, round(config.frozen_epochs * scale))
-    unfrozen = max(1, round((config.epochs - config.frozen_epochs) * scale))
-    head = {m: config.head_lr for m in HEAD}
-    return [Phase("frozen", frozen, head), Phase("unfrozen", unfrozen, {"encoder": config.encoder_lr, **head})]
+    step = max(1, round(config.unfreeze_every * scale))
+    remaining = max(len(layers), round(config.epochs * scale) - frozen)
+    phases, trainable = [Phase("frozen", frozen, HEAD)], list(HEAD)
+    for i, layer in enumerate(layers):
+        trainable = [layer, *trainable]
+        epochs = step if i < len(layers) - 1 else remaining - step * (len(layers) - 1)
+        phases.append(Phase(f"unfreeze_{layer.split('.')[-1]}", max(1, epochs), tuple(trainable)))
+    return phases, lrs
+
+
+def finetune_options(config: FinetuneConfig, lrs: dict, total_epochs: int) -> FitOptions:
+    if config.select not in ("raw", "ema", "swa"):
+        raise ValueError(f"finetune.select: expected raw, ema or swa, found {config.select!r}")
+    return FitOptions(
+        config.batch_size, lrs, config.grad_clip,
+        augmentation=Augmentation(config.jitter_sigma, config.scale_sigma, config.time_warp_sigma, config.aug_prob),
+        loss=config.loss, focal_gamma=config.focal_gamma, ema_half_life=config.ema_half_life,
+        swa_epochs=max(1, round(total_epochs * config.swa_fraction)) if config.swa_fraction > 0 else 0,
+        swa_lr_factor=config.swa_lr_factor)
 
 
 def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray | None = None,
                  extra_y: np.ndarray | None = None, name: str = "enhanced_simple_lstm",
                  artifact: Path = artifacts.FINETUNED) -> Trained:
-    """Gates 4 and 5: two-phase fine-tune from the pretrained encoder, with augmentation."""
+    """Gates 4 and 5: fine-tune from the pretrained encoder (progressive unfreezing, L2-SP, EMA, SWA)."""
     config = ctx.profile.finetune
     started = time.monotonic()
     model, match = enhanced_model(ctx, encoder_state, config.dropout)
     train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
     if extra_windows is not None and len(extra_windows):
         train_x, train_y = np.concatenate([train_x, extra_windows]), np.concatenate([train_y, extra_y])
-    augmentation = Augmentation(config.jitter_sigma, config.scale_sigma, config.time_warp_sigma, config.aug_prob)
-    fit = fit_classifier(model, train_x, train_y, finetune_phases(ctx, len(train_x)), config.batch_size, ctx.device, ctx.seed,
-                         config.weight_decay, config.grad_clip, augmentation, ctx.n_classes)
-    trained = evaluate(ctx, name, model, ctx.windows[ctx.train], ctx.dataset.y[ctx.train], steps=fit.steps,
-                       history=fit.history, extra={**match, "phase_lrs": fit.lrs, "n_fit_rows": len(train_x)})
+    phases, lrs = finetune_schedule(config, model.encoder.num_layers, len(ctx.train), len(train_x))
+    options = finetune_options(config, lrs, sum(p.epochs for p in phases))
+    l2sp = L2SP.from_modules(model.encoder, [getattr(model, m) for m in HEAD], config.l2sp_alpha, config.l2sp_beta)
+    fit = fit_classifier(model, train_x, train_y, finetune_groups(model), phases, options, ctx.device, ctx.seed,
+                         ctx.n_classes, l2sp)
+    candidates = {"raw": fit.model, "ema": fit.ema, "swa": fit.swa}
+    weights = {}
+    for kind, candidate in candidates.items():
+        if candidate is not None:
+            proba = predict_proba(candidate, ctx.windows[ctx.val], ctx.device)
+            weights[kind] = classification_metrics(ctx.dataset.y[ctx.val], proba)["val_f1"]
+    chosen = candidates[config.select]
+    if chosen is None:
+        raise ValueError(f"finetune.select={config.select!r} but that average was not kept "
+                         "(set finetune.ema_half_life or finetune.swa_fraction above 0)")
+    chosen = getattr(chosen, "module", chosen)  # AveragedModel wraps the averaged copy in .module
+    trained = evaluate(ctx, name, chosen, ctx.windows[ctx.train], ctx.dataset.y[ctx.train], steps=fit.steps,
+                       history=fit.history,
+                       extra={**match, "phase_lrs": fit.lrs, "trainable": fit.trainable, "n_fit_rows": len(train_x),
+                              "l2sp_penalty": fit.l2sp_penalty, "swa_bn_refreshed": fit.swa_bn_refreshed,
+                              "weights_used": config.select, "val_f1_by_weights": weights})
     trained.artifact = save_model(ctx, trained, artifact, to_dict(config), time.monotonic() - started)
     return trained
 
@@ -119,9 +168,10 @@ def run_baseline(ctx: RunContext) -> Trained:
     torch.manual_seed(ctx.seed)
     model = SimpleLSTM(ctx.windows.shape[2], ctx.n_classes, config.hidden_size)
     train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
-    fit = fit_classifier(model, train_x, train_y, [Phase("scratch", config.epochs, {"lstm": config.lr, "head": config.lr})],
-                         config.batch_size, ctx.device, ctx.seed, config.weight_decay, config.grad_clip,
-                         n_classes=ctx.n_classes)
+    options = FitOptions(config.batch_size, {"lstm": config.lr, "head": config.lr}, config.grad_clip,
+                         config.weight_decay)
+    fit = fit_classifier(model, train_x, train_y, child_groups(model), [Phase("scratch", config.epochs, ("lstm", "head"))],
+                         options, ctx.device, ctx.seed, ctx.n_classes)
     trained = evaluate(ctx, "simple_lstm", model, train_x, train_y, steps=fit.steps, history=fit.history)
     trained.artifact = save_model(ctx, trained, artifacts.BASELINE, to_dict(config), time.monotonic() - started)
     return trained

@@ -1,4 +1,11 @@
-"""Supervised fitting in phases (frozen head-only, then unfrozen at per-module LRs) and prediction."""
+"""Supervised fitting: named parameter groups trained in phases, with optional L2-SP, EMA and SWA.
+
+One AdamW optimizer holds every group for the whole run; a phase says which groups train
+(the rest have `requires_grad` off, so AdamW skips them). The learning rate of each group is
+its base LR times one schedule shared by all groups (warmup, then cosine), until SWA starts;
+from there `SWALR` anneals each group to `swa_lr_factor` × its base LR and SWA averages one
+snapshot per epoch.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +17,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import SWALR
 
 from moola.training.augment import augment_batch
+from moola.training.averaging import make_ema, make_swa, refresh_batchnorm
 from moola.training.pretrain import cosine_lr
+from moola.training.regularizers import L2SP, FocalLoss
 
 log = logging.getLogger(__name__)
+LOSSES = ("weighted_ce", "focal")
 
 
 @dataclass(frozen=True)
 class Phase:
-    """A stretch of epochs; only the top-level submodules named in `lrs` train, each at its LR."""
+    """A stretch of epochs in which only the named parameter groups train."""
 
     name: str
     epochs: int
-    lrs: dict  # top-level module name -> learning rate; every other module is frozen
+    trainable: tuple  # group names
 
 
 @dataclass(frozen=True)
@@ -34,12 +45,32 @@ class Augmentation:
     prob: float
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    batch_size: int
+    lrs: dict  # group name -> base learning rate
+    grad_clip: float = 1.0  # max global L2 norm of the gradient
+    weight_decay: float = 0.0  # AdamW decay, for groups no L2-SP term covers
+    augmentation: Augmentation | None = None
+    loss: str = "weighted_ce"  # "weighted_ce" | "focal"
+    focal_gamma: float = 2.0
+    ema_half_life: float = 0.0  # optimizer steps; 0 = no EMA
+    swa_epochs: int = 0  # last epochs averaged by SWA; 0 = no SWA
+    swa_lr_factor: float = 0.5  # SWALR target, as a share of each group's base LR
+    warmup_fraction: float = 0.1  # share of the pre-SWA steps spent warming up
+
+
 @dataclass
 class FitResult:
-    model: nn.Module  # in eval mode
-    history: list  # per epoch: {"phase", "epoch", "loss", "train_acc"}
+    model: nn.Module  # raw weights, eval mode
+    history: list  # per epoch: {"phase", "epoch", "loss", "train_acc", "lr"}
     steps: dict = field(default_factory=dict)  # optimizer steps per phase
-    lrs: dict = field(default_factory=dict)  # per phase: module -> lr at its start
+    lrs: dict = field(default_factory=dict)  # phase -> group -> lr at the phase's first step
+    trainable: dict = field(default_factory=dict)  # phase -> groups that trained
+    ema: nn.Module | None = None  # AveragedModel, eval mode
+    swa: nn.Module | None = None  # AveragedModel, eval mode (BatchNorm refreshed)
+    l2sp_penalty: float | None = None  # at the end of training
+    swa_bn_refreshed: bool = False
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -48,75 +79,130 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(len(y) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def _set_trainable(model: nn.Module, names: set) -> list:
-    for name, child in model.named_children():
-        for parameter in child.parameters():
-            parameter.requires_grad_(name in names)
-    own = [n for n, _ in model.named_children()]
-    unknown = names - set(own)
-    if unknown:
-        raise ValueError(f"phase names modules {sorted(unknown)} that {type(model).__name__} lacks; it has {own}")
-    return own
+def child_groups(model: nn.Module) -> dict:
+    """One group per top-level submodule."""
+    return {name: list(child.parameters()) for name, child in model.named_children()}
 
 
-def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, phases: list, batch_size: int,
-                   device: torch.device, seed: int, weight_decay: float = 0.0, grad_clip: float = 1.0,
-                   augmentation: Augmentation | None = None, n_classes: int = 2) -> FitResult:
+def lstm_layer_groups(lstm: nn.LSTM, prefix: str) -> dict:
+    """One group per LSTM layer, both directions: `{prefix}.l0` (bottom) … `{prefix}.l{L-1}` (top)."""
+    groups: dict = {f"{prefix}.l{k}": [] for k in range(lstm.num_layers)}
+    for name, parameter in lstm.named_parameters():  # e.g. weight_hh_l1_reverse
+        layer = int(name.split("_l")[-1].split("_")[0])
+        groups[f"{prefix}.l{layer}"].append(parameter)
+    return groups
+
+
+def make_loss(options: FitOptions, y: np.ndarray, n_classes: int) -> nn.Module:
+    if options.loss not in LOSSES:
+        raise ValueError(f"loss: expected one of {LOSSES}, found {options.loss!r}")
+    weight = class_weights(y, n_classes)
+    return nn.CrossEntropyLoss(weight=weight) if options.loss == "weighted_ce" else FocalLoss(options.focal_gamma, weight)
+
+
+def _check(groups: dict, phases: list, options: FitOptions) -> None:
+    unknown = {g for phase in phases for g in phase.trainable} - set(groups)
+    missing_lr = set(groups) - set(options.lrs)
+    if unknown or missing_lr:
+        raise ValueError(f"phases name groups {sorted(unknown)} and groups {sorted(missing_lr)} lack an LR; "
+                         f"groups are {sorted(groups)}")
+    if options.swa_epochs >= sum(p.epochs for p in phases):
+        raise ValueError(f"swa_epochs {options.swa_epochs} must be fewer than the {sum(p.epochs for p in phases)} epochs")
+
+
+def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups: dict, phases: list,
+                   options: FitOptions, device: torch.device, seed: int, n_classes: int = 2,
+                   l2sp: L2SP | None = None) -> FitResult:
     """Train `model` on normalised windows `(n, T, C)` and labels `(n,)` through `phases` in order."""
-    if batch_size < 1 or batch_size > len(windows):
-        batch_size = max(1, min(batch_size, len(windows)))
+    _check(groups, phases, options)
+    batch_size = max(1, min(options.batch_size, len(windows)))
     x_all, y_all = torch.from_numpy(windows), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y, n_classes).to(device))
-    result = FitResult(model, [])
-    started = time.monotonic()
+    loss_fn = make_loss(options, y, n_classes).to(device)
+    covered = l2sp.parameters() if l2sp is not None else set()
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": options.lrs[name], "base_lr": options.lrs[name], "name": name,
+          "weight_decay": 0.0 if any(id(p) in covered for p in params) else options.weight_decay}
+         for name, params in groups.items()])
+    steps_per_epoch = math.ceil(len(x_all) / batch_size)
     total_epochs = sum(p.epochs for p in phases)
-    done = 0
+    swa_start = total_epochs - options.swa_epochs  # first SWA epoch, 0-based
+    scheduled_steps = steps_per_epoch * swa_start  # steps on the warmup-cosine schedule
+    warmup = max(1, int(scheduled_steps * options.warmup_fraction))
+    ema = make_ema(model, options.ema_half_life) if options.ema_half_life else None
+    swa = make_swa(model) if options.swa_epochs else None
+    swa_scheduler = None
+    result = FitResult(model, [])
+    started, step, epoch_index = time.monotonic(), 0, 0
     try:
         for phase in phases:
-            _set_trainable(model, set(phase.lrs))
-            groups = [{"params": [p for p in getattr(model, name).parameters()], "lr": lr, "base_lr": lr}
-                      for name, lr in phase.lrs.items()]
-            optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-            steps_per_epoch = math.ceil(len(x_all) / batch_size)
-            phase_steps = steps_per_epoch * phase.epochs
-            result.lrs[phase.name] = dict(phase.lrs)
-            step = 0
+            trainable = set(phase.trainable)
+            for name, params in groups.items():
+                for parameter in params:
+                    parameter.requires_grad_(name in trainable)
+            result.trainable[phase.name] = list(phase.trainable)
+            phase_first_step = step
             for epoch in range(1, phase.epochs + 1):
+                if swa is not None and epoch_index == swa_start:
+                    swa_scheduler = SWALR(optimizer, swa_lr=[g["base_lr"] * options.swa_lr_factor
+                                                             for g in optimizer.param_groups],
+                                          anneal_epochs=1, anneal_strategy="cos")
                 model.train()
                 order = torch.randperm(len(x_all), generator=generator)
                 loss_sum, correct = 0.0, 0
                 for begin in range(0, len(x_all), batch_size):
                     index = order[begin: begin + batch_size]
                     batch = x_all[index]
-                    if augmentation is not None:
-                        batch = augment_batch(batch, augmentation.jitter_sigma, augmentation.scale_sigma,
-                                              augmentation.warp_sigma, augmentation.prob, generator)
+                    if options.augmentation is not None:
+                        a = options.augmentation
+                        batch = augment_batch(batch, a.jitter_sigma, a.scale_sigma, a.warp_sigma, a.prob, generator)
                     batch, target = batch.to(device), y_all[index].to(device)
-                    for group in optimizer.param_groups:
-                        group["lr"] = cosine_lr(step, phase_steps, group["base_lr"], max(1, phase_steps // 10))
+                    if swa_scheduler is None:
+                        factor = cosine_lr(step, scheduled_steps, 1.0, warmup)
+                        for group in optimizer.param_groups:
+                            group["lr"] = group["base_lr"] * factor
+                    if step == phase_first_step:
+                        result.lrs[phase.name] = {g["name"]: g["lr"] for g in optimizer.param_groups
+                                                  if g["name"] in trainable}
                     logits = model(batch)
                     loss = loss_fn(logits, target)
+                    if l2sp is not None:
+                        loss = loss + l2sp.penalty()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], grad_clip)
+                    nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]
+                                              if p.grad is not None], options.grad_clip)
                     optimizer.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
                     loss_sum += loss.item() * len(index)
                     correct += int((logits.argmax(1) == target).sum())
                     step += 1
-                done += 1
+                epoch_index += 1
+                if swa_scheduler is not None:
+                    swa.update_parameters(model)
+                    swa_scheduler.step()
                 result.history.append({"phase": phase.name, "epoch": epoch, "loss": loss_sum / len(x_all),
-                                       "train_acc": correct / len(x_all)})
+                                       "train_acc": correct / len(x_all), "lr": optimizer.param_groups[-1]["lr"]})
                 elapsed = time.monotonic() - started
                 log.info("%s epoch %d/%d loss %.4f acc %.3f (%.0fs, eta %.0fs)", phase.name, epoch, phase.epochs,
                          loss_sum / len(x_all), correct / len(x_all), elapsed,
-                         elapsed / done * (total_epochs - done))
-            result.steps[phase.name] = step
+                         elapsed / epoch_index * (total_epochs - epoch_index))
+            result.steps[phase.name] = step - phase_first_step
     finally:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         model.eval()
+    if l2sp is not None:
+        with torch.no_grad():
+            result.l2sp_penalty = float(l2sp.penalty())
+    if swa is not None:
+        batches = [x_all[b: b + batch_size] for b in range(0, len(x_all), batch_size)]
+        result.swa_bn_refreshed = refresh_batchnorm(swa, batches, device)
+        result.swa = swa.eval()
+    if ema is not None:
+        result.ema = ema.eval()
     return result
 
 
