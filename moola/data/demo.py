@@ -64,7 +64,7 @@ def _pattern(rng: np.random.Generator, label: int, sigma: float, n: int = SPAN[1
             level[t + 1] = (1 - theta) * level[t] + 0.9 * sigma * noise[t]
         return np.diff(level)
     direction = rng.choice((-1.0, 1.0))
-    n_impulse = int(round(n * 25 / 45))
+    n_impulse = round(n * 25 / 45)
     drift = direction * rng.uniform(*IMPULSE_DRIFT) * sigma  # per bar, in units of the local σ
     pullback = -drift * n_impulse * rng.uniform(0.35, 0.65) / (n - n_impulse)
     returns = PATTERN_NOISE * sigma * noise

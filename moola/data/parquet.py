@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from moola.data.errors import DataContractError, Problem
+from moola.data.errors import Problem
 
 FEATURES = "features"
 

@@ -27,7 +27,7 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
     path = Path(path)
     if not path.is_file():
         return None, [Problem(str(path), "a split JSON file", "no such file",
-                              f"write one with: python -m moola make-split DATA_DIR --val-fraction 0.2")]
+                              "write one with: python -m moola make-split DATA_DIR --val-fraction 0.2")]
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -93,7 +93,7 @@ def temporal_split(n_rows: int, val_fraction: float, timestamps: np.ndarray | No
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"--val-fraction: expected a number in (0, 1), found {val_fraction}")
     order = np.argsort(timestamps, kind="stable") if timestamps is not None else np.arange(n_rows)
-    n_val = max(1, int(round(n_rows * val_fraction)))
+    n_val = max(1, round(n_rows * val_fraction))
     if n_val >= n_rows:
         raise ValueError(f"{n_rows} rows cannot give a non-empty train and val split at {val_fraction}")
     return {"train_indices": sorted(order[:-n_val].tolist()), "val_indices": sorted(order[-n_val:].tolist())}

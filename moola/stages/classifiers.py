@@ -11,16 +11,22 @@ import torch
 from torch import nn
 
 from moola import artifacts
-from moola.config import to_dict
+from moola.config import FinetuneConfig, to_dict
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
 from moola.results import versions
 from moola.stages.context import RunContext
-from moola.config import FinetuneConfig
-from moola.training.classifier import (Augmentation, FitOptions, Phase, child_groups, fit_classifier,
-                                       lstm_layer_groups, predict_proba)
-from moola.training.regularizers import L2SP
+from moola.training.classifier import (
+    Augmentation,
+    FitOptions,
+    Phase,
+    child_groups,
+    fit_classifier,
+    lstm_layer_groups,
+    predict_proba,
+)
 from moola.training.metrics import classification_metrics, majority_baseline, paired_bootstrap_delta
+from moola.training.regularizers import L2SP
 
 HEAD = ("attention", "norm", "classifier")  # EnhancedSimpleLSTM's newly initialised modules
 
