@@ -19,10 +19,14 @@ def test_pretrained_encoder_passes_linear_probe(run, pretrained, gate_record):
                            "epochs_run": len(meta.get("history", [])),
                            # pretraining runs in the shared fixture (first used by gate 1), not in this test
                            "pretrain_duration_s": meta.get("pretrain_duration_s"),
-                           "encoder_obtained_s": pretrained.duration_s}
+                           "encoder_obtained_s": pretrained.duration_s, "precision": meta.get("precision"),
+                           "resumed_from_epoch": meta.get("resumed_from_epoch", 0)}
     gate_record.comparison = {"baseline": "random_encoder", "baseline_balanced_acc": scores["probe_random_balanced_acc"],
                               "delta": scores["probe_balanced_acc"] - scores["probe_random_balanced_acc"]}
+    resumed = meta.get("resumed_from_epoch", 0)
     gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint,
+                         "pretraining": (f"resumed after epoch {resumed}" if resumed else "from scratch")
+                         if pretrained.source == "trained" else "cached (trained by an earlier run)",
                          "history": meta.get("history", [])}
     gate_record.artifacts = {"encoder": str(pretrained.path)}
     failures = probe_failures(scores, run.profile.thresholds)

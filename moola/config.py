@@ -34,6 +34,9 @@ class PretrainConfig:
     val_fraction: float = 0.1  # held-out share of the unlabeled pool for early stopping
     patience: int = 8  # epochs without val improvement before stopping
     max_unlabeled: int = 0  # windows used; 0 = the whole pool
+    anti_collapse_weight: float = 0.0  # weight of the low-variance penalty on encoder outputs; 0 = off
+    grad_clip: float = 1.0  # max global L2 norm of the gradient (unscaled first under fp16)
+    mixed_precision: bool = True  # CUDA only: bf16 where supported, else fp16 + GradScaler; CPU stays fp32
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,58 @@ def test_augmentations_keep_shape_and_ohlc_validity_and_differ_per_sample():
     assert warped.shape == batch.shape and ohlc_valid(warped)
     torch.testing.assert_close(warped[:, 0], batch[:, 0])  # the warp keeps both ends
     torch.testing.assert_close(warped[:, -1], batch[:, -1])
+
+
+def test_killed_and_resumed_pretraining_ends_with_the_same_weights(tmp_path):
+    from moola.config import PretrainConfig
+    from moola.training.pretrain import pretrain_encoder
+
+    windows = np.random.default_rng(0).normal(size=(64, 21, 4)).astype(np.float32)
+    config = PretrainConfig(hidden_size=8, num_layers=1, epochs=4, batch_size=16, patience=10, patch_size=7)
+    whole = pretrain_encoder(windows, config, CPU, 0)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(epoch):
+        if epoch == 2:
+            raise Killed
+
+    checkpoint = tmp_path / "encoder.resume.pt"
+    with pytest.raises(Killed):
+        pretrain_encoder(windows, config, CPU, 0, checkpoint=checkpoint, fingerprint="f", on_epoch_end=kill_after_two)
+    assert checkpoint.is_file()
+    resumed = pretrain_encoder(windows, config, CPU, 0, checkpoint=checkpoint, fingerprint="f")
+    assert resumed.resumed_from_epoch == 2 and not checkpoint.exists()
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in whole.history]
+    for key, value in whole.encoder_state.items():
+        assert torch.equal(value, resumed.encoder_state[key]), key
+
+
+def test_checkpoint_of_another_fingerprint_is_not_resumed(tmp_path):
+    from moola.config import PretrainConfig
+    from moola.training.pretrain import pretrain_encoder
+
+    windows = np.random.default_rng(0).normal(size=(32, 14, 4)).astype(np.float32)
+    config = PretrainConfig(hidden_size=4, num_layers=1, epochs=2, batch_size=16, patch_size=7)
+    checkpoint = tmp_path / "resume.pt"
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_encoder(windows, config, CPU, 0, checkpoint=checkpoint, fingerprint="old", on_epoch_end=stop)
+    assert pretrain_encoder(windows, config, CPU, 0, checkpoint=checkpoint, fingerprint="new").resumed_from_epoch == 0
+
+
+def test_anti_collapse_penalty_is_zero_for_spread_features_and_positive_for_constant_ones():
+    from moola.training.pretrain import variance_penalty
+
+    assert variance_penalty(torch.randn(8, 10, 6) * 3).item() == 0.0
+    assert variance_penalty(torch.ones(8, 10, 6)).item() == pytest.approx(0.99, abs=0.01)
+
+
+def test_cpu_pretraining_stays_fp32():
+    from moola.training.pretrain import precision_for
+
+    assert precision_for(CPU, enabled=True) == ("fp32", None)

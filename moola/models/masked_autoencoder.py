@@ -17,7 +17,10 @@ class MaskedAutoencoder(nn.Module):
             nn.Linear(self.encoder.output_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, n_channels)
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (n, T, C), mask (n, T) bool (True = hidden) -> reconstruction (n, T, C)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, return_features: bool = False):
+        """x (n, T, C), mask (n, T) bool (True = hidden) -> reconstruction (n, T, C)
+        [and the encoder's features (n, T, 2H) when `return_features`]."""
         visible = torch.where(mask.unsqueeze(-1), self.mask_token.to(x.dtype), x)  # (n, T, C)
-        return self.decoder(self.encoder(visible))
+        features = self.encoder(visible)
+        reconstruction = self.decoder(features)
+        return (reconstruction, features) if return_features else reconstruction

@@ -58,9 +58,13 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
         log.info("cached encoder %s has fingerprint %s, need %s: pretraining", path,
                  metadata.get("fingerprint"), key)
     windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
-    result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed)
+    resume = path.with_name(path.stem + ".resume.pt")  # per-epoch state: a killed run continues here
+    if ctx.settings.fresh and resume.is_file():
+        resume.unlink()
+    result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key)
     metadata = {"fingerprint": key, "config": to_dict(config), "history": result.history,
                 "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "steps": result.steps,
+                "precision": result.precision, "resumed_from_epoch": result.resumed_from_epoch,
                 "n_windows": result.n_windows, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
                 "pretrain_duration_s": time.monotonic() - started}
     artifacts.save_checkpoint(path, result.encoder_state, metadata)

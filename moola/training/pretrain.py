@@ -1,12 +1,21 @@
-"""Masked-reconstruction pretraining of the BiLSTM encoder on the unlabeled pool (gate 3)."""
+"""Masked-reconstruction pretraining of the BiLSTM encoder on the unlabeled pool (gate 3).
+
+Resumable: with a `checkpoint` path, the full training state (model, optimizer, scaler, RNG,
+history, best weights) is written atomically at every epoch end, and a rerun with the same
+fingerprint continues after the last finished epoch. On CPU a resumed run ends with the same
+weights as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,11 +30,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class PretrainResult:
     encoder_state: dict  # state dict of the encoder (CPU tensors), best val epoch
-    history: list  # per epoch: {"epoch", "train_loss", "val_loss", "lr"}
+    history: list  # per epoch: {"epoch", "train_loss", "train_reconstruction", "val_loss", "lr"}
     best_epoch: int
     best_val_loss: float
     steps: int
     n_windows: int  # windows used (train + held-out)
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16"
+    resumed_from_epoch: int = 0  # 0 = started fresh
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
@@ -38,8 +49,33 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int) ->
 
 def masked_mse(reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over masked steps only; `(n, T, C)`, `(n, T, C)`, `(n, T)` -> scalar."""
-    squared = (reconstruction - target).pow(2).mean(dim=-1)  # (n, T)
+    squared = (reconstruction.float() - target.float()).pow(2).mean(dim=-1)  # (n, T)
     return (squared * mask).sum() / mask.sum().clamp(min=1)
+
+
+def variance_penalty(features: torch.Tensor) -> torch.Tensor:
+    """Anti-collapse term: mean over feature dims of relu(1 - std), std over every (window, step).
+
+    Zero while each of the 2H features varies with std >= 1; grows as the encoder's outputs
+    collapse toward a constant. `(n, T, 2H)` -> scalar.
+    """
+    flat = features.float().reshape(-1, features.shape[-1])  # (n * T, 2H)
+    std = torch.sqrt(flat.var(dim=0) + 1e-4)
+    return torch.relu(1.0 - std).mean()
+
+
+def precision_for(device: torch.device, enabled: bool) -> tuple[str, torch.dtype | None]:
+    """fp32 on CPU/MPS; on CUDA bf16 where supported, else fp16 (which then needs a GradScaler)."""
+    if not enabled or device.type != "cuda":
+        return "fp32", None
+    return ("bf16", torch.bfloat16) if torch.cuda.is_bf16_supported() else ("fp16", torch.float16)
+
+
+def _grad_scaler():
+    """torch.amp.GradScaler("cuda") where it exists (torch >= 2.3); torch.cuda.amp's on torch 2.1."""
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler("cuda")
+    return torch.cuda.amp.GradScaler()
 
 
 def subsample_pool(n_pool: int, config: PretrainConfig, seed: int) -> np.ndarray:
@@ -49,8 +85,20 @@ def subsample_pool(n_pool: int, config: PretrainConfig, seed: int) -> np.ndarray
     return np.arange(n_pool)
 
 
-def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.device, seed: int) -> PretrainResult:
-    """Pretrain on normalised windows `(N, T, C)`; early-stops on a held-out share, keeps the best weights."""
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.device, seed: int,
+                     checkpoint: Path | None = None, fingerprint: str = "", on_epoch_end=None) -> PretrainResult:
+    """Pretrain on normalised windows `(N, T, C)`; early-stops on a held-out share, keeps the best weights.
+
+    `checkpoint`: where to keep the resumable state (removed when training finishes).
+    `on_epoch_end(epoch)`: called after each epoch's checkpoint (tests use it to interrupt).
+    """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
     n_val = max(1, round(len(windows) * config.val_fraction))
@@ -63,43 +111,89 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
     torch.manual_seed(seed)
     model = MaskedAutoencoder(n_channels, config.hidden_size, config.num_layers).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    precision, autocast_dtype = precision_for(device, config.mixed_precision)
+    scaler = _grad_scaler() if precision == "fp16" else None
+    autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, total_steps // 20)
-    history, best_state, best_val, best_epoch, step, stale = [], None, math.inf, 0, 0, 0
+    history, best_state, best_val, best_epoch, step, stale, first_epoch = [], None, math.inf, 0, 0, 0, 1
+
+    if checkpoint is not None and Path(checkpoint).is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scaler is not None and saved.get("scaler"):
+                scaler.load_state_dict(saved["scaler"])
+            generator.set_state(saved["generator"])
+            history, best_state, best_val = saved["history"], saved["best_state"], saved["best_val"]
+            best_epoch, step, stale, first_epoch = saved["best_epoch"], saved["step"], saved["stale"], saved["epoch"] + 1
+            log.info("pretrain resumes after epoch %d from %s", saved["epoch"], checkpoint)
+        else:
+            log.info("ignoring %s: it belongs to another data/config fingerprint", checkpoint)
+    resumed_from = first_epoch - 1
+
     started = time.monotonic()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(first_epoch, config.epochs + 1):
+        if stale >= config.patience:
+            break  # the run that wrote the checkpoint had already stopped early
         model.train()
         batch_order = torch.randperm(len(train_x), generator=generator)
-        running = 0.0
+        running, running_reconstruction = 0.0, 0.0
         for begin in range(0, len(train_x), config.batch_size):
             batch = train_x[batch_order[begin: begin + config.batch_size]]
             mask = make_mask(len(batch), n_steps, config.mask_strategy, config.mask_ratio, config.patch_size, generator)
             batch, mask = batch.to(device), mask.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, config.lr, warmup)
-            loss = masked_mse(model(batch, mask), batch, mask)
+            with autocast():
+                reconstruction, features = model(batch, mask, return_features=True)
+                reconstruction_loss = masked_mse(reconstruction, batch, mask)
+                loss = reconstruction_loss
+                if config.anti_collapse_weight:
+                    loss = loss + config.anti_collapse_weight * variance_penalty(features)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
             running += loss.item() * len(batch)
+            running_reconstruction += reconstruction_loss.item() * len(batch)
             step += 1
         val_loss = evaluate_reconstruction(model, val_x, val_mask, device, config.batch_size)
-        history.append({"epoch": epoch, "train_loss": running / len(train_x), "val_loss": val_loss,
+        history.append({"epoch": epoch, "train_loss": running / len(train_x),
+                        "train_reconstruction": running_reconstruction / len(train_x), "val_loss": val_loss,
                         "lr": optimizer.param_groups[0]["lr"]})
         elapsed = time.monotonic() - started
+        done = epoch - first_epoch + 1
         log.info("pretrain epoch %d/%d train %.4f val %.4f (%.0fs, eta %.0fs)", epoch, config.epochs,
-                 running / len(train_x), val_loss, elapsed, elapsed / epoch * (config.epochs - epoch))
+                 running / len(train_x), val_loss, elapsed, elapsed / done * (config.epochs - epoch))
         if val_loss < best_val - 1e-6:
             best_val, best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.encoder.state_dict().items()})
         else:
             stale += 1
-            if stale >= config.patience:
-                log.info("pretrain early stop at epoch %d (best %d)", epoch, best_epoch)
-                break
-    return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows))
+        if checkpoint is not None:
+            _save_state(Path(checkpoint), {
+                "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
+                "generator": generator.get_state(), "history": history, "best_state": best_state,
+                "best_val": best_val, "best_epoch": best_epoch, "step": step, "stale": stale})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+        if stale >= config.patience:
+            log.info("pretrain early stop at epoch %d (best %d)", epoch, best_epoch)
+            break
+    if checkpoint is not None and Path(checkpoint).is_file():
+        Path(checkpoint).unlink()
+    return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from)
 
 
 @torch.no_grad()
