@@ -49,7 +49,7 @@ class Augmentation:
 class FitOptions:
     batch_size: int
     lrs: dict  # group name -> base learning rate
-    grad_clip: float = 1.0  # max global L2 norm of the gradient
+    grad_clip: float = 1.0  # max global L2 norm of the gradient; 0 = no clipping
     weight_decay: float = 0.0  # AdamW decay, for groups no L2-SP term covers
     augmentation: Augmentation | None = None
     loss: str = "weighted_ce"  # "weighted_ce" | "focal"
@@ -171,8 +171,9 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
                         loss = loss + l2sp.penalty()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]
-                                              if p.grad is not None], options.grad_clip)
+                    if options.grad_clip:
+                        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]
+                                                  if p.grad is not None], options.grad_clip)
                     optimizer.step()
                     if ema is not None:
                         ema.update_parameters(model)
