@@ -94,6 +94,7 @@ class BaselineConfig:
 @dataclass(frozen=True)
 class EnsembleConfig:
     calibration_folds: int = 5  # cross-fitting folds on val when there is no test split
+    include_minirocket: bool = False  # average MiniRocket's calibrated ridge scores too (fixed, not chosen on val)
     tolerance: float = 0.01  # ensemble may be this much below the best member (1 pp)
 
 

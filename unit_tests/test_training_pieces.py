@@ -70,3 +70,13 @@ def test_paired_bootstrap_ci_brackets_the_point_delta():
     result = paired_bootstrap_delta(y, better, worse, 2, 500, 17)
     low, high = result["delta_ci95"]
     assert low <= result["delta"] <= high and low > 0
+
+
+def test_vectorised_macro_f1_equals_sklearn_row_by_row():
+    from moola.training.metrics import macro_f1, macro_f1_rows
+
+    rng = np.random.default_rng(1)
+    y_true, y_pred = rng.integers(0, 3, (50, 12)), rng.integers(0, 3, (50, 12))
+    y_pred[0] = 0  # a row predicting one class only
+    expected = [macro_f1(t, p, 3) for t, p in zip(y_true, y_pred)]
+    np.testing.assert_allclose(macro_f1_rows(y_true, y_pred, 3), expected)

@@ -19,7 +19,7 @@ PROVENANCE = Path("models/enhanced_augmented_v1.synthetic.parquet")
 def run_augmented(ctx: RunContext, encoder_state: dict, finetuned: Trained) -> tuple[Trained, PseudoSamples]:
     y = ctx.dataset.y
     samples = make_pseudo_samples(
-        ctx.windows[ctx.train], y[ctx.train], ctx.windows[ctx.val],
+        ctx.windows[ctx.train], y[ctx.train], ctx.windows[np.concatenate([ctx.val, ctx.dataset.split.test])],
         lambda windows: predict_proba(finetuned.model, windows, ctx.device),
         ctx.profile.augment, ohlc=ctx.shared_channels, seed=ctx.seed,
     )

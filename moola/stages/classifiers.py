@@ -39,6 +39,7 @@ class Trained:
     model: nn.Module | None
     val_proba: np.ndarray  # (n_val, K)
     metrics: dict
+    test_proba: np.ndarray | None = None  # (n_test, K) when the split has test rows
     steps: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     artifact: Path | None = None
@@ -57,7 +58,9 @@ def evaluate(ctx: RunContext, name: str, model: nn.Module, train_windows: np.nda
     metrics = classification_metrics(y[ctx.val], val_proba)
     metrics["train_acc"] = float((predict_proba(model, train_windows, ctx.device).argmax(1) == train_y).mean())
     metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
-    return Trained(name, model, val_proba, metrics, **kwargs)
+    test = ctx.dataset.split.test
+    test_proba = predict_proba(model, ctx.windows[test], ctx.device) if len(test) else None
+    return Trained(name, model, val_proba, metrics, test_proba, **kwargs)
 
 
 def compare(ctx: RunContext, candidate: Trained, baseline: Trained, baseline_gate: str) -> dict:

@@ -1,18 +1,31 @@
 """Gate-5 pseudo-samples: safe generators on train rows, quality score, dedup, KS check, cap.
 
 Every candidate is built from one or two **train** rows of the same class and inherits that
-label; val/test rows are never an input. Windows are in normalised space `(n, T, C)` and are
-re-normalised after generation, so synthetic rows meet the model exactly as real ones do.
+label; val/test rows are never an input (they are only compared against, for deduplication).
+Windows are in normalised space `(n, T, C)` and are re-normalised after generation, so synthetic
+rows meet the model exactly as real ones do.
 
-Quality of a candidate, in [0, 1], higher is better:
+Generators (all label-preserving, no free simulation):
+- temporal: `jitter` (per-bar noise shared by the four channels), `magnitude_warp` (a smooth
+  multiplicative curve), `time_warp` (a smooth monotone resampling of the time axis),
+  `window_warp` (one slice of 10% of the bars sped up or slowed down 2x, then resampled to T);
+- pattern-based: `blend` (a convex mix of the source with a same-class partner, 75–90% source),
+  `trend_residual` (the close's residual around a 9-bar moving average scaled by 0.8–1.2, the
+  difference added to every channel so bars keep their shape).
 
-    quality = ohlc_valid * (return_similarity + label_confidence) / 2
-
-- `ohlc_valid`: 1 when the repaired bar satisfies low <= min(open, close) <= max(open, close) <= high
-  (always after repair for OHLC; generic series count as valid);
-- `return_similarity`: 1 − KS statistic between the candidate's and its source's close-to-close
-  changes (1 = identical distribution);
-- `label_confidence`: the gate-4 model's probability of the inherited label.
+Filter stages, each counted in the results line:
+1. OHLC: each bar's high/low set to the bar's max/min (repair); a window that still fails is rejected;
+2. quality >= `quality_threshold`, where, in [0, 1], higher is better,
+       quality = ohlc_valid * (return_similarity + label_confidence) / 2
+   - `ohlc_valid`: 1 when every bar satisfies low <= min(open, close) <= max(open, close) <= high
+     (always 1 after repair; generic series count as valid);
+   - `return_similarity`: 1 − the KS statistic between the candidate's and its source's
+     close-to-close changes (1 = the same distribution);
+   - `label_confidence`: the gate-4 model's probability of the inherited label;
+3. exact dedup: the hash of the normalised window equals no train, val/test or other synthetic row;
+4. near dedup: RMS distance to every real row and every accepted synthetic row >= 0.02
+   (normalised units; a jitter of sigma <= 0.02 is a copy, not a new sample);
+5. cap: the highest-quality survivors, at most `ratio` per train row and `max_synthetic` in all.
 """
 
 from __future__ import annotations
@@ -26,15 +39,16 @@ from moola.config import AugmentConfig
 from moola.data.normalize import normalize_windows
 from moola.data.validate import window_hashes
 
-GENERATORS = ("jitter", "time_warp", "magnitude_warp", "blend")
+GENERATORS = ("jitter", "magnitude_warp", "time_warp", "window_warp", "blend", "trend_residual")
 NEAR_DUPLICATE_RMS = 0.02  # RMS distance (normalised units) below which a candidate is a near-copy
+TREND_BARS = 9  # moving-average length separating trend from residual
 
 
 @dataclass
 class PseudoSamples:
     windows: np.ndarray  # (m, T, C) accepted synthetic windows, normalised
     y: np.ndarray  # (m,) inherited labels
-    provenance: list  # per accepted row: {"source_rows", "generator", "params", "quality"}
+    provenance: list  # per accepted row: {"source_rows", "generator", "params", "quality", "label"}
     counts: dict  # candidates left after each filter stage
     quality: np.ndarray  # (m,)
     ks: dict  # statistic name -> {"statistic", "p_value"}
@@ -45,28 +59,49 @@ def synthetic_cap(n_train: int, config: AugmentConfig) -> int:
     return int(min(np.floor(config.ratio * n_train), config.max_synthetic))
 
 
-def _warp_curve(rng: np.random.Generator, n_steps: int, sigma: float, n_knots: int = 4) -> np.ndarray:
+def _smooth_curve(rng: np.random.Generator, n_steps: int, sigma: float, n_knots: int = 4) -> np.ndarray:
     knots = rng.normal(1.0, sigma, n_knots + 2)
     return np.interp(np.arange(n_steps), np.linspace(0, n_steps - 1, n_knots + 2), knots)  # (T,)
 
 
+def _resample(window: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Linear interpolation of every channel at fractional bar `positions`; `(T, C)` -> `(len, C)`."""
+    grid = np.arange(len(window))
+    return np.stack([np.interp(positions, grid, window[:, c]) for c in range(window.shape[1])], axis=1)
+
+
 def generate_candidate(rng: np.random.Generator, generator: str, source: np.ndarray, partner: np.ndarray):
-    """One candidate `(T, C)` from a source window (and a same-class partner for `blend`)."""
+    """One candidate `(T, C)` from a source window (and a same-class partner for `blend`), plus its params."""
     n_steps = source.shape[0]
     if generator == "jitter":
-        sigma = float(rng.uniform(0.005, 0.02))
+        sigma = float(rng.uniform(0.005, 0.03))
         return source + rng.normal(0.0, sigma, (n_steps, 1)), {"sigma": sigma}
     if generator == "magnitude_warp":
-        curve = _warp_curve(rng, n_steps, 0.05)
-        return source * curve[:, None], {"sigma": 0.05}
+        return source * _smooth_curve(rng, n_steps, 0.05)[:, None], {"sigma": 0.05}
     if generator == "time_warp":
-        speeds = np.clip(_warp_curve(rng, n_steps, 0.1), 0.2, None)
+        speeds = np.clip(_smooth_curve(rng, n_steps, 0.1), 0.2, None)
         positions = np.cumsum(speeds)
         positions = (positions - positions[0]) / (positions[-1] - positions[0]) * (n_steps - 1)
-        warped = np.stack([np.interp(positions, np.arange(n_steps), source[:, c]) for c in range(source.shape[1])], 1)
-        return warped, {"sigma": 0.1}
-    weight = float(rng.uniform(0.75, 0.9))  # blend: mostly the source, shaped a little by the partner
-    return weight * source + (1 - weight) * partner, {"weight": weight}
+        return _resample(source, positions), {"sigma": 0.1}
+    if generator == "window_warp":
+        width = max(2, n_steps // 10)
+        start = int(rng.integers(0, n_steps - width))
+        factor = float(rng.choice((0.5, 2.0)))
+        # Bars before, the slice at `factor` times as many points, bars after; then back to T bars.
+        inside = np.linspace(start, start + width, max(2, int(width * factor)), endpoint=False)
+        positions = np.concatenate([np.arange(start), inside, np.arange(start + width, n_steps)])
+        stretched = _resample(source, positions)
+        return _resample(stretched, np.linspace(0, len(stretched) - 1, n_steps)), {"start": start, "factor": factor}
+    if generator == "blend":
+        weight = float(rng.uniform(0.75, 0.9))  # mostly the source, shaped a little by the partner
+        return weight * source + (1 - weight) * partner, {"weight": weight}
+    if generator == "trend_residual":
+        close = source[:, -1]
+        trend = np.convolve(np.pad(close, TREND_BARS // 2, mode="edge"), np.ones(TREND_BARS) / TREND_BARS, "valid")
+        factor = float(rng.uniform(0.8, 1.2))
+        shift = (factor - 1.0) * (close - trend)  # (T,) change of the close's residual
+        return source + shift[:, None], {"residual_scale": factor}
+    raise ValueError(f"unknown generator {generator!r}; expected one of {GENERATORS}")
 
 
 def repair_ohlc(windows: np.ndarray) -> np.ndarray:
@@ -77,8 +112,19 @@ def repair_ohlc(windows: np.ndarray) -> np.ndarray:
     return out
 
 
+def ohlc_valid(windows: np.ndarray, tolerance: float = 1e-5) -> np.ndarray:
+    """Per window: every bar has low <= min(open, close) <= max(open, close) <= high; `(n, T, 4)` -> `(n,)`."""
+    top = np.maximum(windows[..., 0], windows[..., 3])
+    bottom = np.minimum(windows[..., 0], windows[..., 3])
+    return ((windows[..., 1] >= top - tolerance) & (windows[..., 2] <= bottom + tolerance)).all(axis=1)
+
+
 def per_window_statistics(windows: np.ndarray) -> dict:
-    """Per-window statistics the KS check compares: `(n, T, C)` -> name -> `(n,)`."""
+    """Per-window statistics the KS check compares: `(n, T, C)` -> name -> `(n,)`.
+
+    close_change_std: std of bar-to-bar close changes (roughness); net_change: last close − first
+    (trend); mean_bar_range: mean high − low (OHLC only).
+    """
     close = windows[..., -1]
     stats = {"close_change_std": np.diff(close, axis=1).std(axis=1), "net_change": close[:, -1] - close[:, 0]}
     if windows.shape[-1] == 4:
@@ -96,11 +142,20 @@ def ks_report(synthetic: np.ndarray, real: np.ndarray) -> dict:
     return report
 
 
-def make_pseudo_samples(train_windows: np.ndarray, train_y: np.ndarray, val_windows: np.ndarray,
+def _rms_to(flat: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Smallest RMS distance from each row of `flat (n, D)` to any row of `reference (m, D)`."""
+    if not len(reference):
+        return np.full(len(flat), np.inf)
+    squared = (flat**2).sum(1)[:, None] + (reference**2).sum(1)[None, :] - 2 * flat @ reference.T  # (n, m)
+    return np.sqrt(np.maximum(squared, 0) / flat.shape[1]).min(axis=1)
+
+
+def make_pseudo_samples(train_windows: np.ndarray, train_y: np.ndarray, held_out_windows: np.ndarray,
                         label_proba, config: AugmentConfig, ohlc: bool, seed: int) -> PseudoSamples:
     """Generate, repair, score, deduplicate and cap pseudo-samples from train rows only.
 
-    `label_proba(windows) -> (n, n_classes)` is the gate-4 model's predictor for label confidence.
+    `held_out_windows`: val (and test) rows, used only to reject copies of them.
+    `label_proba(windows) -> (n, n_classes)`: the gate-4 model, for label confidence.
     """
     rng = np.random.default_rng(seed)
     n_train = len(train_windows)
@@ -112,44 +167,51 @@ def make_pseudo_samples(train_windows: np.ndarray, train_y: np.ndarray, val_wind
             partner_row = int(rng.choice(same_class))
             window, params = generate_candidate(rng, generator, train_windows[row], train_windows[partner_row])
             candidates.append(window)
-            sources = [row, partner_row] if generator == "blend" else [row]
-            meta.append({"source_rows": sources, "generator": generator, "params": params})
+            meta.append({"source_rows": [row, partner_row] if generator == "blend" else [row],
+                         "generator": generator, "params": params})
     windows = np.stack(candidates).astype(np.float32)  # (n_train * k, T, C)
-    if ohlc:
-        windows = repair_ohlc(windows)
-    windows = normalize_windows(windows, shared_channels=ohlc)
     labels = train_y[[m["source_rows"][0] for m in meta]]
     counts = {"generated": len(windows)}
+
+    valid = np.ones(len(windows), bool)
+    if ohlc:
+        counts["needed_ohlc_repair"] = int((~ohlc_valid(windows)).sum())
+        windows = repair_ohlc(windows)
+        valid = ohlc_valid(windows)
+    windows = normalize_windows(windows, shared_channels=ohlc)
+    keep = valid.copy()
+    counts["ohlc"] = int(keep.sum())
 
     source_close = train_windows[[m["source_rows"][0] for m in meta]][..., -1]
     similarity = np.array([1.0 - ks_2samp(np.diff(w[:, -1]), np.diff(s)).statistic
                            for w, s in zip(windows, source_close)])
     confidence = label_proba(windows)[np.arange(len(windows)), labels]
-    quality = 1.0 * (similarity + confidence) / 2  # ohlc_valid = 1 for every repaired candidate
-    keep = quality >= config.quality_threshold
+    quality = valid * (similarity + confidence) / 2
+    keep &= quality >= config.quality_threshold
     counts["quality"] = int(keep.sum())
 
-    real_hashes = set(window_hashes(train_windows)) | set(window_hashes(val_windows))
+    real_hashes = set(window_hashes(train_windows)) | set(window_hashes(held_out_windows))
     hashes = window_hashes(windows)
     seen: set = set()
-    exact_ok = np.zeros(len(windows), bool)
     for i in np.flatnonzero(keep):
-        if hashes[i] not in real_hashes and hashes[i] not in seen:
-            exact_ok[i] = True
-            seen.add(hashes[i])
-    counts["exact_dedup"] = int(exact_ok.sum())
+        if hashes[i] in real_hashes or hashes[i] in seen:
+            keep[i] = False
+        seen.add(hashes[i])
+    counts["exact_dedup"] = int(keep.sum())
 
-    reference = np.concatenate([train_windows, val_windows]).reshape(n_train + len(val_windows), -1)
-    flat = windows.reshape(len(windows), -1)
-    rms_to_real = np.sqrt(((flat[:, None, :] - reference[None, :, :]) ** 2).mean(axis=2)).min(axis=1)  # (n,)
-    near_ok = exact_ok & (rms_to_real >= NEAR_DUPLICATE_RMS)
-    counts["near_dedup"] = int(near_ok.sum())
-
+    flat = windows.reshape(len(windows), -1).astype(np.float64)
+    real = np.concatenate([train_windows, held_out_windows]).reshape(-1, flat.shape[1]).astype(np.float64)
+    keep &= _rms_to(flat, real) >= NEAR_DUPLICATE_RMS
+    accepted: list = []
     cap = synthetic_cap(n_train, config)
-    order = [i for i in np.argsort(-quality, kind="stable") if near_ok[i]][:cap]
-    order = sorted(order)
-    counts["capped"] = len(order)
-    accepted = windows[order]
-    provenance = [{**meta[i], "quality": float(quality[i]), "label": int(labels[i])} for i in order]
-    ks = ks_report(accepted, train_windows) if len(order) else {}
-    return PseudoSamples(accepted, labels[order], provenance, counts, quality[order], ks)
+    for i in sorted(np.flatnonzero(keep), key=lambda i: (-quality[i], i)):  # best first, ties by index
+        if _rms_to(flat[i: i + 1], flat[accepted])[0] < NEAR_DUPLICATE_RMS:
+            keep[i] = False
+            continue
+        accepted.append(i)
+    counts["near_dedup"] = len(accepted)
+    accepted = sorted(accepted[:cap])
+    counts["capped"] = len(accepted)
+    provenance = [{**meta[i], "quality": float(quality[i]), "label": int(labels[i])} for i in accepted]
+    ks = ks_report(windows[accepted], train_windows) if accepted else {}
+    return PseudoSamples(windows[accepted], labels[accepted], provenance, counts, quality[accepted], ks)

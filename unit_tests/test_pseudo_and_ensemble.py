@@ -1,0 +1,105 @@
+"""Gate 5's pseudo-sample pipeline and gate 7's calibrated ensemble keep their promises."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from moola.config import AugmentConfig, Profile
+from moola.data.normalize import normalize_windows
+from moola.stages.classifiers import Trained
+from moola.stages.ensemble import run_ensemble
+from moola.stages.rules import augment_failures
+from moola.training import pseudo
+from moola.training.metrics import macro_f1
+from moola.training.pseudo import GENERATORS, generate_candidate, make_pseudo_samples, ohlc_valid, synthetic_cap
+from unit_tests.conftest import ohlc_windows
+
+
+def confident(windows):
+    """A stand-in gate-4 model that gives every inherited label probability 1."""
+    return np.full((len(windows), 2), 1.0)
+
+
+def real_rows(n, seed=0, n_bars=40):
+    return normalize_windows(ohlc_windows(np.random.default_rng(seed), n, n_bars))
+
+
+@pytest.mark.parametrize("n_train", [10, 78, 200])
+def test_cap_and_ratio_hold_in_the_pipeline(n_train):
+    train = real_rows(n_train)
+    samples = make_pseudo_samples(train, np.arange(n_train) % 2, real_rows(5, seed=1), confident,
+                                  AugmentConfig(), True, 17)
+    assert len(samples.y) <= synthetic_cap(n_train, AugmentConfig()) == min(2 * n_train, 210)
+    assert samples.counts["capped"] == len(samples.y)
+
+
+def test_synthetic_rows_derive_from_train_rows_and_never_copy_held_out_rows():
+    train, held_out = real_rows(20), real_rows(6, seed=3)
+    y = np.arange(20) % 2
+    samples = make_pseudo_samples(train, y, held_out, confident, AugmentConfig(), True, 17)
+    assert samples.provenance
+    for row, label in zip(samples.provenance, samples.y):
+        assert all(0 <= r < 20 and y[r] == label for r in row["source_rows"])
+    distances = np.sqrt(((samples.windows[:, None] - held_out[None]) ** 2).mean(axis=(2, 3)))
+    assert distances.min() >= pseudo.NEAR_DUPLICATE_RMS
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_every_generator_keeps_shape_and_gives_valid_ohlc_after_repair(generator):
+    train = real_rows(2)
+    window, params = generate_candidate(np.random.default_rng(0), generator, train[0], train[1])
+    assert window.shape == train[0].shape and isinstance(params, dict)
+    assert ohlc_valid(pseudo.repair_ohlc(window[None]))[0]
+
+
+def test_near_copies_of_train_rows_are_removed(monkeypatch):
+    monkeypatch.setattr(pseudo, "generate_candidate",
+                        lambda rng, generator, source, partner: (source + rng.normal(0, 1e-4, source.shape),
+                                                                 {"near": True}))
+    samples = make_pseudo_samples(real_rows(12), np.arange(12) % 2, real_rows(3, 1), confident,
+                                  AugmentConfig(), True, 17)
+    assert samples.counts["quality"] > 0 and samples.counts["near_dedup"] == 0 and len(samples.y) == 0
+
+
+def test_a_generator_shifted_off_the_distribution_fails_the_ks_check(monkeypatch):
+    def noisy(rng, generator, source, partner):  # rough, range-blown windows the real rows never show
+        return source + rng.normal(0, 0.6, source.shape), {"shifted": True}
+
+    monkeypatch.setattr(pseudo, "generate_candidate", noisy)
+    config = AugmentConfig(quality_threshold=0.0)  # let everything through to reach the KS check
+    samples = make_pseudo_samples(real_rows(40), np.arange(40) % 2, real_rows(4, 1), confident,
+                                  config, True, 17)
+    assert min(s["p_value"] for s in samples.ks.values()) < config.ks_alpha
+    numbers = {"n_synthetic": len(samples.y), "n_train": 40, "cap": 80, "min_quality": 0.9,
+               "ks_min_p": min(s["p_value"] for s in samples.ks.values()), "ks_worst": "close_change_std",
+               "duplicates": 0, "foreign_sources": [], "val_f1": 0.8, "finetune_f1": 0.8}
+    assert any("KS p-value" in failure for failure in augment_failures(numbers, config))
+
+
+def fake_context(y, val, test=()):
+    return SimpleNamespace(profile=Profile(), dataset=SimpleNamespace(y=np.asarray(y), split=SimpleNamespace(
+        test=np.asarray(test, dtype=np.int64))), val=np.asarray(val), n_classes=2, seed=17)
+
+
+def member(name, val_proba, test_proba=None):
+    return Trained(name, None, np.asarray(val_proba, float), {}, test_proba)
+
+
+def test_one_member_is_reported_as_not_averaged():
+    y = np.array([0, 1] * 10)
+    proba = np.eye(2)[y] * 0.7 + 0.15
+    report = run_ensemble(fake_context(y, np.arange(20)), [member("only", proba)])
+    assert report["n_members"] == 1 and report["averaged"] is False and report["members_used"] == ["only"]
+
+
+def test_with_test_rows_calibration_is_fitted_on_val_and_scored_on_test():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 1] * 15)
+    val, test = np.arange(20), np.arange(20, 30)
+    proba = np.clip(np.eye(2)[y] * 0.5 + rng.uniform(0, 0.5, (30, 2)), 0, None)
+    proba /= proba.sum(1, keepdims=True)
+    report = run_ensemble(fake_context(y, val, test), [member("a", proba[val], proba[test]),
+                                                       member("b", proba[val][::-1].copy(), proba[test])])
+    assert report["scored_on"].startswith("test rows")
+    assert report["members"]["a"]["f1"] == pytest.approx(macro_f1(y[test], proba[test].argmax(1), 2))
