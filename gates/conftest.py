@@ -40,6 +40,12 @@ def smoke(run, pretrained):
 
 
 @pytest.fixture(scope="session")
+def overfit(run, pretrained):
+    seed_everything(run.seed)
+    return classifiers.overfit_check(run, pretrained.state)
+
+
+@pytest.fixture(scope="session")
 def minirocket(run):
     seed_everything(run.seed)
     return control.run_minirocket(run)

@@ -1,4 +1,4 @@
-"""Gate 1: a 3-epoch EnhancedSimpleLSTM on the frozen pretrained encoder loads it and sets the baseline."""
+"""Gate 1: a 3-epoch EnhancedSimpleLSTM on the frozen pretrained encoder loads it, can learn, sets the baseline."""
 
 import dataclasses
 
@@ -8,12 +8,13 @@ from moola.stages.rules import smoke_failures
 
 
 @pytest.mark.dependency(name="gate1", depends=["gate0"], scope="session")
-def test_smoke_run_loads_encoder(run, pretrained, smoke, gate_record):
+def test_smoke_run_loads_encoder(run, pretrained, smoke, overfit, gate_record):
     gate_record.model = smoke.name
     gate_record.config = dataclasses.asdict(run.profile.smoke)
     gate_record.metrics = {**smoke.metrics, "steps": smoke.steps,
-                           **{k: smoke.extra[k] for k in ("encoder_match_ratio", "encoder_matched", "encoder_tensors")}}
+                           **{k: smoke.extra[k] for k in ("encoder_match_ratio", "encoder_matched", "encoder_tensors")},
+                           **overfit}
     gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint}
     gate_record.artifacts = {"encoder": str(pretrained.path)}
-    failures = smoke_failures(smoke.extra, run.profile.thresholds)
+    failures = smoke_failures(smoke.extra, run.profile.thresholds, overfit)
     assert not failures, "; ".join(failures)

@@ -45,6 +45,10 @@ class SmokeConfig:
     batch_size: int = 8  # 78 rows / 8 = 10 optimizer steps an epoch, 30 in all
     lr: float = 1e-3
     dropout: float = 0.1
+    overfit_rows: int = 16  # train rows (balanced) the smoke model must be able to memorise
+    overfit_steps: int = 100  # full-batch optimizer steps allowed for it
+    overfit_lr: float = 3e-3  # constant LR of the overfit check
+    overfit_target_acc: float = 0.9  # on those rows, eval mode: 15 of 16 right; a pipeline that cannot learn stays near 0.5
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,26 @@ def run_smoke(ctx: RunContext, encoder_state: dict | None) -> Trained:
                     extra=match)
 
 
+def overfit_check(ctx: RunContext, encoder_state: dict | None) -> dict:
+    """Can the smoke pipeline learn at all? Fit its trainable part on a few train rows, full batch.
+
+    Saturated inputs (raw prices), a detached graph or an everything-frozen model cannot reach
+    the target, whatever the data; a working pipeline memorises 16 rows in a handful of steps.
+    """
+    config = ctx.profile.smoke
+    y = ctx.dataset.y
+    per_class = max(1, config.overfit_rows // ctx.n_classes)
+    rows = np.concatenate([ctx.train[y[ctx.train] == k][:per_class] for k in range(ctx.n_classes)])
+    model, _ = enhanced_model(ctx, encoder_state, config.dropout)
+    options = FitOptions(len(rows), {name: config.overfit_lr for name in (*HEAD, "encoder")}, warmup_fraction=0.0)
+    fit = fit_classifier(model, ctx.windows[rows], y[rows], child_groups(model),
+                         [Phase("overfit", config.overfit_steps, HEAD)], options, ctx.device, ctx.seed, ctx.n_classes)
+    accuracy = float((predict_proba(model, ctx.windows[rows], ctx.device).argmax(1) == y[rows]).mean())
+    first = next((i + 1 for i, h in enumerate(fit.history) if h["train_acc"] >= config.overfit_target_acc), None)
+    return {"overfit_rows": len(rows), "overfit_steps": config.overfit_steps, "overfit_train_acc": accuracy,
+            "overfit_steps_to_target": first, "overfit_target_acc": config.overfit_target_acc}
+
+
 def finetune_groups(model: EnhancedSimpleLSTM) -> dict:
     """Encoder layers (bottom to top) and the new head modules."""
     groups = lstm_layer_groups(model.encoder.lstm, "encoder")

@@ -11,13 +11,19 @@ import numpy as np
 from moola.config import AugmentConfig, ThresholdConfig
 
 
-def smoke_failures(match: dict, thresholds: ThresholdConfig) -> list[str]:
+def smoke_failures(match: dict, thresholds: ThresholdConfig, overfit: dict | None = None) -> list[str]:
+    failures = []
+    if overfit is not None and overfit["overfit_train_acc"] < overfit["overfit_target_acc"]:
+        failures.append(
+            f"overfit check: train accuracy {overfit['overfit_train_acc']:.3f} < {overfit['overfit_target_acc']} on "
+            f"{overfit['overfit_rows']} rows after {overfit['overfit_steps']} full-batch steps: the pipeline cannot "
+            "learn (unnormalised/saturated inputs, a detached graph or frozen weights?)")
     ratio = match.get("encoder_match_ratio")
     if ratio is not None and ratio < thresholds.encoder_match_ratio:
-        return [(f"encoder match ratio {ratio:.2f} < {thresholds.encoder_match_ratio:.2f} "
-                 f"({match['encoder_matched']}/{match['encoder_tensors']} encoder tensors loaded; "
-                 f"missing {match['encoder_missing'][:3]}, shape mismatch {match['encoder_shape_mismatch'][:3]})")]
-    return []
+        failures.append(f"encoder match ratio {ratio:.2f} < {thresholds.encoder_match_ratio:.2f} "
+                        f"({match['encoder_matched']}/{match['encoder_tensors']} encoder tensors loaded; "
+                        f"missing {match['encoder_missing'][:3]}, shape mismatch {match['encoder_shape_mismatch'][:3]})")
+    return failures
 
 
 def control_failures(minirocket_f1: float, smoke_f1: float) -> list[str]:
