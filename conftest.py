@@ -36,6 +36,9 @@ def pytest_addoption(parser):
     group.addoption("--profile", default="auto", help="full | quick | auto (full on CUDA, quick elsewhere)")
     group.addoption("--set", dest="moola_set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a profile field, e.g. --set pretrain.batch_size=256 (repeatable)")
+    group.addoption("--gate-policy", default="point", choices=("point", "ci"),
+                    help="point: the seed's point comparisons; ci: a comparison passes only when the paired "
+                         "bootstrap 95%% CI of the F1 difference clears the rule")
     group.addoption("--seed", type=int, default=17, help="seed for torch, numpy, python, sklearn, MiniRocket")
     group.addoption("--start-gate", type=int, default=None, help="first gate to run (0-7)")
     group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
@@ -71,7 +74,8 @@ def pytest_configure(config):
         settings = resolve_settings(
             config.rootpath, data_dir=config.option.data_dir, artifacts_dir=config.option.artifacts_dir,
             results=config.option.results, device=config.option.device, profile=config.option.profile,
-            overrides=config.option.moola_set, seed=config.option.seed, fresh=config.option.fresh,
+            overrides=[f"thresholds.gate_policy={config.option.gate_policy}", *config.option.moola_set],
+            seed=config.option.seed, fresh=config.option.fresh,
             demo=config.option.demo)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None

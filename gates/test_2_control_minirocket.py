@@ -15,5 +15,7 @@ def test_minirocket_control_stays_below_lstm(run, smoke, minirocket, gate_record
     # Delta reads "smoke minus MiniRocket": the gate wants it positive.
     gate_record.comparison = {**compare(run, smoke, minirocket, "2_control_minirocket"),
                               "candidate_gate": "1_smoke_enhanced"}
-    failures = control_failures(minirocket.metrics["val_f1"], smoke.metrics["val_f1"])
+    policy = run.profile.thresholds.gate_policy
+    failures = control_failures(minirocket.metrics["val_f1"], smoke.metrics["val_f1"], policy,
+                                gate_record.comparison["delta_ci95"])
     assert not failures, "; ".join(failures)

@@ -28,5 +28,6 @@ def test_augmented_training_holds_val_f1(run, pretrained, finetuned, augmented_r
     gate_record.comparison = compare(run, trained, finetuned, "4_finetune_enhanced")
     gate_record.extra = {"encoder_source": pretrained.source}
     gate_record.artifacts = {"model": str(trained.artifact), "synthetic_provenance": str(trained.extra["provenance"])}
-    failures = augment_failures(numbers, run.profile.augment)
+    failures = augment_failures(numbers, run.profile.augment, run.profile.thresholds.gate_policy,
+                                gate_record.comparison["delta_ci95"])
     assert not failures, "; ".join(failures)

@@ -17,6 +17,7 @@ def test_simplelstm_stays_below_gate4(run, finetuned, baseline, gate_record):
     gate_record.comparison = {**compare(run, finetuned, baseline, "6_baseline_simplelstm"),
                               "candidate_gate": "4_finetune_enhanced"}
     gate_record.artifacts = {"model": str(baseline.artifact)}
-    warning = baseline_warning(baseline.metrics["val_f1"], finetuned.metrics["val_f1"])
+    warning = baseline_warning(baseline.metrics["val_f1"], finetuned.metrics["val_f1"],
+                               run.profile.thresholds.gate_policy, gate_record.comparison["delta_ci95"])
     if warning:
         gate_record.warn(warning)

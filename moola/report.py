@@ -16,8 +16,20 @@ def latest_run(path: Path, run_id: str | None = None) -> list[dict]:
     return [line for line in lines if line["run_id"] == wanted]
 
 
+def verdict(ci) -> str:
+    """Plain words for a paired bootstrap CI of a difference."""
+    if ci[0] > 0:
+        return "better"
+    if ci[1] < 0:
+        return "worse"
+    return "within noise"
+
+
 def format_run(lines: list[dict]) -> str:
-    rows = [f"run {lines[0]['run_id']}  profile {lines[0].get('profile')}  device {lines[0].get('device')}"]
+    policies = {(line.get("comparison") or {}).get("policy") for line in lines} - {None}
+    rows = [f"run {lines[0]['run_id']}  profile {lines[0].get('profile')}  device {lines[0].get('device')}"
+            + (f"  gate policy {', '.join(sorted(policies))}" if policies else "")
+            + "  (delta = candidate − baseline F1 [95% CI])"]
     for line in lines:
         metrics, comparison = line.get("metrics") or {}, line.get("comparison") or {}
         f1 = metrics.get("val_f1")
@@ -25,7 +37,8 @@ def format_run(lines: list[dict]) -> str:
         ci = comparison.get("delta_ci95")
         cells = [f"{line['gate']:<22}", f"{line['status']:<8}",
                  f"val_f1 {f1:.3f}" if isinstance(f1, (int, float)) else " " * 12,
-                 f"delta {delta:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]" if delta is not None and ci else " " * 30,
+                 f"delta {delta:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] {verdict(ci):<12}" if delta is not None and ci
+                 else " " * 43,
                  f"{line.get('duration_s', 0):7.1f}s"]
         rows.append("  ".join(cells) + (f"  {line['reason'][:160]}" if line.get("reason") else ""))
     return "\n".join(rows)

@@ -67,7 +67,15 @@ def compare(ctx: RunContext, candidate: Trained, baseline: Trained, baseline_gat
     """`candidate` minus `baseline` macro F1 on the same val rows, with its paired bootstrap CI."""
     delta = paired_bootstrap_delta(ctx.dataset.y[ctx.val], candidate.val_pred, baseline.val_pred, ctx.n_classes,
                                    ctx.profile.thresholds.bootstrap_resamples, ctx.seed)
-    return {"baseline_gate": baseline_gate, "baseline_f1": baseline.metrics["val_f1"], **delta}
+    return {"baseline_gate": baseline_gate, "baseline_f1": baseline.metrics["val_f1"], **delta,
+            "policy": ctx.profile.thresholds.gate_policy}
+
+
+def compare_to_majority(ctx: RunContext, candidate: Trained) -> dict:
+    """`candidate` minus always-the-train-majority macro F1 on the val rows, with its bootstrap CI."""
+    majority = np.full(len(ctx.val), candidate.metrics["majority_class"])
+    return paired_bootstrap_delta(ctx.dataset.y[ctx.val], candidate.val_pred, majority, ctx.n_classes,
+                                  ctx.profile.thresholds.bootstrap_resamples, ctx.seed)
 
 
 def enhanced_model(ctx: RunContext, encoder_state: dict | None, dropout: float) -> tuple[EnhancedSimpleLSTM, dict]:

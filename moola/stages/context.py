@@ -49,6 +49,8 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     rootdir = Path(rootdir)
     artifacts = Path(artifacts_dir) if artifacts_dir else rootdir / "artifacts"
     resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
+    if resolved.thresholds.gate_policy not in ("point", "ci"):
+        raise ValueError(f"gate policy: expected point or ci, found {resolved.thresholds.gate_policy!r}")
     if demo and data_dir:
         raise ValueError("--demo and --data-dir both given: --demo uses the embedded demo data; drop one")
     data_root = Path(data_dir) if data_dir else (artifacts / "demo_data" if demo else rootdir / "data")

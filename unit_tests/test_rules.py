@@ -1,0 +1,45 @@
+"""Gate rules under the point policy (the seed's) and the CI policy."""
+
+import pytest
+
+from moola.config import AugmentConfig
+from moola.report import verdict
+from moola.stages.rules import (augment_failures, baseline_warning, control_failures, ensemble_warning,
+                                finetune_failures)
+
+METRICS = {"val_f1": 0.80, "majority_f1": 0.41, "val_pred_counts": [12, 8]}
+
+
+def test_point_policy_compares_point_estimates():
+    assert control_failures(0.70, 0.75) == []
+    assert control_failures(0.75, 0.75)  # a tie does not beat the control
+    assert finetune_failures(METRICS, 0.75, 2) == []
+    assert finetune_failures({**METRICS, "val_pred_counts": [20, 0]}, 0.75, 2)  # one class only
+
+
+def test_ci_policy_needs_the_interval_to_clear_zero():
+    assert control_failures(0.70, 0.75, "ci", [-0.10, 0.20])  # better on the point, within noise
+    assert control_failures(0.70, 0.75, "ci", [0.01, 0.20]) == []
+    assert finetune_failures(METRICS, 0.75, 2, "ci", [0.02, 0.3], [0.1, 0.5]) == []
+    assert "majority" in finetune_failures(METRICS, 0.75, 2, "ci", [0.02, 0.3], [-0.1, 0.5])[0]
+
+
+def test_no_worse_than_rules_use_the_lower_bound_under_ci():
+    numbers = {"n_synthetic": 10, "n_train": 78, "cap": 156, "min_quality": 0.9, "ks_min_p": 0.5, "ks_worst": "x",
+               "duplicates": 0, "foreign_sources": [], "val_f1": 0.75, "finetune_f1": 0.80}
+    assert augment_failures(numbers, AugmentConfig())  # point: 5 pp worse than gate 4
+    assert augment_failures(numbers, AugmentConfig(), "ci", [-0.01, 0.05]) == []
+    assert augment_failures(numbers, AugmentConfig(), "ci", [-0.15, 0.05])
+    assert ensemble_warning(0.78, "m", 0.80, 0.01) is not None
+    assert ensemble_warning(0.78, "m", 0.80, 0.01, "ci", [0.0, 0.1]) is None
+
+
+def test_advisory_baseline_rule_warns_when_the_gain_is_within_noise():
+    assert baseline_warning(0.6, 0.8) is None
+    assert baseline_warning(0.6, 0.8, "ci", [-0.05, 0.4]) is not None
+
+
+@pytest.mark.parametrize("ci, words", [([0.01, 0.2], "better"), ([-0.2, -0.01], "worse"),
+                                       ([-0.1, 0.1], "within noise"), ([0.0, 0.3], "within noise")])
+def test_terminal_verdict_in_plain_words(ci, words):
+    assert verdict(ci) == words
