@@ -38,6 +38,15 @@ def make_split(args) -> int:
     return 0
 
 
+def import_ucr(args) -> int:
+    from moola.data.ucr import write_ucr
+
+    summary = write_ucr(args.name, Path(args.out))
+    print(f"{args.name}: {summary['n_train']} train + {summary['n_val']} val rows of shape {summary['window_shape']}, "
+          f"classes {summary['classes']} -> {args.out} (run: pytest gates --data-dir {args.out})")
+    return 0
+
+
 def report(args) -> int:
     from moola.report import completeness_problems, format_run, latest_run
 
@@ -64,6 +73,10 @@ def main(argv=None) -> int:
     split.add_argument("--out", default=None, help=f"where to write (default: DATA_DIR/{SPLIT})")
     split.add_argument("--force", action="store_true", help="overwrite without keeping a .bak copy")
     split.set_defaults(run=make_split)
+    ucr = commands.add_parser("import-ucr", help="write an sktime-shipped UCR/UEA dataset in the data contract")
+    ucr.add_argument("name", help="gunpoint, italy_power_demand, arrow_head, basic_motions, osuleaf, japanese_vowels")
+    ucr.add_argument("out", help="folder to write into")
+    ucr.set_defaults(run=import_ucr)
     summary = commands.add_parser("report", help="summarise the latest run in a results file")
     summary.add_argument("results", nargs="?", default="gated_workflow_results.jsonl")
     summary.add_argument("--run-id", default=None, help="a run other than the latest")

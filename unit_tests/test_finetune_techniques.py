@@ -231,3 +231,16 @@ def test_cpu_pretraining_stays_fp32():
     from moola.training.pretrain import precision_for
 
     assert precision_for(CPU, enabled=True) == ("fp32", None)
+
+
+def test_batchnorm_statistics_match_the_final_weights_after_fit():
+    torch.manual_seed(0)
+    model = EnhancedSimpleLSTM(4, hidden_size=8, num_layers=2, dropout=0.0)  # no dropout noise in the refresh
+    x, y = tiny_data()
+    fit_classifier(model, x, y, child_groups(model), [Phase("head", 20, HEAD)],
+                   FitOptions(24, {name: 3e-2 for name in ("encoder", *HEAD)}), CPU, 0)
+    with torch.no_grad():
+        steps = model.encoder(torch.from_numpy(x))
+        attended, _ = model.attention(steps, steps, steps, need_weights=False)
+        pooled = model.norm(steps + attended).mean(dim=1)  # what the classifier's BatchNorm sees
+    torch.testing.assert_close(model.classifier[0].running_mean, pooled.mean(0), atol=1e-5, rtol=1e-4)

@@ -13,6 +13,7 @@ from moola.config import Profile, apply_overrides, resolve_profile
 from moola.data.dataset import Dataset, load_dataset
 from moola.data.demo import cached_demo
 from moola.data.normalize import normalize_windows
+from moola.data.ucr import dataset_overrides
 from moola.seeding import describe_device, resolve_device
 
 
@@ -48,12 +49,14 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     """Turn option values into `Settings`; bad `--profile`/`--set` values raise `ValueError`."""
     rootdir = Path(rootdir)
     artifacts = Path(artifacts_dir) if artifacts_dir else rootdir / "artifacts"
-    resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
-    if resolved.thresholds.gate_policy not in ("point", "ci"):
-        raise ValueError(f"gate policy: expected point or ci, found {resolved.thresholds.gate_policy!r}")
     if demo and data_dir:
         raise ValueError("--demo and --data-dir both given: --demo uses the embedded demo data; drop one")
     data_root = Path(data_dir) if data_dir else (artifacts / "demo_data" if demo else rootdir / "data")
+    # A folder may declare its own channels/classes (python -m moola import-ucr writes one); --set wins.
+    overrides = [*dataset_overrides(data_root), *overrides]
+    resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
+    if resolved.thresholds.gate_policy not in ("point", "ci"):
+        raise ValueError(f"gate policy: expected point or ci, found {resolved.thresholds.gate_policy!r}")
     results_path = Path(results) if results else rootdir / "gated_workflow_results.jsonl"
     return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo)
 

@@ -39,9 +39,11 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def refresh_batchnorm(swa: AveragedModel, batches: list, device: torch.device) -> bool:
-    """Recompute BatchNorm running statistics for the averaged weights; False when there is none."""
-    if not has_batchnorm(swa):
+def refresh_batchnorm(model: nn.Module, batches: list, device: torch.device) -> bool:
+    """Recompute BatchNorm running statistics for `model`'s current weights (`update_bn`: a plain
+    average over `batches`); False when the model has no BatchNorm. Leaves the model in eval mode."""
+    if not has_batchnorm(model):
         return False
-    update_bn([batch.to(device) for batch in batches], swa, device=device)
+    update_bn([batch.to(device) for batch in batches], model, device=device)
+    model.eval()
     return True

@@ -198,11 +198,17 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
     if l2sp is not None:
         with torch.no_grad():
             result.l2sp_penalty = float(l2sp.penalty())
+    # BatchNorm running statistics lag weights that kept moving (momentum 0.1 remembers ~10 steps);
+    # when pooled features vary little between windows, that lag alone can flip eval predictions.
+    # Recompute them for the final weights (raw, EMA, SWA) on the unaugmented train rows.
+    batches = [x_all[b: b + batch_size] for b in range(0, len(x_all), batch_size)]
+    refresh_batchnorm(model, batches, device)
+    model.eval()
     if swa is not None:
-        batches = [x_all[b: b + batch_size] for b in range(0, len(x_all), batch_size)]
         result.swa_bn_refreshed = refresh_batchnorm(swa, batches, device)
         result.swa = swa.eval()
     if ema is not None:
+        refresh_batchnorm(ema, batches, device)
         result.ema = ema.eval()
     return result
 

@@ -1,0 +1,77 @@
+"""Real data with known signal: UCR/UEA datasets that ship inside sktime, written in the data contract.
+
+Labeled rows are the official TRAIN rows then the TEST rows; the split is train = TRAIN,
+val = TEST (so "every train row precedes every val row" holds by row order); the unlabeled pool
+is the TRAIN series only, so no val series can leak into pretraining. A `moola_dataset.json`
+beside the data says `channels = generic` (any T and C, OHLC checks off) and lists the classes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from moola.data.dataset import LABELED, SPLIT, UNLABELED
+from moola.data.parquet import write_windows
+from moola.data.split import write_json_atomic
+
+DATASETS = {
+    "gunpoint": "load_gunpoint",
+    "italy_power_demand": "load_italy_power_demand",
+    "arrow_head": "load_arrow_head",
+    "basic_motions": "load_basic_motions",
+    "osuleaf": "load_osuleaf",
+    "japanese_vowels": "load_japanese_vowels",
+}
+META = "moola_dataset.json"
+
+
+def load_ucr(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """TRAIN and TEST windows `(n, T, C)` and labels `(n,)` of an sktime-shipped dataset."""
+    key = name.lower().replace("-", "_")
+    if key not in DATASETS:
+        raise ValueError(f"import-ucr {name}: expected one of {', '.join(DATASETS)}, found {name!r}")
+    import sktime.datasets
+
+    loader = getattr(sktime.datasets, DATASETS[key])
+    parts = []
+    for split in ("train", "test"):
+        panel, labels = loader(split=split, return_X_y=True, return_type="numpy3D")  # (n, C, T)
+        parts += [np.asarray(panel, dtype=np.float64).transpose(0, 2, 1), np.asarray(labels).astype(str)]  # (n, T, C)
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def write_ucr(name: str, out_dir: Path) -> dict:
+    """Write `name` under `out_dir` in the data contract; returns a summary."""
+    out_dir = Path(out_dir)
+    train_x, train_y, test_x, test_y = load_ucr(name)
+    n_train, n_test = len(train_x), len(test_x)
+    write_windows(out_dir / LABELED, {
+        "window_id": [f"train_{i}" for i in range(n_train)] + [f"test_{i}" for i in range(n_test)],
+        "label": np.concatenate([train_y, test_y]).tolist(),
+        "features": np.concatenate([train_x, test_x]),
+    })
+    write_windows(out_dir / UNLABELED, {"window_id": [f"pool_{i}" for i in range(n_train)], "features": train_x})
+    write_json_atomic(out_dir / SPLIT, {"train_indices": list(range(n_train)),
+                                        "val_indices": list(range(n_train, n_train + n_test))})
+    classes = sorted(set(train_y.tolist()) | set(test_y.tolist()))
+    meta = {"source": f"sktime.datasets.{DATASETS[name.lower().replace('-', '_')]}", "channels": "generic",
+            "classes": classes}
+    (out_dir / META).write_text(json.dumps(meta, indent=1) + "\n")
+    return {"n_train": n_train, "n_val": n_test, "window_shape": list(train_x.shape[1:]), **meta}
+
+
+def dataset_overrides(data_root: Path) -> list[str]:
+    """`--set`-style data overrides a folder declares about itself (applied before the user's own)."""
+    path = Path(data_root) / META
+    if not path.is_file():
+        return []
+    meta = json.loads(path.read_text())
+    overrides = []
+    if "channels" in meta:
+        overrides.append(f"data.channels={meta['channels']}")
+    if "classes" in meta:
+        overrides.append(f"data.classes={','.join(meta['classes'])}")
+    return overrides
