@@ -50,3 +50,17 @@ class DataFolder:
 @pytest.fixture
 def data_folder(tmp_path) -> DataFolder:
     return DataFolder(tmp_path / "data")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run tests marked slow (fault injection through the real gate suite, GunPoint)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with pytest unit_tests --run-slow -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

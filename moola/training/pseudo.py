@@ -7,9 +7,11 @@ rows meet the model exactly as real ones do.
 
 Generators (all label-preserving, no free simulation):
 - temporal: `jitter` (per-bar noise shared by the four channels), `magnitude_warp` (a smooth
-  multiplicative curve), `time_warp` (a smooth monotone resampling of the time axis),
-  `window_warp` (one slice of 10% of the bars sped up or slowed down 2x, then resampled to T);
-- pattern-based: `blend` (a convex mix of the source with a same-class partner, 75–90% source),
+  multiplicative curve), `time_warp` (a smooth monotone re-timing of the bars),
+  `window_warp` (one slice of 10% of the bars sped up or slowed down 2x, the rest re-timed to T);
+  both warps replay whole source bars (their changes and shapes), never interpolate between bars;
+- pattern-based: `blend` (the source's close path mixed 75–90% with a same-class partner's,
+  rescaled to the source's spread, with the source's bars hung on it),
   `trend_residual` (the close's residual around a 9-bar moving average scaled by 0.8–1.2, the
   difference added to every channel so bars keep their shape).
 
@@ -64,10 +66,20 @@ def _smooth_curve(rng: np.random.Generator, n_steps: int, sigma: float, n_knots:
     return np.interp(np.arange(n_steps), np.linspace(0, n_steps - 1, n_knots + 2), knots)  # (T,)
 
 
-def _resample(window: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation of every channel at fractional bar `positions`; `(T, C)` -> `(len, C)`."""
-    grid = np.arange(len(window))
-    return np.stack([np.interp(positions, grid, window[:, c]) for c in range(window.shape[1])], axis=1)
+def _warp_bars(window: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Re-time a window by whole bars: output bar t replays source bar round(positions[t]).
+
+    Each output bar takes that source bar's close-to-close change and its shape around its close
+    (open, high, low offsets), and the closes are re-integrated. Interpolating between bars would
+    average neighbouring changes and smooth the path (close-change std drops ~15%, which the KS
+    check rightly flags); replaying bars keeps the distribution of changes and bar ranges.
+    `(T, C)`, `(T,)` -> `(T, C)`.
+    """
+    index = np.clip(np.rint(positions).astype(int), 0, len(window) - 1)
+    close = window[:, -1]
+    change = np.diff(close, prepend=close[0])  # (T,) change into each bar; 0 for the first
+    new_close = close[0] + np.cumsum(np.concatenate([[0.0], change[index[1:]]]))
+    return window[index] - close[index, None] + new_close[:, None]
 
 
 def generate_candidate(rng: np.random.Generator, generator: str, source: np.ndarray, partner: np.ndarray):
@@ -82,7 +94,7 @@ def generate_candidate(rng: np.random.Generator, generator: str, source: np.ndar
         speeds = np.clip(_smooth_curve(rng, n_steps, 0.1), 0.2, None)
         positions = np.cumsum(speeds)
         positions = (positions - positions[0]) / (positions[-1] - positions[0]) * (n_steps - 1)
-        return _resample(source, positions), {"sigma": 0.1}
+        return _warp_bars(source, positions), {"sigma": 0.1}
     if generator == "window_warp":
         width = max(2, n_steps // 10)
         start = int(rng.integers(0, n_steps - width))
@@ -90,11 +102,16 @@ def generate_candidate(rng: np.random.Generator, generator: str, source: np.ndar
         # Bars before, the slice at `factor` times as many points, bars after; then back to T bars.
         inside = np.linspace(start, start + width, max(2, int(width * factor)), endpoint=False)
         positions = np.concatenate([np.arange(start), inside, np.arange(start + width, n_steps)])
-        stretched = _resample(source, positions)
-        return _resample(stretched, np.linspace(0, len(stretched) - 1, n_steps)), {"start": start, "factor": factor}
+        positions = np.interp(np.linspace(0, len(positions) - 1, n_steps), np.arange(len(positions)), positions)
+        return _warp_bars(source, positions), {"start": start, "factor": factor}
     if generator == "blend":
         weight = float(rng.uniform(0.75, 0.9))  # mostly the source, shaped a little by the partner
-        return weight * source + (1 - weight) * partner, {"weight": weight}
+        close, partner_close = source[:, -1], partner[:, -1]
+        mixed = weight * close + (1 - weight) * partner_close
+        # A mix of two paths is flatter than either; restore the source's spread so that
+        # re-normalising does not inflate the bars' ranges, then hang the source's bars on it.
+        mixed = close.mean() + (mixed - mixed.mean()) * close.std() / max(mixed.std(), 1e-12)
+        return source - close[:, None] + mixed[:, None], {"weight": weight}
     if generator == "trend_residual":
         close = source[:, -1]
         trend = np.convolve(np.pad(close, TREND_BARS // 2, mode="edge"), np.ones(TREND_BARS) / TREND_BARS, "valid")
