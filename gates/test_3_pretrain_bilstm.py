@@ -4,13 +4,13 @@ import dataclasses
 
 import pytest
 
-from moola.stages.encoder import probe
+from moola.stages.encoder import probe, reconstruction_check
 from moola.stages.rules import probe_failures
 
 
 @pytest.mark.dependency(name="gate3", depends=["gate2"], scope="session")
 def test_pretrained_encoder_passes_linear_probe(run, pretrained, gate_record):
-    scores = probe(run, pretrained.state)
+    scores = {**probe(run, pretrained.state), **reconstruction_check(run, pretrained.autoencoder_state)}
     meta = pretrained.metadata
     gate_record.model = "bilstm_masked_autoencoder"
     gate_record.config = dataclasses.asdict(run.profile.pretrain)

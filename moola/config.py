@@ -106,6 +106,7 @@ class EnsembleConfig:
 class ThresholdConfig:
     encoder_match_ratio: float = 0.8  # share of encoder tensors that must load by name+shape
     probe_balanced_acc: float = 0.55  # chance is 0.5 for two classes, whatever the class ratio
+    reconstruction_ratio: float = 0.8  # masked MSE on real train windows / predicting their mean; ~1 = learned nothing
     bootstrap_resamples: int = 1000  # paired bootstrap of val rows for F1 deltas
     gate_policy: str = "point"  # "point": the seed's point comparisons; "ci": the 95% CI must clear the rule
 

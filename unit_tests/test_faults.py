@@ -38,6 +38,14 @@ def forward(self, x):  # logits from the last bias only: the same prediction for
     return self.classifier[-1].bias.expand(len(x), -1) + 0 * self.encoder(x).sum()
 enhanced.EnhancedSimpleLSTM.forward = forward
 """,
+    "noise_pretraining": """
+import numpy as np
+import moola.training.pretrain as pretrain
+original = pretrain.pretrain_encoder
+def on_noise(windows, *args, **kwargs):  # the unlabeled pool replaced by Gaussian noise
+    return original(np.random.default_rng(0).normal(size=windows.shape).astype(np.float32), *args, **kwargs)
+pretrain.pretrain_encoder = on_noise
+""",
     "shifted_generator": """
 import numpy as np
 import moola.training.pseudo as pseudo
@@ -132,6 +140,21 @@ def test_without_a_fault_the_tiny_run_passes_gates_0_and_1(pytester, demo_root, 
 def test_a_pipeline_that_cannot_learn_fails_the_smoke_overfit_check(pytester, demo_root, tmp_path, fault):
     lines = run_gates(pytester, copy_data(demo_root, tmp_path), "--end-gate", "2", fault=fault)
     assert_gate_failed(lines, "1_smoke_enhanced", "overfit check")
+
+
+def test_an_encoder_pretrained_on_noise_fails_gate_3(pytester, demo_root, tmp_path):
+    # Enough pretraining (~100 steps) for a real encoder to learn the windows' structure.
+    overrides = [*TINY, "pretrain.hidden_size=32", "pretrain.epochs=6", "pretrain.batch_size=64",
+                 "pretrain.max_unlabeled=0"]
+    clean = run_gates(pytester, copy_data(demo_root, tmp_path / "clean"), "--start-gate", "3", "--end-gate", "3",
+                      overrides=overrides)
+    assert clean["3_pretrain_bilstm"]["status"] == "passed", clean["3_pretrain_bilstm"]["reason"]
+    lines = run_gates(pytester, copy_data(demo_root, tmp_path / "noise"), "--start-gate", "3", "--end-gate", "4",
+                      "--fresh", fault="noise_pretraining", overrides=overrides)
+    assert_gate_failed(lines, "3_pretrain_bilstm", "learned nothing about these windows")
+    # The linear probe alone cannot tell: random LSTM features already separate these classes.
+    noisy = lines["3_pretrain_bilstm"]["metrics"]
+    assert noisy["reconstruction_ratio"] > 0.8 > clean["3_pretrain_bilstm"]["metrics"]["reconstruction_ratio"]
 
 
 def test_shuffled_labels_fail_gate_4_against_the_majority_baseline(pytester, demo_root, tmp_path):

@@ -42,3 +42,13 @@ def test_advisory_baseline_rule_warns_when_the_gain_is_within_noise():
                                        ([-0.1, 0.1], "within noise"), ([0.0, 0.3], "within noise")])
 def test_terminal_verdict_in_plain_words(ci, words):
     assert verdict(ci) == words
+
+
+def test_gate_3_fails_an_encoder_that_reconstructs_no_better_than_the_mean():
+    from moola.config import ThresholdConfig
+    from moola.stages.rules import probe_failures
+
+    probe = {"probe_balanced_acc": 0.79, "probe_random_balanced_acc": 0.875}
+    assert probe_failures({**probe, "reconstruction_ratio": 0.35}, ThresholdConfig()) == []
+    [failure] = probe_failures({**probe, "reconstruction_ratio": 1.02}, ThresholdConfig())
+    assert "learned nothing" in failure and "0.875" in failure

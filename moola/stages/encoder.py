@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class EncoderOutcome:
     state: dict  # encoder state dict (CPU)
+    autoencoder_state: dict  # the whole masked autoencoder (encoder, mask token, decoder)
     source: str  # "cache" or "trained"
     fingerprint: str  # data + pretrain config + code version
     path: Path
@@ -54,7 +55,8 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
         state, metadata = artifacts.load_checkpoint(path)
         if metadata.get("fingerprint") == key:
             log.info("encoder from cache %s (fingerprint %s)", path, key)
-            return EncoderOutcome(state, "cache", key, path, metadata, time.monotonic() - started)
+            return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, path, metadata,
+                                  time.monotonic() - started)
         log.info("cached encoder %s has fingerprint %s, need %s: pretraining", path,
                  metadata.get("fingerprint"), key)
     windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
@@ -67,8 +69,11 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
                 "precision": result.precision, "resumed_from_epoch": result.resumed_from_epoch,
                 "n_windows": result.n_windows, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
                 "pretrain_duration_s": time.monotonic() - started}
-    artifacts.save_checkpoint(path, result.encoder_state, metadata)
-    return EncoderOutcome(result.encoder_state, "trained", key, path, metadata, time.monotonic() - started)
+    # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
+    # checks its reconstructions; classifiers load the "encoder.*" part.
+    artifacts.save_checkpoint(path, result.model_state, metadata)
+    return EncoderOutcome(result.encoder_state, result.model_state, "trained", key, path, metadata,
+                          time.monotonic() - started)
 
 
 def build_encoder(ctx: RunContext, state: dict | None) -> BiLSTMEncoder:
@@ -78,6 +83,24 @@ def build_encoder(ctx: RunContext, state: dict | None) -> BiLSTMEncoder:
     if state is not None:
         model.load_state_dict(state)
     return model
+
+
+def reconstruction_check(ctx: RunContext, autoencoder_state: dict) -> dict:
+    """Masked-reconstruction error on the real **train** windows, relative to predicting each
+    window's mean (0 after normalisation). An encoder that learned nothing about real windows,
+    e.g. one pretrained on noise, cannot do better than the mean: ratio ~1."""
+    config = ctx.profile.pretrain
+    windows = torch.from_numpy(ctx.windows[ctx.train])
+    generator = torch.Generator().manual_seed(ctx.seed)
+    mask = masking.make_mask(len(windows), windows.shape[1], config.mask_strategy, config.mask_ratio,
+                             config.patch_size, generator)
+    model = masked_autoencoder.MaskedAutoencoder(windows.shape[2], config.hidden_size, config.num_layers)
+    model.load_state_dict(autoencoder_state)
+    model.to(ctx.device)
+    error = pretrain.evaluate_reconstruction(model, windows, mask, ctx.device, 256)
+    baseline = float(pretrain.masked_mse(torch.zeros_like(windows), windows, mask))
+    return {"reconstruction_mse": error, "mean_baseline_mse": baseline,
+            "reconstruction_ratio": error / max(baseline, 1e-12)}
 
 
 def probe(ctx: RunContext, encoder_state: dict) -> dict:

@@ -52,11 +52,19 @@ def control_failures(minirocket_f1: float, smoke_f1: float, policy: str = "point
 
 
 def probe_failures(probe: dict, thresholds: ThresholdConfig) -> list[str]:
+    """`probe`: probe and random-control balanced accuracy, and (when checked) the reconstruction ratio."""
+    failures = []
     score, control = probe["probe_balanced_acc"], probe["probe_random_balanced_acc"]
     if score < thresholds.probe_balanced_acc:
-        return [(f"linear probe balanced accuracy {score:.3f} < {thresholds.probe_balanced_acc:.2f} "
-                 f"(random-encoder control {control:.3f}): encoder too weak for transfer")]
-    return []
+        failures.append(f"linear probe balanced accuracy {score:.3f} < {thresholds.probe_balanced_acc:.2f} "
+                        f"(random-encoder control {control:.3f}): encoder too weak for transfer")
+    ratio = probe.get("reconstruction_ratio")
+    if ratio is not None and ratio > thresholds.reconstruction_ratio:
+        failures.append(f"reconstruction of masked bars of real train windows: error {ratio:.2f}x that of "
+                        f"predicting the window mean (> {thresholds.reconstruction_ratio}): the encoder learned "
+                        f"nothing about these windows (pretrained on the wrong data?); probe {score:.3f}, "
+                        f"random-encoder control {control:.3f}")
+    return failures
 
 
 def finetune_failures(metrics: dict, smoke_f1: float, n_classes: int, policy: str = "point",

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PretrainResult:
-    encoder_state: dict  # state dict of the encoder (CPU tensors), best val epoch
+    model_state: dict  # state dict of the whole autoencoder (CPU tensors) at the best val epoch
     history: list  # per epoch: {"epoch", "train_loss", "train_reconstruction", "val_loss", "lr"}
     best_epoch: int
     best_val_loss: float
@@ -37,6 +37,15 @@ class PretrainResult:
     n_windows: int  # windows used (train + held-out)
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16"
     resumed_from_epoch: int = 0  # 0 = started fresh
+
+    @property
+    def encoder_state(self) -> dict:
+        return encoder_part(self.model_state)
+
+
+def encoder_part(model_state: dict) -> dict:
+    """The encoder's tensors of an autoencoder state dict, named as in `BiLSTMEncoder`."""
+    return {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
@@ -177,7 +186,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
                  running / len(train_x), val_loss, elapsed, elapsed / done * (config.epochs - epoch))
         if val_loss < best_val - 1e-6:
             best_val, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.encoder.state_dict().items()})
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             stale += 1
         if checkpoint is not None:
