@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 
 from moola import artifacts
+from moola.data.validate import window_hashes
 from moola.stages.classifiers import Trained, run_finetune
 from moola.stages.context import RunContext
 from moola.training.classifier import predict_proba
-from moola.training.pseudo import PseudoSamples, make_pseudo_samples
+from moola.training.pseudo import PseudoSamples, make_pseudo_samples, synthetic_cap
 
 PROVENANCE = Path("models/enhanced_augmented_v1.synthetic.parquet")
 
@@ -47,9 +48,6 @@ def source_rows(ctx: RunContext, samples: PseudoSamples) -> np.ndarray:
 
 def augment_numbers(ctx: RunContext, trained: Trained, samples: PseudoSamples, finetuned: Trained) -> dict:
     """Everything gate 5's rule compares, checked afresh on the accepted rows."""
-    from moola.data.validate import window_hashes
-    from moola.training.pseudo import synthetic_cap
-
     hashes = list(window_hashes(samples.windows))
     real = set(window_hashes(ctx.windows))  # every labeled row: train, val and test
     duplicates = sum(h in real for h in hashes) + (len(hashes) - len(set(hashes)))
