@@ -135,7 +135,7 @@ class ResultsPlugin:
         self.config = config
         self.settings = settings
         self.context: dict = {}  # filled by the session `run` fixture once the data is loaded
-        self.dataset = None  # read for the header when the run includes gates
+        self.checked = None  # (dataset or None, problems): read once for the header when gates run
         self.gate_items: list = []
         self.written: dict = {}  # gate -> status
         self.lines: list = []  # this session's lines, for the terminal summary
@@ -160,8 +160,9 @@ class ResultsPlugin:
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if _runs_gates(config):
             # Read once here; the session's `run` fixture reuses it.
-            self.dataset, problems = check_data(data_root(settings), settings.profile.data)
-            lines.append(f"moola: dataset fingerprint {self.dataset.fingerprint}" if self.dataset else
+            self.checked = check_data(data_root(settings), settings.profile.data)
+            dataset, problems = self.checked
+            lines.append(f"moola: dataset fingerprint {dataset.fingerprint}" if dataset else
                          f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
         return lines
 

@@ -19,10 +19,16 @@ def settings(request):
 
 
 @pytest.fixture(scope="session")
+def data_check(request):
+    """(dataset or None, every data problem), as read for the pytest header; None if not read."""
+    return request.config.pluginmanager.get_plugin("moola-results").checked
+
+
+@pytest.fixture(scope="session")
 def run(request, settings):
     """Device, data (validated, normalised) and profile; registers the run-wide line fields."""
     plugin = request.config.pluginmanager.get_plugin("moola-results")
-    ctx = build_context(settings, plugin.dataset)
+    ctx = build_context(settings, plugin.checked[0] if plugin.checked else None)
     plugin.context = ctx.line_context()
     return ctx
 

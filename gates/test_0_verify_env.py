@@ -6,8 +6,8 @@ from moola.stages.env import verify_environment
 
 
 @pytest.mark.dependency(name="gate0", scope="session")
-def test_environment_and_data_contract_hold(settings, gate_record):
-    report = verify_environment(settings)
+def test_environment_and_data_contract_hold(settings, data_check, gate_record):
+    report = verify_environment(settings, data_check)
     gate_record.metrics = {"n_problems": len(report["problems"]), **report["device"]}
     gate_record.extra = {"problems": report["problems"], "data_root": report["data_root"],
                          "data_summary": report["data"], "cuda_available": report["cuda_available"]}

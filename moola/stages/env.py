@@ -9,8 +9,11 @@ from moola.seeding import describe_device, resolve_device
 from moola.stages.context import Settings, data_root
 
 
-def verify_environment(settings: Settings) -> dict:
-    """Every problem found (device and data), the device description and the data summary."""
+def verify_environment(settings: Settings, data_check: tuple | None = None) -> dict:
+    """Every problem found (device and data), the device description and the data summary.
+
+    `data_check`: `check_data`'s result for these settings when already computed (the pytest header).
+    """
     problems = []
     device = {"device": settings.requested_device, "memory_gb": None}
     try:
@@ -18,7 +21,7 @@ def verify_environment(settings: Settings) -> dict:
     except (RuntimeError, ValueError) as exc:
         problems.append(str(exc))
     root = data_root(settings)
-    dataset, data_problems = check_data(root, settings.profile.data)
+    dataset, data_problems = data_check if data_check is not None else check_data(root, settings.profile.data)
     problems += [str(p) for p in data_problems]
     return {"problems": problems, "device": device, "cuda_available": torch.cuda.is_available(),
             "data_root": str(root), "data": dataset.summary() if dataset is not None else None}
