@@ -139,11 +139,13 @@ class ResultsPlugin:
         self.gate_items: list = []
         self.written: dict = {}  # gate -> status
         self.lines: list = []  # this session's lines, for the terminal summary
+        self.pending: dict = {}  # nodeid -> the line's arguments, written once the item's warnings are in
+        self.warnings: dict = {}  # nodeid -> third-party warnings raised while the gate ran
 
     def base_context(self) -> dict:
         settings = self.settings
         return {"profile": settings.profile.name, "device": self.context.get("device", settings.device_type),
-                "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
+                "runtime": self.context.get("runtime"), "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
                 "versions": self.versions}
 
     @property
@@ -214,18 +216,46 @@ class ResultsPlugin:
         else:
             status = "warning" if record.warning else "passed"
         reason = record.warning if status == "warning" else _reason(call, report)
-        self.write(gate, status, reason, item.stash.get(DURATION_KEY, 0.0), record)
+        self.written[gate] = status
+        self.pending[item.nodeid] = (gate, status, reason, item.stash.get(DURATION_KEY, 0.0), record)
 
-    def write(self, gate: str, status: str, reason, duration_s: float, record: GateRecord) -> None:
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        # pytest's warnings plugin wraps this hook too (tryfirst) and reports the item's warnings
+        # when its wrapper exits; this plugin registers later, so its wrapper runs outside that
+        # one and resumes after them: the line is written once, with the gate's warnings in it.
+        yield
+        self.flush(item.nodeid)
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        """A library's warning during a gate: shown by pytest, recorded in the gate's line, never fatal."""
+        if when != "runtest" or not nodeid or issubclass(warning_message.category, GateWarning):
+            return
+        entry = {"category": warning_message.category.__name__, "message": str(warning_message.message)[:500],
+                 "where": f"{warning_message.filename}:{warning_message.lineno}"}
+        seen = self.warnings.setdefault(nodeid, [])
+        if entry not in seen:
+            seen.append(entry)
+
+    def flush(self, nodeid: str) -> None:
+        if nodeid in self.pending:
+            gate, status, reason, duration_s, record = self.pending.pop(nodeid)
+            self.write(gate, status, reason, duration_s, record, self.warnings.pop(nodeid, []))
+
+    def write(self, gate: str, status: str, reason, duration_s: float, record: GateRecord,
+              warnings_seen: list | None = None) -> None:
+        extra = {**record.extra, "warnings": warnings_seen} if warnings_seen else record.extra
         line = build_line(gate, status, run_id=self.settings.run_id, reason=reason, duration_s=duration_s,
                           model=record.model, config=record.config, metrics=record.metrics,
-                          comparison=record.comparison, artifacts=record.artifacts, extra=record.extra,
+                          comparison=record.comparison, artifacts=record.artifacts, extra=extra,
                           context=self.base_context())
         append_line(self.settings.results_path, line)
         self.written[gate] = status
         self.lines.append(line)
 
     def pytest_sessionfinish(self, session):
+        for nodeid in list(self.pending):  # an item whose protocol never returned (interrupted)
+            self.flush(nodeid)
         stopped = [g for g, s in self.written.items() if s in ("failed", "error")]
         for item in self.gate_items:
             gate = _gate_of(item)

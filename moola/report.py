@@ -40,7 +40,9 @@ def format_run(lines: list[dict]) -> str:
                  f"delta {delta:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] {verdict(ci):<12}" if delta is not None and ci
                  else " " * 43,
                  f"{line.get('duration_s', 0):7.1f}s"]
-        rows.append("  ".join(cells) + (f"  {line['reason'][:160]}" if line.get("reason") else ""))
+        library_warnings = len(line.get("warnings") or [])  # shown by pytest, recorded, never fatal
+        rows.append("  ".join(cells) + (f"  {line['reason'][:160]}" if line.get("reason") else "")
+                    + (f"  ({library_warnings} library warning(s) in the line)" if library_warnings else ""))
     return "\n".join(rows)
 
 
