@@ -2,15 +2,18 @@
 
 One AdamW optimizer holds every group for the whole run; a phase says which groups train
 (the rest have `requires_grad` off, so AdamW skips them). The learning rate of each group is
-its base LR times one schedule shared by all groups (warmup, then cosine), until SWA starts;
-from there `SWALR` anneals each group to `swa_lr_factor` × its base LR and SWA averages one
-snapshot per epoch.
+its base LR times one schedule shared by all groups: linear warmup, then a cosine that ends
+where SWA starts, at `swa_lr_factor` × base (at 0 without SWA). `SWALR` then holds each group at
+that LR while SWA averages one snapshot per epoch: the LR anneals into the SWA phase, never
+restarts (the schedule of Izmailov et al. 2018: decay to the SWA LR, then constant).
+
+Batches come from `batch_bounds`: a last batch of one row is merged into the one before it,
+because BatchNorm cannot train on (or `update_bn` average over) a single row.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +24,7 @@ from torch.optim.swa_utils import SWALR
 
 from moola.training.augment import augment_batch
 from moola.training.averaging import make_ema, make_swa, refresh_batchnorm
+from moola.training.batches import batch_bounds, to_device
 from moola.training.pretrain import cosine_lr
 from moola.training.regularizers import L2SP, FocalLoss
 
@@ -56,7 +60,7 @@ class FitOptions:
     focal_gamma: float = 2.0
     ema_half_life: float = 0.0  # optimizer steps; 0 = no EMA
     swa_epochs: int = 0  # last epochs averaged by SWA; 0 = no SWA
-    swa_lr_factor: float = 0.5  # SWALR target, as a share of each group's base LR
+    swa_lr_factor: float = 0.5  # LR the schedule anneals to and SWA holds, as a share of each group's base LR
     warmup_fraction: float = 0.1  # share of the pre-SWA steps spent warming up
 
 
@@ -125,11 +129,13 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
         [{"params": params, "lr": options.lrs[name], "base_lr": options.lrs[name], "name": name,
           "weight_decay": 0.0 if any(id(p) in covered for p in params) else options.weight_decay}
          for name, params in groups.items()])
-    steps_per_epoch = math.ceil(len(x_all) / batch_size)
+    bounds = batch_bounds(len(x_all), batch_size)
+    steps_per_epoch = len(bounds)
     total_epochs = sum(p.epochs for p in phases)
     swa_start = total_epochs - options.swa_epochs  # first SWA epoch, 0-based
     scheduled_steps = steps_per_epoch * swa_start  # steps on the warmup-cosine schedule
     warmup = max(1, int(scheduled_steps * options.warmup_fraction))
+    final_factor = options.swa_lr_factor if options.swa_epochs else 0.0  # where the cosine lands
     ema = make_ema(model, options.ema_half_life) if options.ema_half_life else None
     swa = make_swa(model) if options.swa_epochs else None
     swa_scheduler = None
@@ -151,15 +157,15 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
                 model.train()
                 order = torch.randperm(len(x_all), generator=generator)
                 loss_sum, correct = 0.0, 0
-                for begin in range(0, len(x_all), batch_size):
-                    index = order[begin: begin + batch_size]
+                for begin, end in bounds:
+                    index = order[begin:end]
                     batch = x_all[index]
                     if options.augmentation is not None:
                         a = options.augmentation
                         batch = augment_batch(batch, a.jitter_sigma, a.scale_sigma, a.warp_sigma, a.prob, generator)
-                    batch, target = batch.to(device), y_all[index].to(device)
+                    batch, target = to_device(batch, device), to_device(y_all[index], device)
                     if swa_scheduler is None:
-                        factor = cosine_lr(step, scheduled_steps, 1.0, warmup)
+                        factor = cosine_lr(step, scheduled_steps, 1.0, warmup, final_factor)
                         for group in optimizer.param_groups:
                             group["lr"] = group["base_lr"] * factor
                     if step == phase_first_step:
@@ -201,7 +207,7 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
     # BatchNorm running statistics lag weights that kept moving (momentum 0.1 remembers ~10 steps);
     # when pooled features vary little between windows, that lag alone can flip eval predictions.
     # Recompute them for the final weights (raw, EMA, SWA) on the unaugmented train rows.
-    batches = [x_all[b: b + batch_size] for b in range(0, len(x_all), batch_size)]
+    batches = [x_all[begin:end] for begin, end in bounds]  # never a single row (BatchNorm)
     refresh_batchnorm(model, batches, device)
     model.eval()
     if swa is not None:
@@ -219,7 +225,7 @@ def predict_proba(model: nn.Module, windows: np.ndarray, device: torch.device, b
     was_training = model.training
     model.eval()
     try:
-        parts = [torch.softmax(model(torch.from_numpy(windows[b: b + batch_size]).to(device)), dim=1).cpu()
+        parts = [torch.softmax(model(to_device(torch.from_numpy(windows[b: b + batch_size]), device)), dim=1).cpu()
                  for b in range(0, len(windows), batch_size)]
         return torch.cat(parts).numpy().astype(np.float64)
     finally:

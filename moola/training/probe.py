@@ -10,6 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from moola.models.encoder import BiLSTMEncoder
+from moola.training.batches import to_device
 
 
 @torch.no_grad()
@@ -21,7 +22,7 @@ def encoder_features(encoder: BiLSTMEncoder, windows: np.ndarray, device: torch.
     try:
         pooled = []
         for begin in range(0, len(windows), batch_size):
-            steps = encoder(torch.from_numpy(windows[begin: begin + batch_size]).to(device))  # (b, T, 2H)
+            steps = encoder(to_device(torch.from_numpy(windows[begin: begin + batch_size]), device))  # (b, T, 2H)
             pooled.append(torch.cat([steps.mean(dim=1), steps.amax(dim=1)], dim=1).cpu())  # (b, 4H)
         return torch.cat(pooled).numpy()
     finally:
