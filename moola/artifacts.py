@@ -1,11 +1,23 @@
-"""Checkpoints: state dicts plus plain-data metadata, atomic writes, `weights_only=True` loads."""
+"""Checkpoints: state dicts plus plain-data metadata, atomic writes, `weights_only=True` loads.
+
+A cached file that cannot be used (a truncated copy, a file that is not a moola checkpoint) is
+moved aside with a `CheckpointWarning` and treated as a cache miss. A well-formed file that
+torch's weights-only loader refuses (it asks to import or call code) is never loaded and never
+silently replaced: `CheckpointRefused` stops the run and names it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import json
+import logging
 import os
+import pickletools
+import shutil
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -14,7 +26,10 @@ from torch import nn
 import moola
 from moola.results import jsonable
 
-ENCODER = Path("pretrained/encoder_v1.pt")
+log = logging.getLogger(__name__)
+
+ENCODER = Path("pretrained/encoder_v1.pt")  # the latest run's encoder (the seed's path)
+ENCODER_CACHE = Path("pretrained/cache")  # one encoder per fingerprint: switching datasets never evicts
 FINETUNED = Path("models/enhanced_finetuned_v1.pt")
 AUGMENTED = Path("models/enhanced_augmented_v1.pt")
 BASELINE = Path("models/simple_lstm_baseline_v1.pt")
@@ -33,13 +48,128 @@ def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:
     return path
 
 
+class CheckpointWarning(UserWarning):
+    """A cached file could not be used: it was moved aside and the run goes on as on a cache miss."""
+
+
+class CheckpointRefused(ValueError):
+    """A file at a checkpoint path asks to run code when loaded: moola never loads it."""
+
+
 def load_checkpoint(path: Path) -> tuple[dict, dict]:
     """Return `(state_dict, metadata)`; never unpickles code."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload:
+    if not is_checkpoint(payload):
         raise ValueError(f"{path}: expected a moola checkpoint with 'state_dict' and 'metadata', "
                          f"found {type(payload).__name__}; delete it or rerun with --fresh")
+    return load_checkpoint_payload(payload)
+
+
+def load_checkpoint_payload(payload: dict) -> tuple[dict, dict]:
+    """`(state_dict, metadata)` of a payload `is_checkpoint` accepted."""
     return payload["state_dict"], json.loads(payload.get("metadata") or "{}")
+
+
+def is_checkpoint(payload) -> bool:
+    return (isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict)
+            and isinstance(payload.get("metadata"), (str, type(None))))
+
+
+def load_cached(path: Path, expect=is_checkpoint):
+    """The payload at `path` (`torch.load(weights_only=True)`), or None on a cache miss.
+
+    Missing -> None. Damaged (truncated, not a torch file) or foreign (`expect(payload)` is
+    false) -> moved aside to `<name>.unreadable[.N]` with a `CheckpointWarning`, then None.
+    Well-formed but refused by the weights-only loader -> `CheckpointRefused`, file untouched.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- damaged bytes raise RuntimeError, UnpicklingError, EOFError, OSError …
+        first_line = _gist(exc)
+        if _well_formed(path):
+            globals_ = _pickled_globals(path)
+            raise CheckpointRefused(
+                f"{path}: torch.load(weights_only=True) refused it ({first_line}); it asks to import "
+                f"{', '.join(globals_[:5]) or 'objects outside tensors and plain data'} when loaded. moola "
+                "never loads such a file. If you did not put it there, delete it; to replace it with a "
+                "freshly trained one, rerun with --fresh.") from None
+        set_aside(path, f"unreadable ({type(exc).__name__}: {first_line})")
+        return None
+    if not expect(payload):
+        set_aside(path, f"not a moola checkpoint (found {type(payload).__name__} "
+                        f"{sorted(payload)[:5] if isinstance(payload, dict) else ''})")
+        return None
+    return payload
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename `path` to the first free `<name>.unreadable[.N]` and warn; never deletes."""
+    target = path.with_name(f"{path.name}.unreadable")
+    n = 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.unreadable.{n}")
+    os.replace(path, target)
+    message = f"{path}: {why}; moved aside to {target.name} and treated as a cache miss"
+    log.warning(message)
+    warnings.warn(message, CheckpointWarning, stacklevel=3)
+    return target
+
+
+def _gist(exc: BaseException) -> str:
+    """The line of torch's message that says what went wrong (it varies by torch version)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    telling = [line for line in lines if "Unsupported" in line or "unsupported" in line or "failed" in line]
+    line = (telling or lines)[-1]
+    return line.split(". ")[0][:300]  # torch appends paragraphs of advice after the first sentence
+
+
+def _well_formed(path: Path) -> bool:
+    """An intact zip (CRCs check), or one complete pickle stream: the bytes are all there."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return archive.testzip() is None
+        with open(path, "rb") as stream:
+            for _ in pickletools.genops(stream):
+                pass
+        return True
+    except Exception:  # noqa: BLE001 -- BadZipFile, ValueError (unknown opcode), EOF inside the stream …
+        return False
+
+
+def _pickled_globals(path: Path) -> list:
+    """`module.name` of each GLOBAL opcode in the file's pickle (for the refusal message)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            data = Path(path).read_bytes()
+        found, strings = [], []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name in ("GLOBAL", "INST"):
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:  # protocol 4+: module, name pushed first
+                found.append(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 -- only for the message: an unparsable pickle names nothing
+        return []
+    return sorted({name for name in found if not name.startswith(("torch.", "collections.OrderedDict"))})
+
+
+def copy_atomic(source: Path, target: Path) -> Path:
+    """Copy `source` over `target` through a temp file and a rename (never a half-written target)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def code_version(*modules) -> str:

@@ -1,6 +1,17 @@
+from pathlib import Path
+
+import pytest
 import torch
 
-from moola.artifacts import load_checkpoint, load_encoder_weights, save_checkpoint
+from moola.artifacts import (
+    CheckpointRefused,
+    CheckpointWarning,
+    load_cached,
+    load_checkpoint,
+    load_checkpoint_payload,
+    load_encoder_weights,
+    save_checkpoint,
+)
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.masked_autoencoder import MaskedAutoencoder
 
@@ -42,3 +53,56 @@ def test_checkpoint_roundtrip_is_plain_data_and_loads_weights_only(tmp_path):
     assert metadata == {"val_f1": 0.5, "steps": {"a": 3}}
     assert state.keys() == model.state_dict().keys()
     assert not list(tmp_path.glob("m/.*tmp*"))  # the temp file was renamed away
+
+
+class _Touch:
+    """Unpickling this calls Path.touch(marker): a file that asks to run code when loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def saved_checkpoint(tmp_path) -> Path:
+    return save_checkpoint(tmp_path / "encoder_v1.pt", {"w": torch.ones(64, 64)}, {"fingerprint": "abc"})
+
+
+def test_a_truncated_checkpoint_is_moved_aside_and_treated_as_a_miss(tmp_path):
+    path = saved_checkpoint(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # an interrupted copy
+    with pytest.warns(CheckpointWarning, match="unreadable.*moved aside to encoder_v1.pt.unreadable"):
+        assert load_cached(path) is None
+    assert not path.exists() and (tmp_path / "encoder_v1.pt.unreadable").read_bytes() == data[: len(data) // 2]
+    path.write_bytes(b"")  # a second bad file keeps the first one's backup
+    with pytest.warns(CheckpointWarning):
+        assert load_cached(path) is None
+    assert (tmp_path / "encoder_v1.pt.unreadable.1").exists()
+
+
+def test_a_foreign_torch_file_is_moved_aside_not_overwritten(tmp_path):
+    path = tmp_path / "encoder_v1.pt"
+    torch.save({"lstm.weight_ih_l0": torch.zeros(4, 4)}, path)  # a bare state dict from another workflow
+    with pytest.warns(CheckpointWarning, match="not a moola checkpoint"):
+        assert load_cached(path) is None
+    assert (tmp_path / "encoder_v1.pt.unreadable").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4])  # torch.save's GLOBAL opcodes; plain pickle's STACK_GLOBAL
+def test_a_checkpoint_that_asks_to_run_code_is_refused_loudly_and_never_loaded(tmp_path, protocol):
+    path, marker = tmp_path / "encoder_v1.pt", tmp_path / "code_ran"
+    torch.save({"state_dict": {}, "metadata": "{}", "hook": _Touch(marker)}, path, pickle_protocol=protocol)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointRefused, match=r"refused it .*asks to import .*pathlib.*--fresh"):
+        load_cached(path)
+    assert not marker.exists()  # nothing was executed
+    assert path.read_bytes() == before and not list(tmp_path.glob("*.unreadable*"))  # left where it was
+
+
+def test_a_readable_checkpoint_loads_and_a_missing_one_is_a_miss(tmp_path):
+    path = saved_checkpoint(tmp_path)
+    state, metadata = load_checkpoint_payload(load_cached(path))
+    assert metadata == {"fingerprint": "abc"} and torch.equal(state["w"], torch.ones(64, 64))
+    assert load_cached(tmp_path / "absent.pt") is None

@@ -30,9 +30,10 @@ class EncoderOutcome:
     autoencoder_state: dict  # the whole masked autoencoder (encoder, mask token, decoder)
     source: str  # "cache" or "trained"
     fingerprint: str  # data + pretrain config + code version
-    path: Path
+    path: Path  # the seed's path, pretrained/encoder_v1.pt: a copy of the encoder this run used
     metadata: dict  # history, best epoch, steps, pool size …
     duration_s: float  # time spent obtaining it in this run
+    entry: Path | None = None  # its cache entry, pretrained/cache/encoder_<fingerprint>.pt
 
 
 def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
@@ -44,23 +45,41 @@ def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
     )
 
 
+def cache_entry(ctx: RunContext, key: str) -> Path:
+    """Where the encoder of fingerprint `key` is kept: one file per fingerprint, never evicted."""
+    return ctx.settings.artifacts_dir / artifacts.ENCODER_CACHE / f"encoder_{key}.pt"
+
+
 def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
-    """Load the cached encoder when its fingerprint matches (and not --fresh), else pretrain and save it."""
+    """The cached encoder of this fingerprint (unless --fresh), else pretrain and save one.
+
+    The cache holds one file per fingerprint under `pretrained/cache/`, so alternating datasets or
+    profiles never retrains; `pretrained/encoder_v1.pt` (the seed's path) is a copy of the latest
+    run's encoder, and is still read as a cache entry (caches written before the per-fingerprint
+    layout). An unreadable entry is moved aside and retrained (`artifacts.load_cached`).
+    """
     started = time.monotonic()
     config = ctx.profile.pretrain
     pool_rows = pretrain.subsample_pool(len(ctx.dataset.unlabeled), config, ctx.seed)
     key = encoder_fingerprint(ctx, pool_rows)
-    path = ctx.settings.artifacts_dir / artifacts.ENCODER
-    if path.is_file() and not ctx.settings.fresh:
-        state, metadata = artifacts.load_checkpoint(path)
-        if metadata.get("fingerprint") == key:
+    entry, latest = cache_entry(ctx, key), ctx.settings.artifacts_dir / artifacts.ENCODER
+    if not ctx.settings.fresh:
+        for path in (entry, latest):
+            payload = artifacts.load_cached(path)
+            if payload is None:
+                continue
+            state, metadata = artifacts.load_checkpoint_payload(payload)
+            if metadata.get("fingerprint") != key:
+                log.info("cached encoder %s has fingerprint %s, need %s", path, metadata.get("fingerprint"), key)
+                continue
             log.info("encoder from cache %s (fingerprint %s)", path, key)
-            return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, path, metadata,
-                                  time.monotonic() - started)
-        log.info("cached encoder %s has fingerprint %s, need %s: pretraining", path,
-                 metadata.get("fingerprint"), key)
+            if path != entry:
+                artifacts.copy_atomic(path, entry)
+            publish_latest(entry, latest, key)
+            return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, latest, metadata,
+                                  time.monotonic() - started, entry)
     windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
-    resume = path.with_name(path.stem + ".resume.pt")  # per-epoch state: a killed run continues here
+    resume = entry.with_name(entry.stem + ".resume.pt")  # per-epoch state: a killed run continues here
     if ctx.settings.fresh and resume.is_file():
         resume.unlink()
     result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key)
@@ -71,9 +90,22 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
                 "pretrain_duration_s": time.monotonic() - started}
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
-    artifacts.save_checkpoint(path, result.model_state, metadata)
-    return EncoderOutcome(result.encoder_state, result.model_state, "trained", key, path, metadata,
-                          time.monotonic() - started)
+    artifacts.save_checkpoint(entry, result.model_state, metadata)
+    publish_latest(entry, latest, key)
+    return EncoderOutcome(result.encoder_state, result.model_state, "trained", key, latest, metadata,
+                          time.monotonic() - started, entry)
+
+
+def publish_latest(entry: Path, latest: Path, key: str) -> None:
+    """Make the seed's path a copy of `entry` unless it already holds that fingerprint.
+
+    What is there first goes through `load_cached`: a foreign file (say, an encoder from an older
+    workflow) is moved aside rather than overwritten, a code-executing one stops the run.
+    """
+    payload = artifacts.load_cached(latest)
+    if payload is not None and artifacts.load_checkpoint_payload(payload)[1].get("fingerprint") == key:
+        return
+    artifacts.copy_atomic(entry, latest)
 
 
 def build_encoder(ctx: RunContext, state: dict | None) -> BiLSTMEncoder:

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from moola.artifacts import load_cached
 from moola.config import PretrainConfig
 from moola.models.masked_autoencoder import MaskedAutoencoder
+from moola.training.batches import batch_bounds, to_device
 from moola.training.masking import make_mask
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ class PretrainResult:
     best_val_loss: float
     steps: int
     n_windows: int  # windows used (train + held-out)
-    precision: str = "fp32"  # "fp32" | "bf16" | "fp16"
+    precision: str = "fp32"  # "fp32" | "fp16" (autocast + GradScaler): what the LSTM ran in
     resumed_from_epoch: int = 0  # 0 = started fresh
 
     @property
@@ -48,12 +50,12 @@ def encoder_part(model_state: dict) -> dict:
     return {k[len("encoder."):]: v for k, v in model_state.items() if k.startswith("encoder.")}
 
 
-def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int) -> float:
-    """Linear warmup to `base_lr`, then cosine decay to 0 at `total_steps`."""
+def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int, final_lr: float = 0.0) -> float:
+    """Linear warmup to `base_lr`, then cosine decay to `final_lr` at `total_steps` (held after)."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return final_lr + (base_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def masked_mse(reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -74,10 +76,17 @@ def variance_penalty(features: torch.Tensor) -> torch.Tensor:
 
 
 def precision_for(device: torch.device, enabled: bool) -> tuple[str, torch.dtype | None]:
-    """fp32 on CPU/MPS; on CUDA bf16 where supported, else fp16 (which then needs a GradScaler)."""
+    """fp32, unless `enabled` on CUDA: then fp16 autocast with a GradScaler.
+
+    Never bf16: under autocast, torch's cuDNN RNN kernel casts the LSTM's input and weights to
+    fp16 whatever dtype autocast was given (`_cudnn_rnn`'s autocast wrapper), so "bf16" would
+    train the LSTM in fp16 without the loss scaling fp16 needs, and record the wrong precision.
+    Asking for fp16 makes what runs, what is scaled and what is recorded the same thing.
+    CPU and MPS stay fp32.
+    """
     if not enabled or device.type != "cuda":
         return "fp32", None
-    return ("bf16", torch.bfloat16) if torch.cuda.is_bf16_supported() else ("fp16", torch.float16)
+    return "fp16", torch.float16
 
 
 def _grad_scaler():
@@ -92,6 +101,10 @@ def subsample_pool(n_pool: int, config: PretrainConfig, seed: int) -> np.ndarray
     if config.max_unlabeled and config.max_unlabeled < n_pool:
         return np.sort(np.random.default_rng(seed).choice(n_pool, config.max_unlabeled, replace=False))
     return np.arange(n_pool)
+
+
+def _is_resume_state(payload) -> bool:
+    return isinstance(payload, dict) and {"fingerprint", "epoch", "model", "optimizer"} <= set(payload)
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -123,13 +136,15 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
     precision, autocast_dtype = precision_for(device, config.mixed_precision)
     scaler = _grad_scaler() if precision == "fp16" else None
     autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
-    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    bounds = batch_bounds(len(train_x), config.batch_size)
+    steps_per_epoch = len(bounds)
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, total_steps // 20)
     history, best_state, best_val, best_epoch, step, stale, first_epoch = [], None, math.inf, 0, 0, 0, 1
 
-    if checkpoint is not None and Path(checkpoint).is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    # A damaged resume file (an interrupted copy) is moved aside and training starts over.
+    saved = load_cached(checkpoint, expect=_is_resume_state) if checkpoint is not None else None
+    if saved is not None:
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -150,10 +165,10 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         model.train()
         batch_order = torch.randperm(len(train_x), generator=generator)
         running, running_reconstruction = 0.0, 0.0
-        for begin in range(0, len(train_x), config.batch_size):
-            batch = train_x[batch_order[begin: begin + config.batch_size]]
+        for begin, end in bounds:
+            batch = train_x[batch_order[begin:end]]
             mask = make_mask(len(batch), n_steps, config.mask_strategy, config.mask_ratio, config.patch_size, generator)
-            batch, mask = batch.to(device), mask.to(device)
+            batch, mask = to_device(batch, device), to_device(mask, device)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, config.lr, warmup)
             with autocast():
@@ -212,7 +227,8 @@ def evaluate_reconstruction(model: MaskedAutoencoder, windows: torch.Tensor, mas
     model.eval()
     total, count = 0.0, 0
     for begin in range(0, len(windows), batch_size):
-        batch, batch_mask = windows[begin: begin + batch_size].to(device), mask[begin: begin + batch_size].to(device)
+        batch = to_device(windows[begin: begin + batch_size], device)
+        batch_mask = to_device(mask[begin: begin + batch_size], device)
         n_masked = int(batch_mask.sum())
         total += masked_mse(model(batch, batch_mask), batch, batch_mask).item() * n_masked
         count += n_masked

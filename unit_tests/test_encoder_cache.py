@@ -1,0 +1,83 @@
+"""The encoder cache: one entry per fingerprint, damaged entries retrained, the seed's path the latest."""
+
+from pathlib import Path
+
+import pytest
+
+from moola.artifacts import ENCODER, CheckpointWarning, load_cached, load_checkpoint_payload
+from moola.stages.context import build_context, resolve_settings
+from moola.stages.encoder import cache_entry, obtain_encoder
+
+from .conftest import DataFolder
+
+TINY = ["pretrain.hidden_size=4", "pretrain.num_layers=1", "pretrain.epochs=1", "pretrain.batch_size=16",
+        "pretrain.patch_size=3"]
+
+
+def context(root: Path, artifacts: Path, *overrides: str, fresh: bool = False):
+    settings = resolve_settings(root, data_dir=str(root), artifacts_dir=str(artifacts), results=None, device="cpu",
+                                profile="quick", overrides=[*TINY, *overrides], seed=17, fresh=fresh, demo=False)
+    return build_context(settings)
+
+
+@pytest.fixture
+def two_datasets(tmp_path):
+    return (DataFolder(tmp_path / "a", seed=1).write(), DataFolder(tmp_path / "b", seed=2).write())
+
+
+def latest_fingerprint(artifacts: Path) -> str:
+    return load_checkpoint_payload(load_cached(artifacts / ENCODER))[1]["fingerprint"]
+
+
+def test_alternating_datasets_never_retrain_and_the_seed_path_holds_the_latest(two_datasets, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    a, b = (context(root, artifacts) for root in two_datasets)
+    first_a, first_b = obtain_encoder(a), obtain_encoder(b)
+    assert (first_a.source, first_b.source) == ("trained", "trained")
+    assert first_a.fingerprint != first_b.fingerprint
+    assert latest_fingerprint(artifacts) == first_b.fingerprint
+    again_a = obtain_encoder(a)
+    assert again_a.source == "cache" and latest_fingerprint(artifacts) == first_a.fingerprint
+    assert obtain_encoder(b).source == "cache" and latest_fingerprint(artifacts) == first_b.fingerprint
+    assert sorted(p.name for p in (artifacts / "pretrained/cache").iterdir()) == sorted(
+        [f"encoder_{first_a.fingerprint}.pt", f"encoder_{first_b.fingerprint}.pt"])
+
+
+def test_another_profile_is_another_entry(two_datasets, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    small, wider = context(two_datasets[0], artifacts), context(two_datasets[0], artifacts, "pretrain.hidden_size=6")
+    assert obtain_encoder(small).source == "trained" and obtain_encoder(wider).source == "trained"
+    assert obtain_encoder(small).source == "cache" and obtain_encoder(wider).source == "cache"
+
+
+def test_a_truncated_cache_entry_is_retrained_not_an_error(two_datasets, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    ctx = context(two_datasets[0], artifacts)
+    trained = obtain_encoder(ctx)
+    for path in (cache_entry(ctx, trained.fingerprint), artifacts / ENCODER):  # both copies damaged
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(CheckpointWarning, match="moved aside"):
+        again = obtain_encoder(ctx)
+    assert again.source == "trained" and again.fingerprint == trained.fingerprint
+    assert obtain_encoder(ctx).source == "cache"
+    assert (cache_entry(ctx, trained.fingerprint).parent / f"encoder_{trained.fingerprint}.pt.unreadable").exists()
+
+
+def test_a_seed_path_encoder_from_before_the_cache_layout_is_still_used(two_datasets, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    ctx = context(two_datasets[0], artifacts)
+    trained = obtain_encoder(ctx)
+    cache_entry(ctx, trained.fingerprint).unlink()  # as an older moola left it: only encoder_v1.pt
+    assert obtain_encoder(ctx).source == "cache" and cache_entry(ctx, trained.fingerprint).is_file()
+
+
+def test_a_foreign_file_at_the_seed_path_is_kept_aside(two_datasets, tmp_path):
+    import torch
+
+    artifacts = tmp_path / "artifacts"
+    (artifacts / ENCODER).parent.mkdir(parents=True)
+    torch.save({"lstm.weight": torch.zeros(2)}, artifacts / ENCODER)  # the user's own older encoder
+    with pytest.warns(CheckpointWarning, match="not a moola checkpoint"):
+        trained = obtain_encoder(context(two_datasets[0], artifacts))
+    assert latest_fingerprint(artifacts) == trained.fingerprint
+    assert (artifacts / "pretrained/encoder_v1.pt.unreadable").is_file()
