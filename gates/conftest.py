@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from moola.seeding import seed_everything
+from moola.seeding import deterministic_cuda, seed_everything
 from moola.stages import augmented, classifiers, control, encoder
 from moola.stages.context import build_context
 
@@ -26,11 +26,13 @@ def data_check(request):
 
 @pytest.fixture(scope="session")
 def run(request, settings):
-    """Device, data (validated, normalised) and profile; registers the run-wide line fields."""
+    """Device, data (validated, normalised) and profile, with CUDA determinism set for the session
+    (`runtime.deterministic`); registers the run-wide line fields."""
     plugin = request.config.pluginmanager.get_plugin("moola-results")
     ctx = build_context(settings, plugin.checked[0] if plugin.checked else None)
-    plugin.context = ctx.line_context()
-    return ctx
+    with deterministic_cuda(ctx.device, ctx.profile.runtime.deterministic) as runtime:
+        plugin.context = {**ctx.line_context(), "runtime": runtime}
+        yield ctx
 
 
 @pytest.fixture(scope="session")

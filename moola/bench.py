@@ -1,15 +1,18 @@
-"""Side-by-side timings: `python -m moola.bench [--repeats N] [--device cpu|cuda]`.
+"""Side-by-side timings: `python -m moola.bench [--repeats N] [--device cpu|cuda] [--json FILE]`.
 
 Each comparison runs both variants on the same model, data and batch, interleaved (A, B, A,
 B, ...), and reports medians and their ratio: shared machines drift, ratios measured in one run
 do not. Targets: (a) fine-tuning with every technique on ≤ 1.3× a bare step, (b) pretraining
 throughput ≤ 1.1× slower than a bare masked-reconstruction loop; (c) vectorised parquet
-decoding of the 11,873-window pool against a per-row Python decode.
+decoding of the 11,873-window pool against a per-row Python decode; on CUDA also (d)
+pretraining in fp16 autocast + GradScaler against fp32 (`pretrain.mixed_precision`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -32,12 +35,19 @@ from moola.training.pretrain import masked_mse, pretrain_encoder
 from moola.training.regularizers import L2SP
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # CUDA kernels run asynchronously: time what they did, not their launch
+
+
 def _interleaved(first, second, repeats: int) -> tuple[float, float]:
     a, b = [], []
     for _ in range(repeats):
         for fn, out in ((first, a), (second, b)):
+            _sync()
             started = time.perf_counter()
             fn()
+            _sync()
             out.append(time.perf_counter() - started)
     return statistics.median(a), statistics.median(b)
 
@@ -101,6 +111,21 @@ def bench_pretrain(windows: np.ndarray, device: torch.device, repeats: int) -> d
             "target": 1.1}
 
 
+def bench_precision(windows: np.ndarray, device: torch.device, repeats: int) -> dict:
+    """Pretraining (the full profile's batch 512) in fp16 autocast + GradScaler vs fp32, CUDA only."""
+    fp32 = PretrainConfig(epochs=2, batch_size=512, patience=10, mixed_precision=False)
+    fp16 = dataclasses.replace(fp32, mixed_precision=True)
+    results = {}
+
+    def run(config, name):
+        results[name] = pretrain_encoder(windows, config, device, 0)
+
+    fp16_s, fp32_s = _interleaved(lambda: run(fp16, "fp16"), lambda: run(fp32, "fp32"), repeats)
+    return {"fp16_s": fp16_s, "fp32_s": fp32_s, "speedup": fp32_s / fp16_s,
+            "fp16_val_loss": results["fp16"].best_val_loss, "fp32_val_loss": results["fp32"].best_val_loss,
+            "precision_recorded": results["fp16"].precision}
+
+
 def bench_parquet(features: np.ndarray, repeats: int) -> dict:
     """Seconds to decode the pool: `read_windows` vs `np.array(column.to_pylist())` (a loop per row)."""
     path = Path(tempfile.mkdtemp()) / "unlabeled_windows.parquet"
@@ -121,6 +146,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pool", type=int, default=2048, help="windows for the pretraining comparison")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write every number to FILE")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     tables = generate(seed=17, n_unlabeled=N_UNLABELED)
@@ -137,6 +163,16 @@ def main(argv=None) -> int:
     parquet = bench_parquet(pool, args.repeats)
     print(f"(c) decode {parquet['n_windows']} windows: read_windows {parquet['read_windows_s']:.3f} s vs per-row "
           f"{parquet['per_row_s']:.3f} s -> {parquet['speedup']:.1f}x faster")
+    numbers = {"device": str(device), "torch": torch.__version__, "repeats": args.repeats,
+               "finetune": finetune, "pretrain": pretrain, "parquet": parquet}
+    if device.type == "cuda":
+        precision = bench_precision(normalize_windows(pool[: args.pool]), device, args.repeats)
+        numbers["precision"] = precision
+        print(f"(d) pretraining fp16 autocast + GradScaler {precision['fp16_s']:.2f} s vs fp32 "
+              f"{precision['fp32_s']:.2f} s -> {precision['speedup']:.2f}x faster; best val loss "
+              f"{precision['fp16_val_loss']:.4f} vs {precision['fp32_val_loss']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=2))
     return 0
 
 

@@ -36,7 +36,10 @@ class PretrainConfig:
     max_unlabeled: int = 0  # windows used; 0 = the whole pool
     anti_collapse_weight: float = 0.0  # weight of the low-variance penalty on encoder outputs; 0 = off
     grad_clip: float = 1.0  # max global L2 norm of the gradient (unscaled first under fp16)
-    mixed_precision: bool = True  # CUDA only: bf16 where supported, else fp16 + GradScaler; CPU stays fp32
+    # CUDA only: fp16 autocast + GradScaler (cuDNN runs the LSTM in fp16 under any autocast).
+    # Off by default: the full profile's ~1,200 fp32 steps take minutes on one GPU, and fp32 needs
+    # no loss scaling; `python -m moola.bench --device cuda` measures fp16 against it. CPU: fp32.
+    mixed_precision: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,14 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    # CUDA: cuDNN deterministic kernels, no cuDNN benchmark, torch deterministic algorithms
+    # (warn-only), cuBLAS workspace :4096:8, so a rerun gives the same metrics: at 20 val rows one
+    # flipped row is 5 pp. Off: faster kernels, reruns may differ. CPU runs are deterministic anyway.
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str = "full"
     data: DataConfig = field(default_factory=DataConfig)
@@ -122,6 +133,7 @@ class Profile:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 def full_profile() -> Profile:

@@ -1,7 +1,9 @@
-"""Seeding and device choice: the two pieces of global state every run sets."""
+"""Seeding, device choice and CUDA determinism: the global state every run sets."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 
 import numpy as np
@@ -37,3 +39,43 @@ def describe_device(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         return {"device": f"cuda:{device.index or 0} {props.name}", "memory_gb": round(props.total_memory / 2**30, 1)}
     return {"device": device.type, "memory_gb": None}
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # torch's documented setting for deterministic cuBLAS (CUDA >= 10.2)
+
+
+@contextlib.contextmanager
+def deterministic_cuda(device: torch.device, enabled: bool = True):
+    """Make CUDA kernels deterministic inside the block; yields what was set, for the results line.
+
+    On CUDA with `enabled`: `CUBLAS_WORKSPACE_CONFIG` (unless the user set one; cuBLAS reads it
+    when its handle is created, so enter this before the first CUDA matmul), cuDNN deterministic
+    with benchmarking off, and `torch.use_deterministic_algorithms(True, warn_only=True)`: an op
+    without a deterministic kernel warns (shown and recorded by the gate run) instead of failing
+    the gate. Every flag is restored on exit. Off CUDA nothing is changed: CPU kernels used here
+    are deterministic already.
+    """
+    if device.type != "cuda":
+        yield {"deterministic": enabled, "device": device.type}
+        return
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    try:
+        if enabled:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+            cudnn.deterministic, cudnn.benchmark = True, False
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        else:
+            cudnn.deterministic, cudnn.benchmark = False, True
+        yield {"deterministic": enabled, "device": "cuda", "cudnn_deterministic": cudnn.deterministic,
+               "cudnn_benchmark": cudnn.benchmark, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+               "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+               "cudnn_allow_tf32": cudnn.allow_tf32}
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        if saved[4] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]

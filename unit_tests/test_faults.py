@@ -8,22 +8,19 @@ Marked slow: `pytest unit_tests --run-slow -m slow`.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from moola.data import demo
 from moola.data.parquet import read_windows, write_windows
 from moola.data.ucr import write_ucr
-from moola.results import read_lines
+
+from . import gate_runs
+from .gate_runs import TINY, copy_data, small_demo
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["pretrain.hidden_size=16", "pretrain.epochs=2", "pretrain.max_unlabeled=512", "pretrain.batch_size=128",
-        "finetune.epochs=8", "finetune.unfreeze_every=1", "baseline.epochs=4", "smoke.overfit_steps=60"]
 
 # Each fault is a plugin module the subprocess loads with -p: it patches moola before any gate runs.
 FAULTS = {
@@ -64,26 +61,12 @@ pseudo.generate_candidate = shifted
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory) -> Path:
-    return demo.write_demo(tmp_path_factory.mktemp("data") / "demo", n_unlabeled=1200)
-
-
-def copy_data(demo_root: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(demo_root, tmp_path / "data"))
+    return small_demo(tmp_path_factory)
 
 
 def run_gates(pytester, data_root: Path, *args: str, fault: str | None = None, overrides=TINY) -> dict:
-    if fault:
-        pytester.makepyfile(**{f"fault_{fault}": FAULTS[fault]})
-    results = pytester.path / "results.jsonl"
-    command = [str(REPO / "gates"), "--rootdir", str(REPO), "-c", str(REPO / "pytest.ini"),
-               "--data-dir", str(data_root), "--artifacts-dir", str(pytester.path / "artifacts"),
-               "--results", str(results), "-p", "no:cacheprovider", *args]
-    for override in overrides:
-        command += ["--set", override]
-    if fault:
-        command += ["-p", f"fault_{fault}"]
-    pytester.runpytest_subprocess(*command, timeout=600)
-    return {line["gate"]: line for line in read_lines(results)}
+    return gate_runs.run_gates(pytester, data_root, *args, plugin=FAULTS[fault] if fault else None,
+                               overrides=overrides)
 
 
 def assert_gate_failed(lines: dict, gate: str, reason: str) -> None:

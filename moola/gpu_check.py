@@ -1,0 +1,114 @@
+"""The prepared GPU check: `python -m moola.gpu_check [--out gpu_check.json]`, from a repo checkout.
+
+For whoever has a CUDA device (RunPod, or a lent accelerator for a few minutes), one command that
+runs, in order, each in its own process:
+
+1. the CUDA test module: `pytest unit_tests/test_cuda.py --run-slow` (re-flattened copies,
+   determinism, every gate end to end on CUDA twice with a tiny profile and every technique on);
+2. the `full` profile on the demo data from scratch: `pytest gates -x --demo --profile full
+   --device cuda`, each gate's status, val_f1 and duration read from its results lines;
+3. a rerun from the cache, `--start-gate 4`: gate 4's metrics must equal the first run's;
+4. `python -m moola.bench --device cuda` (fine-tune and pretraining overheads, fp16 vs fp32);
+
+and writes one JSON summary. Nothing here is needed on a CPU box; CI never runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from moola.results import read_lines
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(command: list, timeout_s: float) -> dict:
+    """Run `command` in the repo root; its exit code, wall time and the tail of its output."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout_s, check=False)
+        rc, output = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, output = "timeout", f"{exc.stdout or ''}{exc.stderr or ''}"
+        output = output.decode(errors="replace") if isinstance(output, bytes) else output
+    return {"command": " ".join(command[2:] if command[:2] == [sys.executable, "-m"] else command),
+            "rc": rc, "duration_s": round(time.monotonic() - started, 1), "output_tail": output[-3000:]}
+
+
+def _gates(results: Path) -> dict:
+    return {line["gate"]: {"status": line["status"], "val_f1": line["metrics"].get("val_f1"),
+                           "duration_s": line["duration_s"], "reason": line["reason"],
+                           "warnings": len(line.get("warnings") or [])}
+            for line in read_lines(results)}
+
+
+def _metrics(results: Path, gate: str) -> dict:
+    lines = [line for line in read_lines(results) if line["gate"] == gate]
+    return {k: v for k, v in lines[-1]["metrics"].items() if not k.endswith("_s")} if lines else {}
+
+
+def gpu_check(out: Path, timeout_s: float) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="moola_gpu_check_"))
+    python = [sys.executable, "-m"]
+    summary = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
+               "cudnn": torch.backends.cudnn.version(), "work_dir": str(work)}
+    tests = _run([*python, "pytest", "unit_tests/test_cuda.py", "--run-slow", "-p", "no:cacheprovider",
+                  "--json-report", f"--json-report-file={work / 'cuda_tests.json'}"], timeout_s)
+    if (work / "cuda_tests.json").is_file():
+        tests["outcomes"] = json.loads((work / "cuda_tests.json").read_text()).get("summary")
+    summary["cuda_tests"] = tests
+    gates = [*python, "pytest", "gates", "--demo", "--profile", "full", "--device", "cuda", "-p", "no:cacheprovider",
+             "--artifacts-dir", str(work / "artifacts"), "--results", str(work / "results.jsonl")]
+    full = _run([*gates, "-x"], timeout_s)
+    full["gates"] = _gates(work / "results.jsonl")
+    summary["full_demo"] = full
+    first_gate4 = _metrics(work / "results.jsonl", "4_finetune_enhanced")
+    rerun = _run([*gates, "-x", "--start-gate", "4"], timeout_s)
+    rerun["gate4_metrics_equal_first_run"] = bool(first_gate4) and first_gate4 == _metrics(
+        work / "results.jsonl", "4_finetune_enhanced")
+    summary["full_demo_rerun_from_cache"] = rerun
+    bench = _run([*python, "moola.bench", "--device", "cuda", "--json", str(work / "bench.json")], timeout_s)
+    if (work / "bench.json").is_file():
+        bench["numbers"] = json.loads((work / "bench.json").read_text())
+    summary["bench"] = bench
+    summary["ok"] = (tests["rc"] == 0 and full["rc"] in (0, 1) and bench["rc"] == 0
+                     and not [g for g, v in full["gates"].items() if v["status"] == "error"]
+                     and rerun["gate4_metrics_equal_first_run"])
+    out.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moola.gpu_check", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="gpu_check.json", help="where to write the JSON summary")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds allowed for each step")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print(f"error: CUDA is not available to torch {torch.__version__}; this check is for a GPU machine "
+              "(nvidia-smi should list one)", file=sys.stderr)
+        return 2
+    if not (REPO / "gates").is_dir() or not (REPO / "unit_tests").is_dir():
+        print(f"error: run from a checkout of the repository (gates/ and unit_tests/ next to {REPO / 'moola'}), "
+              "installed with pip install -e .", file=sys.stderr)
+        return 2
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+    summary = gpu_check(Path(args.out), args.timeout)
+    for step in ("cuda_tests", "full_demo", "full_demo_rerun_from_cache", "bench"):
+        print(f"{step}: rc {summary[step]['rc']} in {summary[step]['duration_s']} s")
+    for gate, line in summary["full_demo"]["gates"].items():
+        print(f"  {gate:22} {line['status']:8} val_f1 {line['val_f1']}  {line['duration_s']} s")
+    print(f"summary -> {args.out} ({'ok' if summary['ok'] else 'PROBLEMS: read the summary'})")
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Run the real gate suite in a subprocess on small data, and read its results file back.
+
+Shared by the fault-injection tests and the CUDA module: a subprocess keeps a patched moola (a
+fault plugin) or CUDA state inside that run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from moola.data import demo
+from moola.results import read_lines
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["pretrain.hidden_size=16", "pretrain.epochs=2", "pretrain.max_unlabeled=512", "pretrain.batch_size=128",
+        "finetune.epochs=8", "finetune.unfreeze_every=1", "baseline.epochs=4", "smoke.overfit_steps=60"]
+
+
+def small_demo(tmp_path_factory) -> Path:
+    """The demo dataset with a 1,200-window pool (labeled rows and split as in the full demo)."""
+    return demo.write_demo(tmp_path_factory.mktemp("data") / "demo", n_unlabeled=1200)
+
+
+def copy_data(demo_root: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(demo_root, tmp_path / "data"))
+
+
+def run_gates(pytester, data_root: Path, *args: str, plugin: str | None = None, overrides=TINY,
+              name: str = "run") -> dict:
+    """`pytest gates ARGS` on `data_root` with `--set` overrides; returns {gate: line}.
+
+    `plugin`: source of a module loaded with -p before any gate runs (e.g. a fault that patches
+    moola). `name`: a folder of its own for artifacts and results, so two runs share nothing.
+    """
+    folder = pytester.path / name
+    folder.mkdir(exist_ok=True)
+    results = folder / "results.jsonl"
+    command = [str(REPO / "gates"), "--rootdir", str(REPO), "-c", str(REPO / "pytest.ini"),
+               "--data-dir", str(data_root), "--artifacts-dir", str(folder / "artifacts"),
+               "--results", str(results), "-p", "no:cacheprovider", *args]
+    for override in overrides:
+        command += ["--set", override]
+    if plugin:
+        module = f"plugin_{name}"
+        pytester.makepyfile(**{module: plugin})
+        command += ["-p", module]
+    pytester.runpytest_subprocess(*command, timeout=600)
+    return {line["gate"]: line for line in read_lines(results)}
