@@ -141,11 +141,15 @@ class ResultsPlugin:
         self.lines: list = []  # this session's lines, for the terminal summary
         self.pending: dict = {}  # nodeid -> the line's arguments, written once the item's warnings are in
         self.warnings: dict = {}  # nodeid -> third-party warnings raised while the gate ran
+        self.session_warnings: list = []  # raised outside any gate (imports, reading the data): first line
 
     def base_context(self) -> dict:
         settings = self.settings
         return {"profile": settings.profile.name, "device": self.context.get("device", settings.device_type),
-                "runtime": self.context.get("runtime"), "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
+                # Before the session's `run` fixture applies it (gate 0), the runtime asked for.
+                "runtime": self.context.get("runtime") or {"deterministic": settings.profile.runtime.deterministic,
+                                                           "device": settings.device_type},
+                "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
                 "versions": self.versions}
 
     @property
@@ -161,8 +165,16 @@ class ResultsPlugin:
                  (f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if _runs_gates(config):
-            # Read once here; the session's `run` fixture reuses it.
-            self.checked = check_data(data_root(settings), settings.profile.data)
+            # Read once here; the session's `run` fixture reuses it. pytest does not watch warnings
+            # in this hook: collect them for the first line, and say so in the header.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.checked = check_data(data_root(settings), settings.profile.data)
+            for warning in caught:
+                self._keep(self.session_warnings, warning)
+            if caught:
+                lines.append(f"moola: {len(caught)} library warning(s) reading the data (in the first results line): "
+                             f"{caught[0].category.__name__}: {str(caught[0].message)[:200]}")
             dataset, problems = self.checked
             lines.append(f"moola: dataset fingerprint {dataset.fingerprint}" if dataset else
                          f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
@@ -228,19 +240,25 @@ class ResultsPlugin:
         self.flush(item.nodeid)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
-        """A library's warning during a gate: shown by pytest, recorded in the gate's line, never fatal."""
-        if when != "runtest" or not nodeid or issubclass(warning_message.category, GateWarning):
+        """A library's warning: shown by pytest, recorded in a line, never fatal. One raised while a
+        gate ran goes in that gate's line; one raised at import or collection, in the first line."""
+        if issubclass(warning_message.category, GateWarning):
             return
+        target = self.warnings.setdefault(nodeid, []) if when == "runtest" and nodeid else self.session_warnings
+        self._keep(target, warning_message)
+
+    @staticmethod
+    def _keep(seen: list, warning_message) -> None:
         entry = {"category": warning_message.category.__name__, "message": str(warning_message.message)[:500],
                  "where": f"{warning_message.filename}:{warning_message.lineno}"}
-        seen = self.warnings.setdefault(nodeid, [])
         if entry not in seen:
             seen.append(entry)
 
     def flush(self, nodeid: str) -> None:
         if nodeid in self.pending:
             gate, status, reason, duration_s, record = self.pending.pop(nodeid)
-            self.write(gate, status, reason, duration_s, record, self.warnings.pop(nodeid, []))
+            seen, self.session_warnings = [*self.session_warnings, *self.warnings.pop(nodeid, [])], []
+            self.write(gate, status, reason, duration_s, record, seen)
 
     def write(self, gate: str, status: str, reason, duration_s: float, record: GateRecord,
               warnings_seen: list | None = None) -> None:

@@ -80,7 +80,8 @@ def load_cached(path: Path, expect=is_checkpoint):
 
     Missing -> None. Damaged (truncated, not a torch file) or foreign (`expect(payload)` is
     false) -> moved aside to `<name>.unreadable[.N]` with a `CheckpointWarning`, then None.
-    Well-formed but refused by the weights-only loader -> `CheckpointRefused`, file untouched.
+    A file whose pickles name code to import (a global outside torch's tensor rebuilders) ->
+    `CheckpointRefused`, the file left where it is: it is never loaded, nor silently replaced.
     """
     path = Path(path)
     if not path.is_file():
@@ -88,15 +89,13 @@ def load_cached(path: Path, expect=is_checkpoint):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- damaged bytes raise RuntimeError, UnpicklingError, EOFError, OSError …
-        first_line = _gist(exc)
-        if _well_formed(path):
-            globals_ = _pickled_globals(path)
+        requests = code_requests(path)
+        if requests:
             raise CheckpointRefused(
-                f"{path}: torch.load(weights_only=True) refused it ({first_line}); it asks to import "
-                f"{', '.join(globals_[:5]) or 'objects outside tensors and plain data'} when loaded. moola "
-                "never loads such a file. If you did not put it there, delete it; to replace it with a "
-                "freshly trained one, rerun with --fresh.") from None
-        set_aside(path, f"unreadable ({type(exc).__name__}: {first_line})")
+                f"{path}: torch.load(weights_only=True) refused it ({_gist(exc)}): it asks to import "
+                f"{', '.join(requests[:5])} when loaded. moola never loads such a file. If you did not put "
+                "it there, delete it; rerun with --fresh to move it aside and train a new one.") from None
+        set_aside(path, f"unreadable ({type(exc).__name__}: {_gist(exc)})")
         return None
     if not expect(payload):
         set_aside(path, f"not a moola checkpoint (found {type(payload).__name__} "
@@ -105,14 +104,20 @@ def load_cached(path: Path, expect=is_checkpoint):
     return payload
 
 
-def set_aside(path: Path, why: str) -> Path:
-    """Rename `path` to the first free `<name>.unreadable[.N]` and warn; never deletes."""
-    target = path.with_name(f"{path.name}.unreadable")
+def set_aside(path: Path, why: str, suffix: str = "unreadable") -> Path | None:
+    """Rename `path` to the first free `<name>.<suffix>[.N]` and warn; never deletes.
+
+    None when the file is already gone (another run sharing the folder moved it first).
+    """
+    target = path.with_name(f"{path.name}.{suffix}")
     n = 0
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.unreadable.{n}")
-    os.replace(path, target)
+        target = path.with_name(f"{path.name}.{suffix}.{n}")
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
     message = f"{path}: {why}; moved aside to {target.name} and treated as a cache miss"
     log.warning(message)
     warnings.warn(message, CheckpointWarning, stacklevel=3)
@@ -120,47 +125,48 @@ def set_aside(path: Path, why: str) -> Path:
 
 
 def _gist(exc: BaseException) -> str:
-    """The line of torch's message that says what went wrong (it varies by torch version)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-    telling = [line for line in lines if "Unsupported" in line or "unsupported" in line or "failed" in line]
-    line = (telling or lines)[-1]
-    return line.split(". ")[0][:300]  # torch appends paragraphs of advice after the first sentence
+    """The part of torch's message that says what went wrong (its wording varies by version)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    if "WeightsUnpickler error:" in text:  # torch 2.1: "Weights only load failed. Re-running … error: <why>"
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return text.split(". ")[0][:300]  # torch appends paragraphs of advice after the first sentence
 
 
-def _well_formed(path: Path) -> bool:
-    """An intact zip (CRCs check), or one complete pickle stream: the bytes are all there."""
+SAFE_GLOBALS = ("torch.", "collections.OrderedDict")  # what a moola checkpoint's pickle names
+
+
+def code_requests(path: Path) -> list:
+    """Globals (`module.name`) that the file's pickles ask to import, other than torch's own.
+
+    Reads the opcodes only (`pickletools`), never executes them: every `*.pkl` of a zip archive
+    (torch's format), else every pickle stream in the file (the legacy format). Stops quietly at
+    damaged bytes, keeping what it found before them. A global whose name cannot be read (a
+    protocol-4 STACK_GLOBAL fed from the memo) counts as a request: refusing is the safe side.
+    """
+    found = []
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                return archive.testzip() is None
-        with open(path, "rb") as stream:
-            for _ in pickletools.genops(stream):
-                pass
-        return True
-    except Exception:  # noqa: BLE001 -- BadZipFile, ValueError (unknown opcode), EOF inside the stream …
-        return False
-
-
-def _pickled_globals(path: Path) -> list:
-    """`module.name` of each GLOBAL opcode in the file's pickle (for the refusal message)."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-                data = archive.read(name)
+                streams = [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
         else:
-            data = Path(path).read_bytes()
-        found, strings = [], []
-        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if op.name in ("GLOBAL", "INST"):
-                found.append(arg.replace(" ", "."))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:  # protocol 4+: module, name pushed first
-                found.append(".".join(strings[-2:]))
-            elif isinstance(arg, str):
-                strings.append(arg)
-    except Exception:  # noqa: BLE001 -- only for the message: an unparsable pickle names nothing
+            streams = [Path(path).read_bytes()]
+    except Exception:  # noqa: BLE001 -- a damaged archive names nothing
         return []
-    return sorted({name for name in found if not name.startswith(("torch.", "collections.OrderedDict"))})
+    for data in streams:
+        stream = io.BytesIO(data)
+        try:
+            while stream.tell() < len(data):  # the legacy format is several pickles in a row
+                strings = []
+                for op, arg, _ in pickletools.genops(stream):
+                    if op.name in ("GLOBAL", "INST"):
+                        found.append(arg.replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL":  # protocol 4+: module and name pushed just before
+                        found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<a global>")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+        except Exception:  # noqa: BLE001, S110 -- unknown opcode or truncated stream: keep what was read
+            pass
+    return sorted({name for name in found if not name.startswith(SAFE_GLOBALS)})
 
 
 def copy_atomic(source: Path, target: Path) -> Path:

@@ -50,28 +50,37 @@ def deterministic_cuda(device: torch.device, enabled: bool = True):
 
     On CUDA with `enabled`: `CUBLAS_WORKSPACE_CONFIG` (unless the user set one; cuBLAS reads it
     when its handle is created, so enter this before the first CUDA matmul), cuDNN deterministic
-    with benchmarking off, and `torch.use_deterministic_algorithms(True, warn_only=True)`: an op
-    without a deterministic kernel warns (shown and recorded by the gate run) instead of failing
-    the gate. Every flag is restored on exit. Off CUDA nothing is changed: CPU kernels used here
-    are deterministic already.
+    with benchmarking off, the flash and memory-efficient attention kernels off (their backward
+    passes are not deterministic, and under warn-only mode torch would only warn once and run
+    them anyway; the math kernel is), and `torch.use_deterministic_algorithms(True,
+    warn_only=True)`: any other op without a deterministic kernel warns (shown and recorded by
+    the gate run) instead of failing the gate. Every flag is restored on exit. Off CUDA nothing
+    is changed: the CPU kernels used here are deterministic already.
     """
     if device.type != "cuda":
         yield {"deterministic": enabled, "device": device.type}
         return
-    cudnn = torch.backends.cudnn
+    cudnn, sdp = torch.backends.cudnn, torch.backends.cuda
     saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+             torch.is_deterministic_algorithms_warn_only_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+             sdp.flash_sdp_enabled(), sdp.mem_efficient_sdp_enabled())
     try:
         if enabled:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
             cudnn.deterministic, cudnn.benchmark = True, False
+            sdp.enable_flash_sdp(False)
+            sdp.enable_mem_efficient_sdp(False)
             torch.use_deterministic_algorithms(True, warn_only=True)
         else:
             cudnn.deterministic, cudnn.benchmark = False, True
         yield {"deterministic": enabled, "device": "cuda", "cudnn_deterministic": cudnn.deterministic,
                "cudnn_benchmark": cudnn.benchmark, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
-               "cudnn_allow_tf32": cudnn.allow_tf32}
+               "fused_attention": sdp.flash_sdp_enabled() or sdp.mem_efficient_sdp_enabled(),
+               "cudnn_allow_tf32": cudnn.allow_tf32,
+               # fp32 LSTMs run TF32 tensor-core math on compute capability 8+ while cuDNN allows it
+               "lstm_fp32_math": "tf32" if cudnn.allow_tf32 and torch.cuda.is_available()
+               and torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"}
     finally:
         cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
@@ -79,3 +88,5 @@ def deterministic_cuda(device: torch.device, enabled: bool = True):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[4]
+        sdp.enable_flash_sdp(saved[5])
+        sdp.enable_mem_efficient_sdp(saved[6])

@@ -106,3 +106,23 @@ def test_a_readable_checkpoint_loads_and_a_missing_one_is_a_miss(tmp_path):
     state, metadata = load_checkpoint_payload(load_cached(path))
     assert metadata == {"fingerprint": "abc"} and torch.equal(state["w"], torch.ones(64, 64))
     assert load_cached(tmp_path / "absent.pt") is None
+
+
+@pytest.mark.parametrize("kind", ["plain_pickle", "npz", "truncated_legacy"])
+def test_harmless_files_torch_refuses_are_moved_aside_not_reported_as_code(tmp_path, kind):
+    import pickle
+
+    import numpy as np
+
+    path = tmp_path / "encoder_v1.pt"
+    if kind == "plain_pickle":  # a pickle of plain data, but not torch's format
+        path.write_bytes(pickle.dumps({"state_dict": {}, "metadata": "{}"}, protocol=2))
+    elif kind == "npz":  # a zip archive of another library
+        with open(path, "wb") as stream:
+            np.savez(stream, weights=np.zeros(3))
+    else:  # torch's legacy (non-zip) format, cut short
+        torch.save({"w": torch.ones(256)}, path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:200])
+    with pytest.warns(CheckpointWarning, match="moved aside"):
+        assert load_cached(path) is None
+    assert (tmp_path / "encoder_v1.pt.unreadable").exists()

@@ -90,3 +90,13 @@ def test_lr_anneals_into_the_swa_phase_and_holds_there_without_a_restart():
 def test_without_swa_the_cosine_ends_near_zero():
     lrs = lr_per_step(FinetuneConfig(epochs=8, frozen_epochs=2, unfreeze_every=2, batch_size=4, swa_fraction=0.0))
     assert lrs[-1] < 0.05 * max(lrs)
+
+
+def test_a_batch_size_of_one_with_batchnorm_is_a_clear_error_not_a_crash():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 12, 4)).astype(np.float32), np.arange(10) % 2
+    model = EnhancedSimpleLSTM(4, hidden_size=8, num_layers=1)
+    config = FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_every=1, batch_size=1, swa_fraction=0.0)
+    phases, lrs = finetune_schedule(config, 1, 10, 10)
+    with pytest.raises(ValueError, match="batch_size 1 .*BatchNorm.*--set finetune.batch_size=8"):
+        fit_classifier(model, x, y, finetune_groups(model), phases, finetune_options(config, lrs, 2), CPU, 0)

@@ -5,6 +5,7 @@ The tests that need a GPU skip without one (CI has none); run them where CUDA ex
 module and writes a JSON summary).
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -23,12 +24,15 @@ from .gate_runs import TINY, copy_data, run_gates, small_demo
 
 CUDA = torch.device("cuda")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# cuBLAS reads this when its handle is created: before this module's first CUDA matmul.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
 
 
 def test_mixed_precision_on_cuda_is_fp16_with_a_scaler_never_bf16():
     # cuDNN's LSTM runs in fp16 under any autocast dtype: asking for bf16 would record a lie.
     assert precision_for(CUDA, enabled=True) == ("fp16", torch.float16)
-    assert precision_for(CUDA, enabled=False) == ("fp32", None)
+    # Without autocast cuDNN runs fp32 LSTMs in TF32 on Ampere and later: recorded as such.
+    assert precision_for(CUDA, enabled=False) in (("fp32", None), ("tf32", None))
     assert precision_for(torch.device("cpu"), enabled=True) == ("fp32", None)
 
 
@@ -46,6 +50,17 @@ def test_deterministic_cuda_sets_every_flag_and_restores_them(monkeypatch):
         assert not cudnn.deterministic and cudnn.benchmark and runtime["deterministic"] is False
     with deterministic_cuda(torch.device("cpu")) as runtime:
         assert runtime == {"deterministic": True, "device": "cpu"}
+
+
+@needs_cuda
+def test_deterministic_mode_turns_the_fused_attention_kernels_off_and_back_on():
+    # Their backward passes are not deterministic; warn-only mode would run them anyway.
+    sdp = torch.backends.cuda
+    before = (sdp.flash_sdp_enabled(), sdp.mem_efficient_sdp_enabled())
+    with deterministic_cuda(CUDA, enabled=True) as runtime:
+        assert not sdp.flash_sdp_enabled() and not sdp.mem_efficient_sdp_enabled()
+        assert runtime["fused_attention"] is False
+    assert (sdp.flash_sdp_enabled(), sdp.mem_efficient_sdp_enabled()) == before
 
 
 def lstm_storages(module) -> list:
@@ -109,6 +124,10 @@ def test_every_gate_runs_on_cuda_with_every_technique_and_reruns_identically(pyt
         {g: (line["status"], line["reason"]) for g, line in first.items()}
     assert first["3_pretrain_bilstm"]["metrics"].get("precision") == "fp16"
     assert first["4_finetune_enhanced"]["runtime"]["cudnn_deterministic"] is True
+    # Gate runs only record warnings: these two would mean a CUDA path regressed.
+    telling = [(g, w["message"][:120]) for g, line in first.items() for w in line.get("warnings", [])
+               if "contiguous chunk" in w["message"] or "deterministic" in w["message"]]
+    assert not telling, telling
     assert comparable(first) == comparable(second)
 
 
@@ -121,9 +140,18 @@ def test_the_gpu_check_says_plainly_when_there_is_no_gpu(capsys):
 
 
 @needs_cuda
-def test_batches_reach_the_gpu_from_pinned_memory_unchanged():
+def test_batches_reach_the_gpu_from_pinned_memory_unchanged(monkeypatch):
     from moola.training.batches import to_device
 
+    pinned = []
+    original = torch.Tensor.pin_memory
+
+    def spy(self, *args, **kwargs):
+        pinned.append(self.shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", spy)
     batch = torch.randn(8, 12, 4)
     moved = to_device(batch, CUDA)
+    assert pinned == [batch.shape]  # through page-locked memory, not a plain pageable copy
     assert moved.device.type == "cuda" and torch.equal(moved.cpu(), batch)

@@ -81,3 +81,38 @@ def test_a_foreign_file_at_the_seed_path_is_kept_aside(two_datasets, tmp_path):
         trained = obtain_encoder(context(two_datasets[0], artifacts))
     assert latest_fingerprint(artifacts) == trained.fingerprint
     assert (artifacts / "pretrained/encoder_v1.pt.unreadable").is_file()
+
+
+def test_fresh_moves_a_refused_seed_path_file_aside_and_publishes_the_new_encoder(two_datasets, tmp_path):
+    import torch
+
+    from moola.artifacts import CheckpointRefused
+
+    from .test_artifacts import _Touch
+
+    artifacts, marker = tmp_path / "artifacts", tmp_path / "code_ran"
+    (artifacts / ENCODER).parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "metadata": "{}", "hook": _Touch(marker)}, artifacts / ENCODER)
+    with pytest.raises(CheckpointRefused, match="--fresh"):
+        obtain_encoder(context(two_datasets[0], artifacts))
+    with pytest.warns(CheckpointWarning, match="--fresh: replaced, never loaded"):
+        trained = obtain_encoder(context(two_datasets[0], artifacts, fresh=True))
+    assert latest_fingerprint(artifacts) == trained.fingerprint and not marker.exists()
+    assert (artifacts / "pretrained/encoder_v1.pt.refused").is_file()
+
+
+def test_upgrading_keeps_an_old_layout_encoder_when_another_dataset_runs(two_datasets, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    a, b = (context(root, artifacts) for root in two_datasets)
+    trained_a = obtain_encoder(a)
+    cache_entry(a, trained_a.fingerprint).unlink()  # only encoder_v1.pt holds A, as before the cache
+    assert obtain_encoder(b).source == "trained"  # overwrites encoder_v1.pt with B ...
+    assert obtain_encoder(a).source == "cache"  # ... but A joined the cache first
+
+
+def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    ctx = context(two_datasets[0], artifacts)
+    trained = obtain_encoder(ctx)
+    entry = cache_entry(ctx, trained.fingerprint)
+    assert entry.is_file() and not entry.with_name(entry.stem + ".resume.pt").exists()

@@ -75,14 +75,15 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
             log.info("encoder from cache %s (fingerprint %s)", path, key)
             if path != entry:
                 artifacts.copy_atomic(path, entry)
-            publish_latest(entry, latest, key)
+            publish_latest(entry, latest, key, ctx.settings.fresh)
             return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, latest, metadata,
                                   time.monotonic() - started, entry)
     windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
     resume = entry.with_name(entry.stem + ".resume.pt")  # per-epoch state: a killed run continues here
-    if ctx.settings.fresh and resume.is_file():
-        resume.unlink()
-    result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key)
+    if ctx.settings.fresh:
+        resume.unlink(missing_ok=True)
+    result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key,
+                                       keep_checkpoint=True)
     metadata = {"fingerprint": key, "config": to_dict(config), "history": result.history,
                 "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "steps": result.steps,
                 "precision": result.precision, "resumed_from_epoch": result.resumed_from_epoch,
@@ -91,20 +92,35 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
     artifacts.save_checkpoint(entry, result.model_state, metadata)
-    publish_latest(entry, latest, key)
+    resume.unlink(missing_ok=True)  # only now: a kill before the save still resumes
+    publish_latest(entry, latest, key, ctx.settings.fresh)
     return EncoderOutcome(result.encoder_state, result.model_state, "trained", key, latest, metadata,
                           time.monotonic() - started, entry)
 
 
-def publish_latest(entry: Path, latest: Path, key: str) -> None:
+def publish_latest(entry: Path, latest: Path, key: str, fresh: bool = False) -> None:
     """Make the seed's path a copy of `entry` unless it already holds that fingerprint.
 
     What is there first goes through `load_cached`: a foreign file (say, an encoder from an older
-    workflow) is moved aside rather than overwritten, a code-executing one stops the run.
+    workflow) is moved aside rather than overwritten; a moola encoder of another fingerprint
+    that the cache lacks (written before the per-fingerprint layout) joins the cache first, so
+    upgrading never evicts it; a code-executing one stops the run, unless `fresh` (the fix its
+    message gives), which moves it aside as `.refused` without loading it.
     """
-    payload = artifacts.load_cached(latest)
-    if payload is not None and artifacts.load_checkpoint_payload(payload)[1].get("fingerprint") == key:
-        return
+    try:
+        payload = artifacts.load_cached(latest)
+    except artifacts.CheckpointRefused as refused:
+        if not fresh:
+            raise
+        artifacts.set_aside(latest, f"{refused} (--fresh: replaced, never loaded)", suffix="refused")
+        payload = None
+    if payload is not None:
+        fingerprint = artifacts.load_checkpoint_payload(payload)[1].get("fingerprint")
+        if fingerprint == key:
+            return
+        older = entry.with_name(f"encoder_{fingerprint}.pt")
+        if fingerprint and not older.exists():
+            artifacts.copy_atomic(latest, older)
     artifacts.copy_atomic(entry, latest)
 
 

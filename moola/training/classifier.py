@@ -23,7 +23,7 @@ from torch import nn
 from torch.optim.swa_utils import SWALR
 
 from moola.training.augment import augment_batch
-from moola.training.averaging import make_ema, make_swa, refresh_batchnorm
+from moola.training.averaging import has_batchnorm, make_ema, make_swa, refresh_batchnorm
 from moola.training.batches import batch_bounds, to_device
 from moola.training.pretrain import cosine_lr
 from moola.training.regularizers import L2SP, FocalLoss
@@ -119,6 +119,11 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
                    l2sp: L2SP | None = None) -> FitResult:
     """Train `model` on normalised windows `(n, T, C)` and labels `(n,)` through `phases` in order."""
     _check(groups, phases, options)
+    if has_batchnorm(model) and (options.batch_size < 2 or len(windows) < 2):
+        raise ValueError(
+            f"batch_size {options.batch_size} with {len(windows)} training rows: the model has BatchNorm, which "
+            "cannot train on one row at a time; set the gate's batch size to 2 or more (e.g. --set "
+            "finetune.batch_size=8, smoke.batch_size=8) and give it at least 2 train rows")
     batch_size = max(1, min(options.batch_size, len(windows)))
     x_all, y_all = torch.from_numpy(windows), torch.from_numpy(y)
     generator = torch.Generator().manual_seed(seed)

@@ -37,7 +37,7 @@ class PretrainResult:
     best_val_loss: float
     steps: int
     n_windows: int  # windows used (train + held-out)
-    precision: str = "fp32"  # "fp32" | "fp16" (autocast + GradScaler): what the LSTM ran in
+    precision: str = "fp32"  # "fp32" | "tf32" (cuDNN's default on Ampere+) | "fp16" (autocast + GradScaler)
     resumed_from_epoch: int = 0  # 0 = started fresh
 
     @property
@@ -76,7 +76,8 @@ def variance_penalty(features: torch.Tensor) -> torch.Tensor:
 
 
 def precision_for(device: torch.device, enabled: bool) -> tuple[str, torch.dtype | None]:
-    """fp32, unless `enabled` on CUDA: then fp16 autocast with a GradScaler.
+    """What the LSTM runs in: fp32 (TF32 math on Ampere+ CUDA, see `uses_tf32`), or with `enabled`
+    on CUDA fp16 autocast with a GradScaler.
 
     Never bf16: under autocast, torch's cuDNN RNN kernel casts the LSTM's input and weights to
     fp16 whatever dtype autocast was given (`_cudnn_rnn`'s autocast wrapper), so "bf16" would
@@ -84,9 +85,19 @@ def precision_for(device: torch.device, enabled: bool) -> tuple[str, torch.dtype
     Asking for fp16 makes what runs, what is scaled and what is recorded the same thing.
     CPU and MPS stay fp32.
     """
-    if not enabled or device.type != "cuda":
+    if device.type != "cuda":
         return "fp32", None
-    return "fp16", torch.float16
+    if enabled:
+        return "fp16", torch.float16
+    return ("tf32" if uses_tf32(device) else "fp32"), None
+
+
+def uses_tf32(device: torch.device) -> bool:
+    """True when cuDNN runs fp32 LSTMs with TF32 tensor-core math: allowed by torch's default
+    `cudnn.allow_tf32`, on compute capability 8+ (Ampere, Ada such as the RTX 4090, Hopper).
+    Storage and optimizer stay fp32; the matmuls inside the LSTM round inputs to 10 mantissa bits."""
+    return (device.type == "cuda" and torch.cuda.is_available() and torch.backends.cudnn.allow_tf32
+            and torch.cuda.get_device_capability(device)[0] >= 8)
 
 
 def _grad_scaler():
@@ -115,10 +126,12 @@ def _save_state(path: Path, state: dict) -> None:
 
 
 def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.device, seed: int,
-                     checkpoint: Path | None = None, fingerprint: str = "", on_epoch_end=None) -> PretrainResult:
+                     checkpoint: Path | None = None, fingerprint: str = "", on_epoch_end=None,
+                     keep_checkpoint: bool = False) -> PretrainResult:
     """Pretrain on normalised windows `(N, T, C)`; early-stops on a held-out share, keeps the best weights.
 
-    `checkpoint`: where to keep the resumable state (removed when training finishes).
+    `checkpoint`: where to keep the resumable state (removed when training finishes, unless
+    `keep_checkpoint`: then the caller removes it once the result is safely saved).
     `on_epoch_end(epoch)`: called after each epoch's checkpoint (tests use it to interrupt).
     """
     rng = np.random.default_rng(seed)
@@ -215,8 +228,8 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         if stale >= config.patience:
             log.info("pretrain early stop at epoch %d (best %d)", epoch, best_epoch)
             break
-    if checkpoint is not None and Path(checkpoint).is_file():
-        Path(checkpoint).unlink()
+    if checkpoint is not None and not keep_checkpoint:
+        Path(checkpoint).unlink(missing_ok=True)
     return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from)
 
 
