@@ -1,0 +1,98 @@
+"""Cross-fitting: a stage's own fit-and-predict run once per fold and seed, scored out of fold.
+
+Every scored row gets its class probabilities from a model that never trained on it; a gate's
+`val_f1` is macro F1 over all scored rows pooled, averaged over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moola.evaluation.folds import Fold
+from moola.training.metrics import macro_f1, macro_f1_rows
+
+# fit_predict(train_rows, scored_rows, seed) -> class probabilities (len(scored_rows), K)
+FitPredict = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+@dataclass
+class Evaluation:
+    """Out-of-fold predictions of one model recipe under one protocol."""
+
+    name: str
+    rows: np.ndarray  # (n,) scored rows (labeled-file positions), in the folds' order
+    y: np.ndarray  # (n,) their labels
+    fold_of: np.ndarray  # (n,) which fold scored each row
+    seeds: tuple  # (S,)
+    proba: np.ndarray  # (S, n, K) out-of-fold probabilities per seed
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return self.proba.shape[2]
+
+    @property
+    def pred(self) -> np.ndarray:
+        """(S, n) predicted classes."""
+        return self.proba.argmax(axis=2)
+
+    @property
+    def per_seed_f1(self) -> list:
+        """Macro F1 over the pooled scored rows, one per seed."""
+        return [macro_f1(self.y, pred, self.n_classes) for pred in self.pred]
+
+    @property
+    def val_f1(self) -> float:
+        """The gate number: pooled out-of-fold macro F1, averaged over seeds."""
+        return float(np.mean(self.per_seed_f1))
+
+    @property
+    def per_fold_f1(self) -> list:
+        """Macro F1 within each fold's block, averaged over seeds (small blocks: noisy, for reading only)."""
+        return [float(np.mean([macro_f1(self.y[self.fold_of == f], pred[self.fold_of == f], self.n_classes)
+                               for pred in self.pred])) for f in np.unique(self.fold_of)]
+
+
+def cross_fit(name: str, fit_predict: FitPredict, folds: list[Fold], y: np.ndarray, seeds, n_classes: int) -> Evaluation:
+    """Run `fit_predict` for every seed and fold; gather each fold's scored rows' probabilities."""
+    rows = np.concatenate([fold.scored for fold in folds])
+    if len(np.unique(rows)) != len(rows):
+        raise ValueError("folds score some rows more than once: each row must be scored by exactly one fold")
+    fold_of = np.concatenate([np.full(len(fold.scored), fold.index) for fold in folds])
+    seeds = tuple(int(s) for s in seeds)
+    proba = np.zeros((len(seeds), len(rows), n_classes))
+    for s, seed in enumerate(seeds):
+        begin = 0
+        for fold in folds:
+            overlap = np.intersect1d(fold.train, fold.scored)
+            if len(overlap):
+                raise ValueError(f"fold {fold.index} trains on rows it scores: {overlap[:5].tolist()}")
+            part = np.asarray(fit_predict(fold.train, fold.scored, seed), dtype=np.float64)
+            if part.shape != (len(fold.scored), n_classes):
+                raise ValueError(f"fold {fold.index}: fit_predict returned {part.shape}, expected "
+                                 f"({len(fold.scored)}, {n_classes})")
+            proba[s, begin: begin + len(fold.scored)] = part
+            begin += len(fold.scored)
+    return Evaluation(name, rows, np.asarray(y)[rows], fold_of, seeds, proba)
+
+
+def paired_block_bootstrap(a: Evaluation, b: Evaluation, n_resamples: int = 1000, seed: int = 17) -> dict:
+    """F1(a) - F1(b) over the same scored rows and seeds, with a 95% CI from resampling rows
+    within each fold's block (blocks keep their sizes; a and b see the same resampled rows).
+
+    Each resample's F1 is the seed-averaged pooled macro F1, as the gate number is.
+    """
+    if not np.array_equal(a.rows, b.rows):
+        raise ValueError(f"{a.name} and {b.name} were scored on different rows: they cannot be paired")
+    rng = np.random.default_rng(seed)
+    index = np.concatenate([rng.choice(np.flatnonzero(a.fold_of == f), size=(n_resamples, int((a.fold_of == f).sum())))
+                            for f in np.unique(a.fold_of)], axis=1)  # (B, n): rows resampled within blocks
+    y = a.y[index]
+    deltas = np.mean([macro_f1_rows(y, pa[index], a.n_classes) - macro_f1_rows(y, pb[index], a.n_classes)
+                      for pa, pb in zip(a.pred, b.pred)], axis=0)  # (B,) averaged over seeds
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return {"delta": a.val_f1 - b.val_f1, "delta_ci95": [float(low), float(high)],
+            "ci_half_width": float((high - low) / 2)}

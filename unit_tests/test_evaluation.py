@@ -1,0 +1,113 @@
+"""Folds (purge, embargo, identical windows, walk-forward order), pooled out-of-fold scoring, block bootstrap."""
+
+import numpy as np
+import pytest
+
+from moola.data.normalize import normalize_windows
+from moola.evaluation.crossfit import cross_fit, paired_block_bootstrap
+from moola.evaluation.folds import identical_groups, make_folds, time_order
+
+
+@pytest.mark.parametrize("n_rows, k", [(98, 5), (20, 4), (11, 3)])
+def test_blocked_folds_score_every_row_once_and_never_train_on_it_or_its_neighbours(n_rows, k):
+    folds = make_folds(n_rows, "blocked", k, embargo=1)
+    scored = np.concatenate([f.scored for f in folds])
+    assert sorted(scored.tolist()) == list(range(n_rows))
+    for fold in folds:
+        first, last = fold.scored.min(), fold.scored.max()
+        assert fold.scored.tolist() == list(range(first, last + 1))  # one contiguous block
+        assert not set(fold.train) & set(fold.scored)
+        assert not set(fold.train) & {first - 1, last + 1}  # the embargo
+        assert set(fold.purged) == {first - 1, last + 1} & set(range(n_rows))
+        assert len(fold.train) + len(fold.purged) + len(fold.scored) == n_rows
+
+
+def test_walk_forward_trains_only_on_earlier_rows_and_never_scores_the_first_block():
+    folds = make_folds(98, "walk-forward", 5, embargo=2)
+    assert len(folds) == 4
+    blocks = np.array_split(np.arange(98), 5)
+    assert not set(blocks[0]) & set(np.concatenate([f.scored for f in folds]))
+    for fold in folds:
+        assert fold.train.max() < fold.scored.min() - 2  # before the block, minus the embargo
+        assert sorted(fold.purged.tolist()) == [fold.scored.min() - 2, fold.scored.min() - 1]
+
+
+def test_blocks_follow_timestamps_not_file_order():
+    rng = np.random.default_rng(0)
+    timestamps = np.datetime64("2024-01-01T00:00") + rng.permutation(30).astype("timedelta64[h]")
+    order = time_order(30, timestamps)
+    for fold in make_folds(30, "blocked", 3, embargo=0, timestamps=timestamps):
+        ranks = np.sort(np.searchsorted(np.sort(timestamps), timestamps[fold.scored]))
+        assert ranks.tolist() == list(range(ranks[0], ranks[0] + len(ranks)))  # contiguous in time
+    assert np.all(np.diff(timestamps[order]) > np.timedelta64(0, "h"))
+
+
+def test_windows_overlapping_a_scored_window_in_time_are_purged():
+    timestamps = np.datetime64("2024-01-01T00:00") + (np.arange(20) * 30).astype("timedelta64[m]")
+    span = np.timedelta64(105, "m")  # 105 one-minute bars: windows 30 minutes apart overlap 3 deep
+    fold = make_folds(20, "blocked", 4, embargo=0, timestamps=timestamps, span=span)[1]  # scores rows 5-9
+    assert fold.scored.tolist() == [5, 6, 7, 8, 9]
+    assert fold.purged.tolist() == [2, 3, 4, 10, 11, 12]
+
+
+def test_identical_windows_are_purged_even_as_a_scaled_copy():
+    rng = np.random.default_rng(0)
+    raw = 20_000 + rng.normal(size=(12, 9, 4)).cumsum(axis=1)
+    raw[1] = raw[10] * 1.0001  # 102_exp_1 / 102_exp_2: the same prices, one rescaled
+    groups = identical_groups(normalize_windows(raw))
+    assert groups[1] == groups[10] and len(set(groups)) == 11
+    fold = make_folds(12, "blocked", 3, embargo=0, groups=groups)[2]  # scores rows 8-11
+    assert 1 in fold.purged and 1 not in fold.train
+
+
+def test_bad_fold_settings_say_what_is_allowed():
+    with pytest.raises(ValueError, match="2 <= K <= 10"):
+        make_folds(10, "blocked", 11)
+    with pytest.raises(ValueError, match="blocked or walk-forward"):
+        make_folds(10, "kfold", 3)
+
+
+def test_cross_fit_pools_out_of_fold_predictions_and_averages_seeds():
+    y = np.array([0, 1] * 15)
+    folds = make_folds(30, "blocked", 3, embargo=1)
+    trained_on = []
+
+    def fit_predict(train, scored, seed):
+        trained_on.append((set(train.tolist()), set(scored.tolist())))
+        proba = np.zeros((len(scored), 2))
+        right = (np.arange(len(scored)) + seed) % 3 != 0  # seed-dependent errors
+        proba[np.arange(len(scored)), np.where(right, y[scored], 1 - y[scored])] = 1.0
+        return proba
+
+    evaluation = cross_fit("toy", fit_predict, folds, y, seeds=[17, 18], n_classes=2)
+    assert all(not train & scored for train, scored in trained_on) and len(trained_on) == 6
+    assert evaluation.proba.shape == (2, 30, 2) and sorted(evaluation.rows.tolist()) == list(range(30))
+    assert evaluation.val_f1 == pytest.approx(np.mean(evaluation.per_seed_f1))
+    assert len(evaluation.per_fold_f1) == 3
+
+
+def test_cross_fit_rejects_a_fit_predict_of_the_wrong_shape():
+    folds = make_folds(12, "blocked", 3, embargo=0)
+    with pytest.raises(ValueError, match=r"returned \(4, 3\), expected \(4, 2\)"):
+        cross_fit("bad", lambda train, scored, seed: np.zeros((len(scored), 3)), folds, np.zeros(12, int), [0], 2)
+
+
+def evaluation_of(name, correct_share, y, folds, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def fit_predict(train, scored, _seed):
+        right = rng.random(len(scored)) < correct_share
+        return np.eye(2)[np.where(right, y[scored], 1 - y[scored])]
+
+    return cross_fit(name, fit_predict, folds, y, [0], 2)
+
+
+def test_block_bootstrap_is_zero_for_identical_predictions_and_positive_for_a_clear_winner():
+    y = np.array([0, 1] * 49)
+    folds = make_folds(98, "blocked", 5, embargo=1)
+    strong, weak = evaluation_of("strong", 0.95, y, folds, 1), evaluation_of("weak", 0.55, y, folds, 2)
+    same = paired_block_bootstrap(strong, strong)
+    assert same["delta"] == 0 and same["delta_ci95"] == [0.0, 0.0]
+    better = paired_block_bootstrap(strong, weak)
+    assert better["delta_ci95"][0] > 0 and better["delta_ci95"][0] <= better["delta"] <= better["delta_ci95"][1]
+    assert better["ci_half_width"] > 0
