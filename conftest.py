@@ -44,6 +44,9 @@ def pytest_addoption(parser):
     group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
     group.addoption("--demo", action="store_true", help="use the embedded demo dataset")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
+    group.addoption("--shuffle-labels", action="store_true",
+                    help="negative control: permute the train labels (seeded) before any training; a sound "
+                         "suite fails at gate 4 or earlier. Models go under ARTIFACTS/negative_control/")
 
 
 def _runs_gates(config) -> bool:
@@ -75,7 +78,7 @@ def pytest_configure(config):
             config.rootpath, data_dir=config.option.data_dir, artifacts_dir=config.option.artifacts_dir,
             results=config.option.results, device=config.option.device, profile=config.option.profile,
             overrides=[f"thresholds.gate_policy={config.option.gate_policy}", *config.option.moola_set],
-            seed=config.option.seed, fresh=config.option.fresh,
+            seed=config.option.seed, fresh=config.option.fresh, shuffle_labels=config.option.shuffle_labels,
             demo=config.option.demo)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -149,7 +152,9 @@ class ResultsPlugin:
                 # Before the session's `run` fixture applies it (gate 0), the runtime asked for.
                 "runtime": self.context.get("runtime") or {"deterministic": settings.profile.runtime.deterministic,
                                                            "device": settings.device_type},
-                "seed": settings.seed, "data": self.context.get("data", {"root": str(settings.data_root)}),
+                "seed": settings.seed,
+                "data": self.context.get("data") or {"root": str(settings.data_root), **(
+                    {"train_labels": "shuffled (a negative control)"} if settings.shuffle_labels else {})},
                 "versions": self.versions}
 
     @property
@@ -164,6 +169,9 @@ class ResultsPlugin:
                   f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}"),
                  (f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
+        if settings.shuffle_labels:
+            lines.append(f"moola: NEGATIVE CONTROL (--shuffle-labels): train labels permuted with seed {settings.seed}; "
+                         "a sound suite fails at gate 4 or earlier. Models go to negative_control/ under artifacts")
         if _runs_gates(config):
             # Read once here; the session's `run` fixture reuses it. pytest does not watch warnings
             # in this hook: collect them for the first line, and say so in the header.

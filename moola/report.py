@@ -29,6 +29,8 @@ def format_run(lines: list[dict]) -> str:
     policies = {(line.get("comparison") or {}).get("policy") for line in lines} - {None}
     rows = [f"run {lines[0]['run_id']}  profile {lines[0].get('profile')}  device {lines[0].get('device')}"
             + (f"  gate policy {', '.join(sorted(policies))}" if policies else "")
+            + ("  NEGATIVE CONTROL: train labels shuffled"
+               if str((lines[0].get("data") or {}).get("train_labels", "")).startswith("shuffled") else "")
             + "  (delta = candidate − baseline F1 [95% CI])"]
     for line in lines:
         metrics, comparison = line.get("metrics") or {}, line.get("comparison") or {}

@@ -141,15 +141,13 @@ def test_an_encoder_pretrained_on_noise_fails_gate_3(pytester, demo_root, tmp_pa
 
 
 def test_shuffled_labels_fail_gate_4_against_the_majority_baseline(pytester, demo_root, tmp_path):
-    shuffled = copy_data(demo_root, tmp_path / "shuffled")
-    path = shuffled / "processed/train_clean.parquet"
-    table = pq.read_table(path)
-    labels = np.random.default_rng(0).permutation(table["label"].to_numpy(zero_copy_only=False))
-    pq.write_table(table.set_column(table.column_names.index("label"), "label", [labels.tolist()]), path)
+    # The built-in negative control: --shuffle-labels permutes the train labels before training.
     # With 20 val rows a point comparison of two noisy models is a coin flip, so the CI policy
     # decides: with no signal left, "beats the majority class" does not survive the bootstrap ...
-    lines = run_gates(pytester, shuffled, "--start-gate", "4", "--end-gate", "5", "--gate-policy", "ci")
+    lines = run_gates(pytester, copy_data(demo_root, tmp_path / "shuffled"), "--start-gate", "4", "--end-gate", "5",
+                      "--gate-policy", "ci", "--shuffle-labels")
     assert_gate_failed(lines, "4_finetune_enhanced", "val_f1 − majority")
+    assert lines["4_finetune_enhanced"]["data"]["train_labels"].startswith("shuffled")
     # ... while on the real labels it does (the tiny profile may still fail "beats gate 1").
     clean = run_gates(pytester, copy_data(demo_root, tmp_path / "clean"), "--start-gate", "4", "--end-gate", "4",
                       "--gate-policy", "ci")["4_finetune_enhanced"]

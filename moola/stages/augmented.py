@@ -25,7 +25,7 @@ def run_augmented(ctx: RunContext, encoder_state: dict, finetuned: Trained) -> t
         ctx.profile.augment, ohlc=ctx.shared_channels, seed=ctx.seed,
     )
     trained = run_finetune(ctx, encoder_state, samples.windows, samples.y, artifact=artifacts.AUGMENTED)
-    path = ctx.settings.artifacts_dir / PROVENANCE
+    path = ctx.models_dir / PROVENANCE
     path.parent.mkdir(parents=True, exist_ok=True)
     train_rows = ctx.train
     pd.DataFrame({

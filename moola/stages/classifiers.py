@@ -217,5 +217,6 @@ def run_baseline(ctx: RunContext) -> Trained:
 def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path:
     metadata = {"model": trained.name, "config": config, "metrics": trained.metrics, "steps": trained.steps,
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
-                "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions()}
-    return artifacts.save_checkpoint(ctx.settings.artifacts_dir / relative, trained.model.state_dict(), metadata)
+                "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions(),
+                "train_labels_shuffled": ctx.settings.shuffle_labels}
+    return artifacts.save_checkpoint(ctx.models_dir / relative, trained.model.state_dict(), metadata)

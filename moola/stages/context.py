@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class Settings:
     seed: int = 17
     fresh: bool = False
     demo: bool = False
+    shuffle_labels: bool = False  # negative control: train labels permuted (seeded) before any training
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     @property
@@ -45,7 +47,8 @@ def _device_type(requested: str) -> str:
 
 
 def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str | None, results: str | None,
-                     device: str, profile: str, overrides: list, seed: int, fresh: bool, demo: bool) -> Settings:
+                     device: str, profile: str, overrides: list, seed: int, fresh: bool, demo: bool,
+                     shuffle_labels: bool = False) -> Settings:
     """Turn option values into `Settings`; bad `--profile`/`--set` values raise `ValueError`."""
     rootdir = Path(rootdir)
     artifacts = Path(artifacts_dir) if artifacts_dir else rootdir / "artifacts"
@@ -58,7 +61,7 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     if resolved.thresholds.gate_policy not in ("point", "ci"):
         raise ValueError(f"gate policy: expected point or ci, found {resolved.thresholds.gate_policy!r}")
     results_path = Path(results) if results else rootdir / "gated_workflow_results.jsonl"
-    return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo)
+    return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo, shuffle_labels)
 
 
 def data_root(settings: Settings) -> Path:
@@ -97,13 +100,33 @@ class RunContext:
     def shared_channels(self) -> bool:
         return self.profile.data.channels == "ohlc"
 
+    @property
+    def models_dir(self) -> Path:
+        """Where trained classifiers go: a negative-control run never overwrites the real ones."""
+        artifacts = self.settings.artifacts_dir
+        return artifacts / "negative_control" if self.settings.shuffle_labels else artifacts
+
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return normalize_windows(raw, shared_channels=self.shared_channels)
 
     def line_context(self) -> dict:
         """Run-wide fields of every results line."""
+        labels = (f"shuffled: train labels permuted with seed {self.seed} (a negative control)"
+                  if self.settings.shuffle_labels else "as given")
         return {"profile": self.profile.name, "device": describe_device(self.device)["device"],
-                "seed": self.seed, "data": self.dataset.summary()}
+                "seed": self.seed, "data": {**self.dataset.summary(), "train_labels": labels}}
+
+
+def shuffle_train_labels(dataset: Dataset, seed: int) -> Dataset:
+    """The negative control: the train rows' labels permuted (seeded), val and test rows untouched.
+
+    Class counts stay as they were; any signal linking a train window to its label is gone, so a
+    sound suite must find no gain beyond noise (gate 4 or earlier fails).
+    """
+    y = dataset.y.copy()
+    train = dataset.split.train
+    y[train] = np.random.default_rng(seed).permutation(y[train])
+    return dataclasses.replace(dataset, y=y)
 
 
 def build_context(settings: Settings, dataset: Dataset | None = None) -> RunContext:
@@ -113,5 +136,7 @@ def build_context(settings: Settings, dataset: Dataset | None = None) -> RunCont
     """
     device = resolve_device(settings.requested_device)
     dataset = dataset or load_dataset(data_root(settings), settings.profile.data)
+    if settings.shuffle_labels:
+        dataset = shuffle_train_labels(dataset, settings.seed)
     shared = settings.profile.data.channels == "ohlc"
     return RunContext(settings, device, dataset, normalize_windows(dataset.labeled.features, shared_channels=shared))
