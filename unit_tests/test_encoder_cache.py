@@ -117,18 +117,3 @@ def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets
     entry = cache_entry(ctx, trained.fingerprint)
     assert entry.is_file() and not entry.with_name(entry.stem + ".resume.pt").exists()
 
-
-def test_shuffled_labels_permute_train_rows_only_and_models_go_elsewhere(two_datasets, tmp_path):
-    import numpy as np
-
-    root = two_datasets[0]
-    settings = resolve_settings(root, data_dir=str(root), artifacts_dir=str(tmp_path / "a"), results=None,
-                                device="cpu", profile="quick", overrides=TINY, seed=17, fresh=False, demo=False,
-                                shuffle_labels=True)
-    shuffled, plain = build_context(settings), context(root, tmp_path / "a")
-    train, val = plain.train, plain.val
-    assert not np.array_equal(shuffled.dataset.y[train], plain.dataset.y[train])
-    assert np.array_equal(np.sort(shuffled.dataset.y[train]), np.sort(plain.dataset.y[train]))  # same counts
-    assert np.array_equal(shuffled.dataset.y[val], plain.dataset.y[val])  # scored rows keep their truth
-    assert shuffled.models_dir == tmp_path / "a" / "negative_control" and plain.models_dir == tmp_path / "a"
-    assert shuffled.line_context()["data"]["train_labels"].startswith("shuffled")
