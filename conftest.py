@@ -45,8 +45,9 @@ def pytest_addoption(parser):
     group.addoption("--demo", action="store_true", help="use the embedded demo dataset")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
     group.addoption("--shuffle-labels", action="store_true",
-                    help="negative control: permute the train labels (seeded) before any training; a sound "
-                         "suite fails at gate 4 or earlier. Models go under ARTIFACTS/negative_control/")
+                    help="negative control: permute the train labels (seeded) before any training; with "
+                         "--gate-policy ci a sound suite fails at gate 4 or earlier. Models go under "
+                         "ARTIFACTS/negative_control/")
 
 
 def _runs_gates(config) -> bool:
@@ -151,7 +152,8 @@ class ResultsPlugin:
         return {"profile": settings.profile.name, "device": self.context.get("device", settings.device_type),
                 # Before the session's `run` fixture applies it (gate 0), the runtime asked for.
                 "runtime": self.context.get("runtime") or {"deterministic": settings.profile.runtime.deterministic,
-                                                           "device": settings.device_type},
+                                                           "device": settings.device_type,
+                                                           "state": "requested (not applied yet)"},
                 "seed": settings.seed,
                 "data": self.context.get("data") or {"root": str(settings.data_root), **(
                     {"train_labels": "shuffled (a negative control)"} if settings.shuffle_labels else {})},
@@ -171,7 +173,8 @@ class ResultsPlugin:
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if settings.shuffle_labels:
             lines.append(f"moola: NEGATIVE CONTROL (--shuffle-labels): train labels permuted with seed {settings.seed}; "
-                         "a sound suite fails at gate 4 or earlier. Models go to negative_control/ under artifacts")
+                         "with --gate-policy ci a sound suite fails at gate 4 or earlier. Models go to "
+                         "negative_control/ under artifacts")
         if _runs_gates(config):
             # Read once here; the session's `run` fixture reuses it. pytest does not watch warnings
             # in this hook: collect them for the first line, and say so in the header.
@@ -265,11 +268,12 @@ class ResultsPlugin:
     def flush(self, nodeid: str) -> None:
         if nodeid in self.pending:
             gate, status, reason, duration_s, record = self.pending.pop(nodeid)
-            seen, self.session_warnings = [*self.session_warnings, *self.warnings.pop(nodeid, [])], []
-            self.write(gate, status, reason, duration_s, record, seen)
+            self.write(gate, status, reason, duration_s, record, self.warnings.pop(nodeid, []))
 
     def write(self, gate: str, status: str, reason, duration_s: float, record: GateRecord,
               warnings_seen: list | None = None) -> None:
+        # Warnings raised outside any gate go in the first line written, whatever its status.
+        warnings_seen, self.session_warnings = [*self.session_warnings, *(warnings_seen or [])], []
         extra = {**record.extra, "warnings": warnings_seen} if warnings_seen else record.extra
         line = build_line(gate, status, run_id=self.settings.run_id, reason=reason, duration_s=duration_s,
                           model=record.model, config=record.config, metrics=record.metrics,

@@ -140,8 +140,9 @@ def code_requests(path: Path) -> list:
 
     Reads the opcodes only (`pickletools`), never executes them: every `*.pkl` of a zip archive
     (torch's format), else every pickle stream in the file (the legacy format). Stops quietly at
-    damaged bytes, keeping what it found before them. A global whose name cannot be read (a
-    protocol-4 STACK_GLOBAL fed from the memo) counts as a request: refusing is the safe side.
+    damaged bytes, keeping what it found before them. A global whose name is not pushed as two
+    string literals right before it (a STACK_GLOBAL fed from the memo) counts as a request:
+    refusing is the safe side.
     """
     found = []
     try:
@@ -156,14 +157,18 @@ def code_requests(path: Path) -> list:
         stream = io.BytesIO(data)
         try:
             while stream.tell() < len(data):  # the legacy format is several pickles in a row
-                strings = []
+                recent = []  # the last opcodes that pushed something (memo stores skipped)
                 for op, arg, _ in pickletools.genops(stream):
                     if op.name in ("GLOBAL", "INST"):
                         found.append(arg.replace(" ", "."))
                     elif op.name == "STACK_GLOBAL":  # protocol 4+: module and name pushed just before
-                        found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<a global>")
-                    elif isinstance(arg, str):
-                        strings.append(arg)
+                        pushed = recent[-2:]
+                        literal = len(pushed) == 2 and all(isinstance(value, str) for value in pushed)
+                        # Fed from the memo (a name seen earlier, maybe a harmless one): unreadable here.
+                        found.append(".".join(pushed) if literal else "<a global read from the memo>")
+                    if op.name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME"):
+                        is_literal = isinstance(arg, str) and ("UNICODE" in op.name or op.name.endswith("STRING"))
+                        recent = [*recent[-1:], arg if is_literal else None]
         except Exception:  # noqa: BLE001, S110 -- unknown opcode or truncated stream: keep what was read
             pass
     return sorted({name for name in found if not name.startswith(SAFE_GLOBALS)})

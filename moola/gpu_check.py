@@ -48,6 +48,9 @@ def _run(command: list, timeout_s: float) -> dict:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         rc = "timeout"
+    finally:  # Ctrl-C or a kill of this check: its own session would not pass the signal on
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
     return {"command": " ".join(command[2:] if command[:2] == [sys.executable, "-m"] else command),
             "rc": rc, "duration_s": round(time.monotonic() - started, 1), "output_tail": (output or "")[-3000:]}
 
@@ -59,8 +62,13 @@ def _gates(results: Path) -> dict:
             for line in read_lines(results)}
 
 
-def _metrics(results: Path, gate: str) -> dict:
-    lines = [line for line in read_lines(results) if line["gate"] == gate]
+def _last_run(results: Path) -> str | None:
+    lines = read_lines(results)
+    return lines[-1]["run_id"] if lines else None
+
+
+def _metrics(results: Path, gate: str, run_id: str | None) -> dict:
+    lines = [line for line in read_lines(results) if line["gate"] == gate and line["run_id"] == run_id]
     return {k: v for k, v in lines[-1]["metrics"].items() if not k.endswith("_s")} if lines else {}
 
 
@@ -86,10 +94,12 @@ def gpu_check(out: Path, timeout_s: float) -> dict:
     full["gates"] = _gates(work / "results.jsonl")
     full["crashed"] = _crashed(work / "results.jsonl")
     summary["full_demo"] = full
-    first_gate4 = _metrics(work / "results.jsonl", "4_finetune_enhanced")
+    first_run = _last_run(work / "results.jsonl")
+    first_gate4 = _metrics(work / "results.jsonl", "4_finetune_enhanced", first_run)
     rerun = _run([*gates, "-x", "--start-gate", "4"], timeout_s)
-    rerun["gate4_metrics_equal_first_run"] = bool(first_gate4) and first_gate4 == _metrics(
-        work / "results.jsonl", "4_finetune_enhanced")
+    rerun_id = _last_run(work / "results.jsonl")
+    rerun["gate4_metrics_equal_first_run"] = (bool(first_gate4) and rerun_id != first_run and first_gate4
+                                              == _metrics(work / "results.jsonl", "4_finetune_enhanced", rerun_id))
     rerun["crashed"] = _crashed(work / "results.jsonl")
     summary["full_demo_rerun_from_cache"] = rerun
     bench = _run([*python, "moola.bench", "--device", "cuda", "--json", str(work / "bench.json")], timeout_s)

@@ -41,6 +41,16 @@ def describe_device(device: torch.device) -> dict:
     return {"device": device.type, "memory_gb": None}
 
 
+def cudnn_tf32_allowed() -> bool:
+    """Whether cuDNN may run fp32 LSTMs in TF32: `cudnn.allow_tf32` (torch's default True); newer
+    torch raises on reading it once its per-op API was used, then `cudnn.rnn.fp32_precision` says."""
+    cudnn = torch.backends.cudnn
+    try:
+        return bool(cudnn.allow_tf32)
+    except RuntimeError:
+        return getattr(getattr(cudnn, "rnn", None), "fp32_precision", "tf32") == "tf32"
+
+
 CUBLAS_WORKSPACE = ":4096:8"  # torch's documented setting for deterministic cuBLAS (CUDA >= 10.2)
 
 
@@ -77,9 +87,9 @@ def deterministic_cuda(device: torch.device, enabled: bool = True):
                "cudnn_benchmark": cudnn.benchmark, "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
                "fused_attention": sdp.flash_sdp_enabled() or sdp.mem_efficient_sdp_enabled(),
-               "cudnn_allow_tf32": cudnn.allow_tf32,
+               "cudnn_allow_tf32": cudnn_tf32_allowed(),
                # fp32 LSTMs run TF32 tensor-core math on compute capability 8+ while cuDNN allows it
-               "lstm_fp32_math": "tf32" if cudnn.allow_tf32 and torch.cuda.is_available()
+               "lstm_fp32_math": "tf32" if cudnn_tf32_allowed() and torch.cuda.is_available()
                and torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"}
     finally:
         cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]

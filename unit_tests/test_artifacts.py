@@ -126,3 +126,19 @@ def test_harmless_files_torch_refuses_are_moved_aside_not_reported_as_code(tmp_p
     with pytest.warns(CheckpointWarning, match="moved aside"):
         assert load_cached(path) is None
     assert (tmp_path / "encoder_v1.pt.unreadable").exists()
+
+
+def test_a_global_fed_from_the_memo_is_still_refused(tmp_path):
+    # Protocol 4: "os" and "system" memoised, then STACK_GLOBAL fed by two memo fetches (BINGET):
+    # no string literal stands right before it, so the scan cannot read the name: refuse.
+    import pickletools
+
+    path = tmp_path / "encoder_v1.pt"
+    program = (b"\x80\x04" + b"\x8c\x02os\x940" + b"\x8c\x06system\x940"  # SHORT_BINUNICODE, MEMOIZE, POP; twice
+               + b"h\x00h\x01\x93"  # BINGET 0, BINGET 1, STACK_GLOBAL -> os.system
+               + b"\x8c\x04true\x85R.")  # an argument, TUPLE1, REDUCE, STOP
+    assert [op.name for op, _, _ in pickletools.genops(program)][-3:] == ["TUPLE1", "REDUCE", "STOP"]
+    path.write_bytes(program)
+    with pytest.raises(CheckpointRefused, match="global read from the memo"):
+        load_cached(path)
+    assert path.exists()

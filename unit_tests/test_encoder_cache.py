@@ -110,10 +110,20 @@ def test_upgrading_keeps_an_old_layout_encoder_when_another_dataset_runs(two_dat
     assert obtain_encoder(a).source == "cache"  # ... but A joined the cache first
 
 
-def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets, tmp_path):
-    artifacts = tmp_path / "artifacts"
-    ctx = context(two_datasets[0], artifacts)
-    trained = obtain_encoder(ctx)
-    entry = cache_entry(ctx, trained.fingerprint)
-    assert entry.is_file() and not entry.with_name(entry.stem + ".resume.pt").exists()
+def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets, tmp_path, monkeypatch):
+    from moola import artifacts as artifacts_module
 
+    ctx = context(two_datasets[0], tmp_path / "artifacts")
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(artifacts_module, "save_checkpoint", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        obtain_encoder(ctx)
+    resumes = list((tmp_path / "artifacts/pretrained/cache").glob("*.resume.pt"))
+    assert len(resumes) == 1  # the finished pretraining can still be resumed instead of redone
+    monkeypatch.undo()
+    again = obtain_encoder(ctx)
+    assert again.source == "trained" and again.metadata["resumed_from_epoch"] == 1
+    assert not resumes[0].exists() and cache_entry(ctx, again.fingerprint).is_file()

@@ -148,6 +148,9 @@ def test_shuffled_labels_fail_gate_4_against_the_majority_baseline(pytester, dem
                       "--gate-policy", "ci", "--shuffle-labels")
     assert_gate_failed(lines, "4_finetune_enhanced", "val_f1 − majority")
     assert lines["4_finetune_enhanced"]["data"]["train_labels"].startswith("shuffled")
+    artifacts = pytester.path / "run" / "artifacts"  # gate_runs' folder: the real models stay untouched
+    assert (artifacts / "negative_control/models/enhanced_finetuned_v1.pt").is_file()
+    assert not (artifacts / "models").exists()
     # ... while on the real labels it does (the tiny profile may still fail "beats gate 1").
     clean = run_gates(pytester, copy_data(demo_root, tmp_path / "clean"), "--start-gate", "4", "--end-gate", "4",
                       "--gate-policy", "ci")["4_finetune_enhanced"]

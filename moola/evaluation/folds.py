@@ -82,12 +82,14 @@ def make_folds(n_rows: int, protocol: str, k: int, *, embargo: int = 1, timestam
         else:
             candidate = rank < first
             embargoed = (rank >= first - embargo) & (rank < first)
-        scored = np.sort(order[first: last + 1])
+        scored = order[first: last + 1]  # in time order (the bootstrap's runs follow it)
         purge = embargoed.copy()
-        if timestamps is not None and span is not None:
+        if timestamps is not None:
             starts = np.asarray(timestamps)
-            for row in scored:
-                purge |= np.abs(starts - starts[row]) < span
+            purge |= np.isin(starts, starts[scored])  # same start time as a scored window: a block edge split them
+            if span is not None:
+                for row in scored:
+                    purge |= np.abs(starts - starts[row]) < span
         if groups is not None:
             purge |= np.isin(groups, groups[scored])
         purged = np.flatnonzero(candidate & purge)

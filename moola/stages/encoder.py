@@ -82,6 +82,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
     resume = entry.with_name(entry.stem + ".resume.pt")  # per-epoch state: a killed run continues here
     if ctx.settings.fresh:
         resume.unlink(missing_ok=True)
+        read_replaceable(entry, fresh=True)  # a refused entry is set aside, not silently overwritten
     result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key,
                                        keep_checkpoint=True)
     metadata = {"fingerprint": key, "config": to_dict(config), "history": result.history,
@@ -98,6 +99,17 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
                           time.monotonic() - started, entry)
 
 
+def read_replaceable(path: Path, fresh: bool):
+    """`load_cached(path)`; under `fresh`, a refused file is moved aside as `.refused` (never loaded)."""
+    try:
+        return artifacts.load_cached(path)
+    except artifacts.CheckpointRefused as refused:
+        if not fresh:
+            raise
+        artifacts.set_aside(path, f"{refused} (--fresh: replaced, never loaded)", suffix="refused")
+        return None
+
+
 def publish_latest(entry: Path, latest: Path, key: str, fresh: bool = False) -> None:
     """Make the seed's path a copy of `entry` unless it already holds that fingerprint.
 
@@ -107,16 +119,10 @@ def publish_latest(entry: Path, latest: Path, key: str, fresh: bool = False) -> 
     upgrading never evicts it; a code-executing one stops the run, unless `fresh` (the fix its
     message gives), which moves it aside as `.refused` without loading it.
     """
-    try:
-        payload = artifacts.load_cached(latest)
-    except artifacts.CheckpointRefused as refused:
-        if not fresh:
-            raise
-        artifacts.set_aside(latest, f"{refused} (--fresh: replaced, never loaded)", suffix="refused")
-        payload = None
+    payload = read_replaceable(latest, fresh)
     if payload is not None:
         fingerprint = artifacts.load_checkpoint_payload(payload)[1].get("fingerprint")
-        if fingerprint == key:
+        if fingerprint == key and not fresh:
             return
         older = entry.with_name(f"encoder_{fingerprint}.pt")
         if fingerprint and not older.exists():

@@ -23,6 +23,7 @@ import torch
 from moola.artifacts import load_cached
 from moola.config import PretrainConfig
 from moola.models.masked_autoencoder import MaskedAutoencoder
+from moola.seeding import cudnn_tf32_allowed
 from moola.training.batches import batch_bounds, to_device
 from moola.training.masking import make_mask
 
@@ -96,7 +97,7 @@ def uses_tf32(device: torch.device) -> bool:
     """True when cuDNN runs fp32 LSTMs with TF32 tensor-core math: allowed by torch's default
     `cudnn.allow_tf32`, on compute capability 8+ (Ampere, Ada such as the RTX 4090, Hopper).
     Storage and optimizer stay fp32; the matmuls inside the LSTM round inputs to 10 mantissa bits."""
-    return (device.type == "cuda" and torch.cuda.is_available() and torch.backends.cudnn.allow_tf32
+    return (device.type == "cuda" and torch.cuda.is_available() and cudnn_tf32_allowed()
             and torch.cuda.get_device_capability(device)[0] >= 8)
 
 
