@@ -42,6 +42,13 @@ def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:
     payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
                # JSON text: plain data by construction, loadable under weights_only=True.
                "metadata": json.dumps(jsonable(metadata))}
+    return save_atomic(path, payload)
+
+
+def save_atomic(path: Path, payload) -> Path:
+    """`torch.save` to a temp file beside `path`, then rename it over `path`: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(payload, tmp)
     os.replace(tmp, path)

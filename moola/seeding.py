@@ -51,6 +51,14 @@ def cudnn_tf32_allowed() -> bool:
         return getattr(getattr(cudnn, "rnn", None), "fp32_precision", "tf32") == "tf32"
 
 
+def uses_tf32(device: torch.device) -> bool:
+    """True when cuDNN runs fp32 LSTMs with TF32 tensor-core math: allowed by torch's default
+    `cudnn.allow_tf32`, on compute capability 8+ (Ampere, Ada such as the RTX 4090, Hopper).
+    Storage and optimizer stay fp32; the matmuls inside the LSTM round inputs to 10 mantissa bits."""
+    return (device.type == "cuda" and torch.cuda.is_available() and cudnn_tf32_allowed()
+            and torch.cuda.get_device_capability(device)[0] >= 8)
+
+
 CUBLAS_WORKSPACE = ":4096:8"  # torch's documented setting for deterministic cuBLAS (CUDA >= 10.2)
 
 
@@ -88,9 +96,7 @@ def deterministic_cuda(device: torch.device, enabled: bool = True):
                "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
                "fused_attention": sdp.flash_sdp_enabled() or sdp.mem_efficient_sdp_enabled(),
                "cudnn_allow_tf32": cudnn_tf32_allowed(),
-               # fp32 LSTMs run TF32 tensor-core math on compute capability 8+ while cuDNN allows it
-               "lstm_fp32_math": "tf32" if cudnn_tf32_allowed() and torch.cuda.is_available()
-               and torch.cuda.get_device_capability(device)[0] >= 8 else "fp32"}
+               "lstm_fp32_math": "tf32" if uses_tf32(device) else "fp32"}
     finally:
         cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])

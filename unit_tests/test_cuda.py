@@ -14,11 +14,11 @@ import torch
 
 from moola.config import FinetuneConfig
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
-from moola.seeding import CUBLAS_WORKSPACE, deterministic_cuda
+from moola.seeding import CUBLAS_WORKSPACE, deterministic_cuda, uses_tf32
 from moola.stages.classifiers import finetune_groups, finetune_options, finetune_schedule
 from moola.training.averaging import make_ema, make_swa
 from moola.training.classifier import fit_classifier, predict_proba
-from moola.training.pretrain import precision_for, uses_tf32
+from moola.training.pretrain import precision_for
 
 from .gate_runs import TINY, copy_data, run_gates, small_demo
 

@@ -12,7 +12,6 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moola.artifacts import load_cached
+from moola.artifacts import load_cached, save_atomic
 from moola.config import PretrainConfig
 from moola.models.masked_autoencoder import MaskedAutoencoder
-from moola.seeding import cudnn_tf32_allowed
+from moola.seeding import uses_tf32
 from moola.training.batches import batch_bounds, to_device
 from moola.training.masking import make_mask
 
@@ -93,14 +92,6 @@ def precision_for(device: torch.device, enabled: bool) -> tuple[str, torch.dtype
     return ("tf32" if uses_tf32(device) else "fp32"), None
 
 
-def uses_tf32(device: torch.device) -> bool:
-    """True when cuDNN runs fp32 LSTMs with TF32 tensor-core math: allowed by torch's default
-    `cudnn.allow_tf32`, on compute capability 8+ (Ampere, Ada such as the RTX 4090, Hopper).
-    Storage and optimizer stay fp32; the matmuls inside the LSTM round inputs to 10 mantissa bits."""
-    return (device.type == "cuda" and torch.cuda.is_available() and cudnn_tf32_allowed()
-            and torch.cuda.get_device_capability(device)[0] >= 8)
-
-
 def _grad_scaler():
     """torch.amp.GradScaler("cuda") where it exists (torch >= 2.3); torch.cuda.amp's on torch 2.1."""
     if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
@@ -117,13 +108,6 @@ def subsample_pool(n_pool: int, config: PretrainConfig, seed: int) -> np.ndarray
 
 def _is_resume_state(payload) -> bool:
     return isinstance(payload, dict) and {"fingerprint", "epoch", "model", "optimizer"} <= set(payload)
-
-
-def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.device, seed: int,
@@ -219,7 +203,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         else:
             stale += 1
         if checkpoint is not None:
-            _save_state(Path(checkpoint), {
+            save_atomic(Path(checkpoint), {
                 "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                 "generator": generator.get_state(), "history": history, "best_state": best_state,
