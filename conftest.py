@@ -7,6 +7,7 @@ hooks here only decide the status and call it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -21,7 +22,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cac
 from moola.data.dataset import check_data
 from moola.report import format_run
 from moola.results import GateWarning, append_line, build_line, versions
-from moola.stages.context import data_root, resolve_settings
+from moola.stages.context import data_root, describe_protocol, resolve_settings
 
 GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
 PLUGIN_NAME = "moola-results"
@@ -36,18 +37,24 @@ def pytest_addoption(parser):
     group.addoption("--profile", default="auto", help="full | quick | auto (full on CUDA, quick elsewhere)")
     group.addoption("--set", dest="moola_set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a profile field, e.g. --set pretrain.batch_size=256 (repeatable)")
-    group.addoption("--gate-policy", default="point", choices=("point", "ci"),
-                    help="point: the seed's point comparisons; ci: a comparison passes only when the paired "
-                         "bootstrap 95%% CI of the F1 difference clears the rule")
+    group.addoption("--gate-policy", default=None, choices=("point", "ci"),
+                    help="ci (default): a comparison passes only when its 95%% block-bootstrap CI clears the "
+                         "rule; point: the point comparisons on the same pooled numbers")
+    group.addoption("--cv", default=None, choices=("holdout", "blocked", "walk-forward"),
+                    help="evaluation protocol (default blocked): holdout = the split file exactly as before; "
+                         "blocked = K contiguous blocks in time order, each scored once; walk-forward = "
+                         "each block scored by models trained only on earlier rows")
+    group.addoption("--folds", type=int, default=None, help="K blocks for blocked/walk-forward (default 5)")
+    group.addoption("--seeds", type=int, default=None,
+                    help="repeat every trained model with seeds SEED … SEED+S-1 (default: quick 1, full 3)")
     group.addoption("--seed", type=int, default=17, help="seed for torch, numpy, python, sklearn, MiniRocket")
     group.addoption("--start-gate", type=int, default=None, help="first gate to run (0-7)")
     group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
     group.addoption("--demo", action="store_true", help="use the embedded demo dataset")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
     group.addoption("--shuffle-labels", action="store_true",
-                    help="negative control: permute the train labels (seeded) before any training; with "
-                         "--gate-policy ci a sound suite fails at gate 4 or earlier. Models go under "
-                         "ARTIFACTS/negative_control/")
+                    help="negative control: permute every fold's train labels (seeded) before any training; "
+                         "a sound suite fails at gate 4 or earlier. Models go under ARTIFACTS/negative_control/")
 
 
 def _runs_gates(config) -> bool:
@@ -67,6 +74,13 @@ def _narrowed(config) -> bool:
     return any("::" in arg or arg.endswith(".py") for arg in config.args)
 
 
+def _option_overrides(option) -> list[str]:
+    """Profile fields set by their own options (given ones only: the profile's defaults stand otherwise)."""
+    pairs = {"thresholds.gate_policy": option.gate_policy, "evaluation.cv": option.cv,
+             "evaluation.folds": option.folds, "evaluation.seeds": option.seeds}
+    return [f"{key}={value}" for key, value in pairs.items() if value is not None]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     config.addinivalue_line("markers", "gate(number): a gate test; set automatically from its module name")
@@ -78,7 +92,7 @@ def pytest_configure(config):
         settings = resolve_settings(
             config.rootpath, data_dir=config.option.data_dir, artifacts_dir=config.option.artifacts_dir,
             results=config.option.results, device=config.option.device, profile=config.option.profile,
-            overrides=[f"thresholds.gate_policy={config.option.gate_policy}", *config.option.moola_set],
+            overrides=[*_option_overrides(config.option), *config.option.moola_set],
             seed=config.option.seed, fresh=config.option.fresh, shuffle_labels=config.option.shuffle_labels,
             demo=config.option.demo)
     except ValueError as exc:
@@ -157,6 +171,9 @@ class ResultsPlugin:
                 "seed": settings.seed,
                 "data": self.context.get("data") or {"root": str(settings.data_root), **(
                     {"train_labels": "shuffled (a negative control)"} if settings.shuffle_labels else {})},
+                "evaluation": self.context.get("evaluation") or {
+                    "description": describe_protocol(settings.profile), **dataclasses.asdict(settings.profile.evaluation),
+                    "gate_policy": settings.profile.thresholds.gate_policy},
                 "versions": self.versions}
 
     @property
@@ -169,11 +186,12 @@ class ResultsPlugin:
         settings = self.settings
         lines = [(f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
                   f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}"),
+                 f"moola: evaluation {describe_protocol(settings.profile)}",
                  (f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if settings.shuffle_labels:
             lines.append(f"moola: NEGATIVE CONTROL (--shuffle-labels): train labels permuted with seed {settings.seed}; "
-                         "with --gate-policy ci a sound suite fails at gate 4 or earlier. Models go to "
+                         "a sound suite fails at gate 4 or earlier. Models go to "
                          "negative_control/ under artifacts")
         if _runs_gates(config):
             # Read once here; the session's `run` fixture reuses it. pytest does not watch warnings

@@ -2,6 +2,8 @@
 
 Later gates read earlier results from these fixtures, never from the results file. A narrowed
 run (`-k finetune`) builds just the fixtures its gate needs: the encoder comes from the cache.
+Every classifier fixture is a `CrossFitted`: one fit per fold and seed of the run's protocol
+(and, for the saved models, a refit on every labeled row).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import pytest
 from moola.seeding import deterministic_cuda, seed_everything
 from moola.stages import augmented, classifiers, control, encoder
 from moola.stages.context import build_context
+from moola.stages.protocol import cross_fit_stage
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +38,14 @@ def run(request, settings):
         yield ctx
 
 
+def seeded(fit):
+    """`fit(view)` with every RNG seeded from the view's seed first (the same fit, the same numbers)."""
+    def run_fit(view):
+        seed_everything(view.seed)
+        return fit(view)
+    return run_fit
+
+
 @pytest.fixture(scope="session")
 def pretrained(run):
     seed_everything(run.seed)
@@ -43,35 +54,34 @@ def pretrained(run):
 
 @pytest.fixture(scope="session")
 def smoke(run, pretrained):
-    seed_everything(run.seed)
-    return classifiers.run_smoke(run, pretrained.state)
+    return cross_fit_stage(run, "enhanced_simple_lstm", seeded(lambda view: classifiers.run_smoke(view, pretrained.state)),
+                           refit=False)
 
 
 @pytest.fixture(scope="session")
 def overfit(run, pretrained):
-    seed_everything(run.seed)
-    return classifiers.overfit_check(run, pretrained.state)
+    view = run.for_fit(run.folds[0], run.seed)
+    seed_everything(view.seed)
+    return classifiers.overfit_check(view, pretrained.state)
 
 
 @pytest.fixture(scope="session")
 def minirocket(run):
-    seed_everything(run.seed)
-    return control.run_minirocket(run)
+    return cross_fit_stage(run, "minirocket_ridge", seeded(control.run_minirocket), refit=False)
 
 
 @pytest.fixture(scope="session")
 def finetuned(run, pretrained):
-    seed_everything(run.seed)
-    return classifiers.run_finetune(run, pretrained.state)
+    return cross_fit_stage(run, "enhanced_simple_lstm", seeded(lambda view: classifiers.run_finetune(view, pretrained.state)))
 
 
 @pytest.fixture(scope="session")
 def augmented_run(run, pretrained, finetuned):
-    seed_everything(run.seed)
-    return augmented.run_augmented(run, pretrained.state, finetuned)
+    """Gate 5's fits: each from the gate-4 fit of the same fold and seed (the refit from gate 4's refit)."""
+    return cross_fit_stage(run, "enhanced_simple_lstm_augmented", seeded(
+        lambda view: augmented.run_augmented(view, pretrained.state, finetuned.fit_for(view))))
 
 
 @pytest.fixture(scope="session")
 def baseline(run):
-    seed_everything(run.seed)
-    return classifiers.run_baseline(run)
+    return cross_fit_stage(run, "simple_lstm", seeded(classifiers.run_baseline))

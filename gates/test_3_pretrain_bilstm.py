@@ -27,7 +27,7 @@ def test_pretrained_encoder_passes_linear_probe(run, pretrained, gate_record):
     gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint,
                          "pretraining": (f"resumed after epoch {resumed}" if resumed else "from scratch")
                          if pretrained.source == "trained" else "cached (trained by an earlier run)",
-                         "history": meta.get("history", [])}
+                         "history": meta.get("history", []), "pool_filter": pretrained.pool_filter}
     gate_record.artifacts = {"encoder": str(pretrained.path), "encoder_cache_entry": str(pretrained.entry)}
     failures = probe_failures(scores, run.profile.thresholds)
     assert not failures, "; ".join(failures)

@@ -18,6 +18,9 @@ class DataConfig:
     classes: tuple = ("consolidation", "retracement")  # expected label set; () = take from data
     min_train_per_class: int = 2  # a class with fewer train rows cannot be learned or probed
     min_val_per_class: int = 1  # a class absent from val makes macro F1 meaningless
+    # Duration of one bar: with timestamps, two windows overlap when their starts are closer than
+    # T bars (folds purge such neighbours; the pretraining pool drops windows overlapping a scored row).
+    bar_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,20 @@ class ThresholdConfig:
     encoder_match_ratio: float = 0.8  # share of encoder tensors that must load by name+shape
     probe_balanced_acc: float = 0.55  # chance is 0.5 for two classes, whatever the class ratio
     reconstruction_ratio: float = 0.8  # masked MSE on real train windows / predicting their mean; ~1 = learned nothing
-    bootstrap_resamples: int = 1000  # paired bootstrap of val rows for F1 deltas
-    gate_policy: str = "point"  # "point": the seed's point comparisons; "ci": the 95% CI must clear the rule
+    bootstrap_resamples: int = 1000  # paired bootstrap of scored rows for F1 deltas
+    # "ci": a comparison passes only when its 95% CI clears the rule (README "Gate policy");
+    # "point": the seed's point comparisons on the same pooled numbers.
+    gate_policy: str = "ci"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How much data stands behind each gate number (README "Evaluation protocol")."""
+
+    cv: str = "blocked"  # "holdout" (the split file) | "blocked" | "walk-forward"
+    folds: int = 5  # K contiguous blocks of the labeled rows in time order (ignored by holdout)
+    seeds: int = 3  # every trained model repeated with seeds base … base + S − 1
+    embargo: int = 1  # rows purged on each side of a scored block (neighbouring windows share bars)
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,7 @@ class Profile:
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
@@ -148,6 +164,7 @@ def quick_profile() -> Profile:
         pretrain=PretrainConfig(epochs=8, batch_size=256, max_unlabeled=4096, patience=3),
         finetune=FinetuneConfig(epochs=25),
         baseline=BaselineConfig(epochs=25),
+        evaluation=EvaluationConfig(seeds=1),
     )
 
 

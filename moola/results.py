@@ -85,7 +85,7 @@ def build_line(gate: str, status: str, *, run_id: str, reason: str | None = None
     }
     line.update(extra or {})
     context = context or {}
-    for key in ("profile", "device", "runtime", "seed", "data", "versions"):
+    for key in ("profile", "device", "runtime", "seed", "data", "evaluation", "versions"):
         line[key] = context.get(key)
     return jsonable(line)
 

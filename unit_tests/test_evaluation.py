@@ -72,7 +72,8 @@ def test_cross_fit_pools_out_of_fold_predictions_and_averages_seeds():
     folds = make_folds(30, "blocked", 3, embargo=1)
     trained_on = []
 
-    def fit_predict(train, scored, seed):
+    def fit_predict(fold, seed):
+        train, scored = fold.train, fold.scored
         trained_on.append((set(train.tolist()), set(scored.tolist())))
         proba = np.zeros((len(scored), 2))
         right = (np.arange(len(scored)) + seed) % 3 != 0  # seed-dependent errors
@@ -89,15 +90,15 @@ def test_cross_fit_pools_out_of_fold_predictions_and_averages_seeds():
 def test_cross_fit_rejects_a_fit_predict_of_the_wrong_shape():
     folds = make_folds(12, "blocked", 3, embargo=0)
     with pytest.raises(ValueError, match=r"returned \(4, 3\), expected \(4, 2\)"):
-        cross_fit("bad", lambda train, scored, seed: np.zeros((len(scored), 3)), folds, np.zeros(12, int), [0], 2)
+        cross_fit("bad", lambda fold, seed: np.zeros((len(fold.scored), 3)), folds, np.zeros(12, int), [0], 2)
 
 
 def evaluation_of(name, correct_share, y, folds, seed=0):
     rng = np.random.default_rng(seed)
 
-    def fit_predict(train, scored, _seed):
-        right = rng.random(len(scored)) < correct_share
-        return np.eye(2)[np.where(right, y[scored], 1 - y[scored])]
+    def fit_predict(fold, _seed):
+        right = rng.random(len(fold.scored)) < correct_share
+        return np.eye(2)[np.where(right, y[fold.scored], 1 - y[fold.scored])]
 
     return cross_fit(name, fit_predict, folds, y, [0], 2)
 
@@ -150,3 +151,69 @@ def test_windows_with_a_scored_windows_start_time_never_train_across_a_block_edg
     fold = make_folds(10, "blocked", 3, embargo=0, timestamps=timestamps)[0]  # scores rows 0-3
     assert fold.scored.tolist() == [0, 1, 2, 3]
     assert 4 in fold.purged and 5 in fold.purged and 5 not in fold.train  # row 3's timestamp, next block
+
+
+def test_balanced_accuracy_against_chance_is_zero_for_a_guesser_and_positive_for_signal():
+    from moola.evaluation.crossfit import chance_bootstrap
+
+    y = np.array([0] * 60 + [1] * 38)
+    folds = make_folds(98, "blocked", 5, embargo=1)
+    rng = np.random.default_rng(3)
+    guesser = cross_fit("guess", lambda fold, seed: np.eye(2)[(rng.random(len(fold.scored)) < 0.3).astype(int)],
+                        folds, y, [0], 2)
+    # A guesser beats the constant predictor's macro F1 but not chance in balanced accuracy.
+    constant = cross_fit("const", lambda fold, seed: np.tile([1.0, 0.0], (len(fold.scored), 1)), folds, y, [0], 2)
+    assert guesser.val_f1 > constant.val_f1
+    noise = chance_bootstrap(guesser)
+    assert noise["delta_ci95"][0] <= 0 <= noise["delta_ci95"][1]
+    signal = chance_bootstrap(evaluation_of("strong", 0.9, y, folds, 1))
+    assert signal["delta_ci95"][0] > 0 and signal["chance"] == 0.5
+
+
+def test_pool_filter_drops_copies_and_time_overlaps_of_scored_windows():
+    from moola.evaluation.pool import pool_filter
+
+    rng = np.random.default_rng(0)
+    scored = rng.normal(size=(3, 10, 4))
+    pool = rng.normal(size=(6, 10, 4))
+    pool[1] = scored[2]  # a copy...
+    pool[4] = scored[0] + 0.0  # ...and another
+    keep, counts = pool_filter(pool, scored)
+    assert keep.tolist() == [True, False, True, True, False, True] and counts["identical_to_scored"] == 2
+    minute = np.timedelta64(1, "m")
+    start = np.datetime64("2024-01-01T00:00")
+    scored_times = start + np.array([100, 500, 900]) * minute
+    pool_times = start + np.array([0, 200, 491, 560, 700, 905]) * minute  # 491 and 905 within 10 bars
+    keep, counts = pool_filter(pool, scored, pool_times=pool_times, scored_times=scored_times, span=10 * minute)
+    assert keep.tolist() == [True, False, False, True, False, False]
+    assert counts["overlapping_scored"] == 2 and counts["kept"] == 2
+
+
+def test_calibration_across_folds_never_scores_a_row_with_maps_fitted_on_its_fold():
+    from moola.training import calibration
+
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 15)
+    fold_of = np.repeat([0, 1, 2], 10)
+    proba = rng.dirichlet([1, 1], size=30)
+    seen = []
+    original = calibration._fit_isotonic
+
+    def spy(p, labels):
+        seen.append({tuple(row) for row in p})
+        return original(p, labels)
+
+    calibration._fit_isotonic = spy
+    try:
+        calibrated = calibration.calibrate_across_folds(proba, y, fold_of)
+    finally:
+        calibration._fit_isotonic = original
+    assert calibrated.shape == (30, 2) and np.allclose(calibrated.sum(1), 1)
+    for fold, fitted in enumerate(seen):
+        assert not fitted & {tuple(row) for row in proba[fold_of == fold]}
+        assert len(fitted) == 20
+    # Changing one fold's probabilities leaves that fold's own calibrated rows' maps untouched.
+    moved = proba.copy()
+    moved[fold_of == 0] = rng.dirichlet([1, 1], size=10)
+    again = calibration.calibrate_across_folds(moved, y, fold_of)
+    assert not np.allclose(again[fold_of == 1], calibrated[fold_of == 1])  # fold 0 fits fold 1's maps

@@ -79,7 +79,8 @@ def test_a_generator_shifted_off_the_distribution_fails_the_ks_check(monkeypatch
 
 def fake_context(y, val, test=()):
     return SimpleNamespace(profile=Profile(), dataset=SimpleNamespace(y=np.asarray(y), split=SimpleNamespace(
-        test=np.asarray(test, dtype=np.int64))), val=np.asarray(val), n_classes=2, seed=17)
+        test=np.asarray(test, dtype=np.int64))), val=np.asarray(val), test=np.asarray(test, dtype=np.int64),
+        n_classes=2, seed=17)
 
 
 def member(name, val_proba, test_proba=None):

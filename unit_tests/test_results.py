@@ -17,7 +17,7 @@ def test_line_has_the_schema_fields_and_plain_json():
     assert line["metrics"] == {"val_f1": pytest.approx(0.75), "counts": [3, 4]}
     assert line["comparison"]["delta_ci95"] == [0.0, 0.2]
     for key in ("gate", "run_id", "status", "model", "config", "reason", "duration_s", "artifacts", "profile",
-                "device", "seed", "data", "versions"):
+                "device", "seed", "data", "evaluation", "versions"):
         assert key in line
     json.dumps(line, allow_nan=False)
 

@@ -12,12 +12,14 @@ blocks (blocked) or the earlier ones (walk-forward), minus *purged* rows:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 PROTOCOLS = ("holdout", "blocked", "walk-forward")
+REFIT = -1  # the fold index of a fit on every labeled row (the saved models)
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,26 @@ def time_order(n_rows: int, timestamps: np.ndarray | None = None) -> np.ndarray:
     return np.argsort(np.asarray(timestamps), kind="stable")
 
 
-def identical_groups(windows: np.ndarray, decimals: int = 6) -> np.ndarray:
-    """Group id per row: rows whose (normalised) windows are equal to `decimals` share one.
+SAME_WINDOW_ATOL = 1e-3  # in normalised units: float32 prices near 20,000 ×1.0001 differ by ~1e-4 after it
 
-    `windows` `(n, T, C)` should be the model inputs (per-window normalised), so a window and its
-    copy ×1.0001 fall in one group too.
+
+def same_window(windows: np.ndarray, others: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.ndarray:
+    """`(n, m)` bool: window i equals other j to `atol` in every bar and channel.
+
+    Pass model inputs (per-window normalised), so a window and its copy ×1.0001 count as one;
+    a tolerance rather than a digest of rounded values, which a float32 copy can straddle.
     """
-    rounded = np.round(np.asarray(windows, dtype=np.float64), decimals) + 0.0  # +0.0: -0.0 == 0.0
-    digests = [hashlib.sha1(row.tobytes()).hexdigest() for row in rounded]
-    _, groups = np.unique(digests, return_inverse=True)
+    a = np.asarray(windows, dtype=np.float32).reshape(len(windows), -1)
+    b = np.asarray(others, dtype=np.float32).reshape(len(others), -1)
+    close = np.zeros((len(a), len(b)), bool)
+    for j in range(len(b)):  # one column at a time: (n, T*C) temporaries, never (n, m, T*C)
+        close[:, j] = np.abs(a - b[j]).max(axis=1) <= atol
+    return close
+
+
+def identical_groups(windows: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.ndarray:
+    """Group id per row: rows whose (normalised) windows are equal to `atol` share one."""
+    _, groups = connected_components(csr_matrix(same_window(windows, windows, atol)), directed=False)
     return groups
 
 

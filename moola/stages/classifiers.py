@@ -25,7 +25,7 @@ from moola.training.classifier import (
     lstm_layer_groups,
     predict_proba,
 )
-from moola.training.metrics import classification_metrics, majority_baseline, paired_bootstrap_delta
+from moola.training.metrics import classification_metrics, majority_baseline
 from moola.training.regularizers import L2SP
 
 HEAD = ("attention", "norm", "classifier")  # EnhancedSimpleLSTM's newly initialised modules
@@ -52,30 +52,14 @@ class Trained:
 
 def evaluate(ctx: RunContext, name: str, model: nn.Module, train_windows: np.ndarray, train_y: np.ndarray,
              **kwargs) -> Trained:
-    """Val metrics, train accuracy and the majority baseline for a fitted model."""
+    """Metrics on the fit's scored rows, train accuracy and the majority baseline for a fitted model."""
     y = ctx.dataset.y
     val_proba = predict_proba(model, ctx.windows[ctx.val], ctx.device)
     metrics = classification_metrics(y[ctx.val], val_proba)
     metrics["train_acc"] = float((predict_proba(model, train_windows, ctx.device).argmax(1) == train_y).mean())
     metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
-    test = ctx.dataset.split.test
-    test_proba = predict_proba(model, ctx.windows[test], ctx.device) if len(test) else None
+    test_proba = predict_proba(model, ctx.windows[ctx.test], ctx.device) if len(ctx.test) else None
     return Trained(name, model, val_proba, metrics, test_proba, **kwargs)
-
-
-def compare(ctx: RunContext, candidate: Trained, baseline: Trained, baseline_gate: str) -> dict:
-    """`candidate` minus `baseline` macro F1 on the same val rows, with its paired bootstrap CI."""
-    delta = paired_bootstrap_delta(ctx.dataset.y[ctx.val], candidate.val_pred, baseline.val_pred, ctx.n_classes,
-                                   ctx.profile.thresholds.bootstrap_resamples, ctx.seed)
-    return {"baseline_gate": baseline_gate, "baseline_f1": baseline.metrics["val_f1"], **delta,
-            "policy": ctx.profile.thresholds.gate_policy}
-
-
-def compare_to_majority(ctx: RunContext, candidate: Trained) -> dict:
-    """`candidate` minus always-the-train-majority macro F1 on the val rows, with its bootstrap CI."""
-    majority = np.full(len(ctx.val), candidate.metrics["majority_class"])
-    return paired_bootstrap_delta(ctx.dataset.y[ctx.val], candidate.val_pred, majority, ctx.n_classes,
-                                  ctx.profile.thresholds.bootstrap_resamples, ctx.seed)
 
 
 def enhanced_model(ctx: RunContext, encoder_state: dict | None, dropout: float) -> tuple[EnhancedSimpleLSTM, dict]:
@@ -194,7 +178,8 @@ def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray
                        extra={**match, "phase_lrs": fit.lrs, "trainable": fit.trainable, "n_fit_rows": len(train_x),
                               "l2sp_penalty": fit.l2sp_penalty, "swa_bn_refreshed": fit.swa_bn_refreshed,
                               "weights_used": config.select, "val_f1_by_weights": weights})
-    trained.artifact = save_model(ctx, trained, artifact, to_dict(config), time.monotonic() - started)
+    if ctx.saves_models:
+        trained.artifact = save_model(ctx, trained, artifact, to_dict(config), time.monotonic() - started)
     return trained
 
 
@@ -210,12 +195,21 @@ def run_baseline(ctx: RunContext) -> Trained:
     fit = fit_classifier(model, train_x, train_y, child_groups(model), [Phase("scratch", config.epochs, ("lstm", "head"))],
                          options, ctx.device, ctx.seed, ctx.n_classes)
     trained = evaluate(ctx, "simple_lstm", model, train_x, train_y, steps=fit.steps, history=fit.history)
-    trained.artifact = save_model(ctx, trained, artifacts.BASELINE, to_dict(config), time.monotonic() - started)
+    if ctx.saves_models:
+        trained.artifact = save_model(ctx, trained, artifacts.BASELINE, to_dict(config), time.monotonic() - started)
     return trained
 
 
 def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path:
-    metadata = {"model": trained.name, "config": config, "metrics": trained.metrics, "steps": trained.steps,
+    """The deliverable of a recipe: which rows trained it, and which protocol scored the recipe."""
+    trained_on = {"rows": len(ctx.train), "which": "every labeled row (refit)" if not ctx.holdout else
+                  "the split file's train rows", "protocol": ctx.protocol(),
+                  "scored_by": "pooled out-of-fold predictions of the same recipe (the gate line)"
+                  if not ctx.holdout else "the split file's val rows"}
+    # A refit has no rows left to score: its gate numbers are the recipe's, in the results line.
+    metrics = trained.metrics if ctx.holdout else {"train_acc": trained.metrics["train_acc"]}
+    metadata = {"model": trained.name, "config": config, "metrics": metrics, "trained_on": trained_on,
+                "steps": trained.steps,
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
                 "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions(),
                 "train_labels_shuffled": ctx.settings.shuffle_labels}

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from moola.config import Profile, apply_overrides, resolve_profile
+from moola.config import EvaluationConfig, Profile, apply_overrides, resolve_profile
 from moola.data.dataset import Dataset, load_dataset
 from moola.data.demo import cached_demo
 from moola.data.normalize import normalize_windows
 from moola.data.ucr import dataset_overrides
+from moola.evaluation.folds import PROTOCOLS, REFIT, Fold, identical_groups, make_folds
 from moola.seeding import describe_device, resolve_device
 
 
@@ -60,8 +61,30 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
     if resolved.thresholds.gate_policy not in ("point", "ci"):
         raise ValueError(f"gate policy: expected point or ci, found {resolved.thresholds.gate_policy!r}")
+    check_evaluation(resolved.evaluation)
     results_path = Path(results) if results else rootdir / "gated_workflow_results.jsonl"
     return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo, shuffle_labels)
+
+
+def check_evaluation(config: EvaluationConfig) -> None:
+    """Reject protocol settings that cannot run, naming the option that sets each."""
+    if config.cv not in PROTOCOLS:
+        raise ValueError(f"--cv: expected one of {', '.join(PROTOCOLS)}, found {config.cv!r}")
+    if config.cv != "holdout" and config.folds < 2:
+        raise ValueError(f"--folds: expected at least 2 blocks for --cv {config.cv}, found {config.folds}")
+    if config.seeds < 1:
+        raise ValueError(f"--seeds: expected at least 1, found {config.seeds}")
+    if config.embargo < 0:
+        raise ValueError(f"--set evaluation.embargo: expected rows >= 0, found {config.embargo}")
+
+
+def describe_protocol(profile: Profile) -> str:
+    """One line: the protocol, its folds and seeds (pytest header, results lines, checkpoints)."""
+    config = profile.evaluation
+    seeds = f"{config.seeds} seed{'s' if config.seeds > 1 else ''}"
+    if config.cv == "holdout":
+        return f"holdout (the split file's train/val rows), {seeds}"
+    return f"{config.cv}, {config.folds} folds in time order, embargo {config.embargo} row(s), {seeds}"
 
 
 def data_root(settings: Settings) -> Path:
@@ -71,10 +94,15 @@ def data_root(settings: Settings) -> Path:
 
 @dataclass(frozen=True)
 class RunContext:
+    """A run's settings, device and data; `for_fit` narrows it to one fit (a fold's rows, a seed)."""
+
     settings: Settings
     device: torch.device
-    dataset: Dataset
+    dataset: Dataset  # labels as given (a fit's view holds its fold's permuted train labels under --shuffle-labels)
     windows: np.ndarray  # (N, T, C) normalised labeled windows
+    folds: tuple = ()  # the protocol's folds (holdout: one, the split file's)
+    fold: Fold | None = None  # the fit this view trains: its train rows and scored rows
+    fit_seed: int | None = None
 
     @property
     def profile(self) -> Profile:
@@ -82,15 +110,44 @@ class RunContext:
 
     @property
     def seed(self) -> int:
-        return self.settings.seed
+        return self.settings.seed if self.fit_seed is None else self.fit_seed
+
+    @property
+    def seeds(self) -> tuple:
+        """Seeds every trained model is repeated with: base … base + S − 1."""
+        return tuple(range(self.settings.seed, self.settings.seed + self.profile.evaluation.seeds))
+
+    @property
+    def holdout(self) -> bool:
+        return self.profile.evaluation.cv == "holdout"
 
     @property
     def train(self) -> np.ndarray:
-        return self.dataset.split.train
+        return self.fold.train if self.fold is not None else self.dataset.split.train
 
     @property
     def val(self) -> np.ndarray:
-        return self.dataset.split.val
+        """The rows this fit is scored on (holdout: the split's val rows)."""
+        return self.fold.scored if self.fold is not None else self.dataset.split.val
+
+    @property
+    def test(self) -> np.ndarray:
+        """Test rows of the split file: used by the holdout protocol only (the folds score every row)."""
+        return self.dataset.split.test if self.holdout else np.zeros(0, dtype=np.int64)
+
+    @property
+    def held_out(self) -> np.ndarray:
+        """Every labeled row this fit does not train on (scored, purged or unused)."""
+        return np.setdiff1d(np.arange(len(self.dataset.y)), self.train)
+
+    @property
+    def saves_models(self) -> bool:
+        """This fit writes the deliverable: the refit on all rows, or holdout's base-seed fit."""
+        if self.fold is None:
+            return False
+        if self.holdout:
+            return self.seed == self.settings.seed
+        return self.fold.index == REFIT
 
     @property
     def n_classes(self) -> int:
@@ -109,24 +166,74 @@ class RunContext:
     def normalize(self, raw: np.ndarray) -> np.ndarray:
         return normalize_windows(raw, shared_channels=self.shared_channels)
 
+    def for_fit(self, fold: Fold, seed: int) -> RunContext:
+        """The view one fit trains in: `fold`'s rows, `seed`, and under --shuffle-labels the fold's
+        train labels permuted (seeded by the run's seed and the fold, the same for every seed)."""
+        dataset = self.dataset
+        if self.settings.shuffle_labels:
+            dataset = shuffle_labels(dataset, fold.train, (self.settings.seed, fold.index + 1))
+        return dataclasses.replace(self, dataset=dataset, fold=fold, fit_seed=seed)
+
+    def refit_fold(self) -> Fold:
+        """The saved models' fit: every labeled row trains it (scored in-sample, for the record only)."""
+        rows = np.arange(len(self.dataset.y))
+        return Fold(REFIT, rows, rows, np.zeros(0, dtype=np.int64))
+
+    def protocol(self) -> dict:
+        """The protocol as recorded in lines and checkpoints."""
+        config = self.profile.evaluation
+        scored = np.concatenate([fold.scored for fold in self.folds])
+        return {"cv": config.cv, "folds": config.folds, "scored_folds": len(self.folds), "seeds": list(self.seeds),
+                "embargo": config.embargo,
+                "gate_policy": self.profile.thresholds.gate_policy,
+                "description": describe_protocol(self.profile), "n_scored": len(scored),
+                "train_rows_per_fold": [len(fold.train) for fold in self.folds],
+                "purged_per_fold": [len(fold.purged) for fold in self.folds]}
+
     def line_context(self) -> dict:
         """Run-wide fields of every results line."""
-        labels = (f"shuffled: train labels permuted with seed {self.seed} (a negative control)"
+        labels = (f"shuffled: every fold's train labels permuted with seed {self.settings.seed} (a negative control)"
                   if self.settings.shuffle_labels else "as given")
         return {"profile": self.profile.name, "device": describe_device(self.device)["device"],
-                "seed": self.seed, "data": {**self.dataset.summary(), "train_labels": labels}}
+                "seed": self.settings.seed, "data": {**self.dataset.summary(), "train_labels": labels},
+                "evaluation": self.protocol()}
 
 
-def shuffle_train_labels(dataset: Dataset, seed: int) -> Dataset:
-    """The negative control: the train rows' labels permuted (seeded), val and test rows untouched.
+def shuffle_labels(dataset: Dataset, rows: np.ndarray, seed) -> Dataset:
+    """The negative control: `rows`' labels permuted among themselves (seeded), every other row untouched.
 
     Class counts stay as they were; any signal linking a train window to its label is gone, so a
     sound suite must find no gain beyond noise (gate 4 or earlier fails).
     """
     y = dataset.y.copy()
-    train = dataset.split.train
-    y[train] = np.random.default_rng(seed).permutation(y[train])
+    y[rows] = np.random.default_rng(seed).permutation(y[rows])
     return dataclasses.replace(dataset, y=y)
+
+
+def protocol_folds(dataset: Dataset, windows: np.ndarray, profile: Profile) -> tuple[tuple, list]:
+    """The protocol's folds and every reason they cannot train (a fold's train rows missing a class)."""
+    config = profile.evaluation
+    if config.cv == "holdout":
+        split = dataset.split
+        folds = (Fold(0, split.train, split.val, np.zeros(0, dtype=np.int64)),)
+    else:
+        timestamps = dataset.labeled.timestamps
+        span = None
+        if timestamps is not None:
+            span = np.timedelta64(windows.shape[1] * profile.data.bar_seconds, "s")
+        folds = tuple(make_folds(len(dataset.y), config.cv, config.folds, embargo=config.embargo,
+                                 timestamps=timestamps, span=span, groups=identical_groups(windows)))
+    problems = []
+    needed = profile.data.min_train_per_class
+    for fold in folds:
+        counts = np.bincount(dataset.y[fold.train], minlength=len(dataset.classes))
+        if counts.min() < needed:
+            problems.append(
+                f"evaluation --cv {config.cv}: fold {fold.index} trains on {len(fold.train)} rows with class counts "
+                f"{dict(zip(dataset.classes, counts.tolist()))}, expected >= {needed} of every class "
+                f"(rows {fold.scored.min()}–{fold.scored.max()} scored, {len(fold.purged)} purged); "
+                "use fewer --folds, --cv blocked, or --cv holdout")
+    return folds, problems
 
 
 def build_context(settings: Settings, dataset: Dataset | None = None) -> RunContext:
@@ -136,7 +243,9 @@ def build_context(settings: Settings, dataset: Dataset | None = None) -> RunCont
     """
     device = resolve_device(settings.requested_device)
     dataset = dataset or load_dataset(data_root(settings), settings.profile.data)
-    if settings.shuffle_labels:
-        dataset = shuffle_train_labels(dataset, settings.seed)
     shared = settings.profile.data.channels == "ohlc"
-    return RunContext(settings, device, dataset, normalize_windows(dataset.labeled.features, shared_channels=shared))
+    windows = normalize_windows(dataset.labeled.features, shared_channels=shared)
+    folds, problems = protocol_folds(dataset, windows, settings.profile)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return RunContext(settings, device, dataset, windows, folds)

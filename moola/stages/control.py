@@ -1,4 +1,4 @@
-"""Gate 2's control: MiniRocket + ridge on the same normalised windows and split."""
+"""Gate 2's control: MiniRocket + ridge on the same normalised windows and rows as the LSTM's fit."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def run_minirocket(ctx: RunContext) -> Trained:
     metrics["train_acc"] = float((model.predict(ctx.windows[ctx.train]) == y[ctx.train]).mean())
     metrics["ridge_alpha"] = float(model.head_[-1].alpha_)
     metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
-    test = ctx.dataset.split.test
+    test = ctx.test
     test_proba = _score_proba(model.decision_function(ctx.windows[test])) if len(test) else None
     return Trained("minirocket_ridge", model, proba, metrics, test_proba,
                    extra={"val_scores": scores, "val_score_proba": _score_proba(scores)})

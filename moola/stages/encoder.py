@@ -9,17 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import balanced_accuracy_score
 
 from moola import artifacts
 from moola.config import to_dict
 from moola.data import normalize
 from moola.data.dataset import fingerprint
+from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
 from moola.models.encoder import BiLSTMEncoder
 from moola.stages.context import RunContext
 from moola.training import masking, pretrain
-from moola.training.probe import encoder_features, linear_probe
+from moola.training.probe import encoder_features, probe_predict
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class EncoderOutcome:
     metadata: dict  # history, best epoch, steps, pool size …
     duration_s: float  # time spent obtaining it in this run
     entry: Path | None = None  # its cache entry, pretrained/cache/encoder_<fingerprint>.pt
+    pool_filter: dict | None = None  # pool windows dropped because a gate scores them (or shares their bars)
 
 
 def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
@@ -43,6 +46,20 @@ def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
         channels=ctx.profile.data.channels,
         code=artifacts.code_version(pretrain, masking, encoder_module, masked_autoencoder, normalize),
     )
+
+
+def pretraining_pool(ctx: RunContext) -> tuple[np.ndarray, dict]:
+    """Pool rows the encoder pretrains on: the pool minus windows identical to, or (with timestamps)
+    overlapping, any labeled row the protocol scores; then `max_unlabeled` of them (seeded)."""
+    unlabeled, labeled = ctx.dataset.unlabeled, ctx.dataset.labeled
+    scored = np.unique(np.concatenate([*(fold.scored for fold in ctx.folds), ctx.test]).astype(np.int64))
+    span = np.timedelta64(ctx.windows.shape[1] * ctx.profile.data.bar_seconds, "s")
+    times = labeled.timestamps[scored] if labeled.timestamps is not None else None
+    keep, counts = pool_filter(ctx.normalize(unlabeled.features), ctx.windows[scored], pool_times=unlabeled.timestamps,
+                               scored_times=times, span=span)
+    candidates = np.flatnonzero(keep)
+    rows = candidates[pretrain.subsample_pool(len(candidates), ctx.profile.pretrain, ctx.seed)]
+    return rows, {**counts, "scored_rows": len(scored), "used": len(rows)}
 
 
 def cache_entry(ctx: RunContext, key: str) -> Path:
@@ -60,7 +77,10 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
     """
     started = time.monotonic()
     config = ctx.profile.pretrain
-    pool_rows = pretrain.subsample_pool(len(ctx.dataset.unlabeled), config, ctx.seed)
+    pool_rows, filtered = pretraining_pool(ctx)
+    if filtered["identical_to_scored"] or filtered["overlapping_scored"]:
+        log.info("pretraining pool: %d identical to and %d overlapping scored labeled windows left out",
+                 filtered["identical_to_scored"], filtered["overlapping_scored"])
     key = encoder_fingerprint(ctx, pool_rows)
     entry, latest = cache_entry(ctx, key), ctx.settings.artifacts_dir / artifacts.ENCODER
     if not ctx.settings.fresh:
@@ -77,7 +97,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
                 artifacts.copy_atomic(path, entry)
             publish_latest(entry, latest, key, ctx.settings.fresh)
             return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, latest, metadata,
-                                  time.monotonic() - started, entry)
+                                  time.monotonic() - started, entry, filtered)
     windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
     resume = entry.with_name(entry.stem + ".resume.pt")  # per-epoch state: a killed run continues here
     if ctx.settings.fresh:
@@ -88,7 +108,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
     metadata = {"fingerprint": key, "config": to_dict(config), "history": result.history,
                 "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "steps": result.steps,
                 "precision": result.precision, "resumed_from_epoch": result.resumed_from_epoch,
-                "n_windows": result.n_windows, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
+                "n_windows": result.n_windows, "pool_filter": filtered, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
                 "pretrain_duration_s": time.monotonic() - started}
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
@@ -96,7 +116,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
     resume.unlink(missing_ok=True)  # only now: a kill before the save still resumes
     publish_latest(entry, latest, key, ctx.settings.fresh)
     return EncoderOutcome(result.encoder_state, result.model_state, "trained", key, latest, metadata,
-                          time.monotonic() - started, entry)
+                          time.monotonic() - started, entry, filtered)
 
 
 def read_replaceable(path: Path, fresh: bool):
@@ -158,10 +178,20 @@ def reconstruction_check(ctx: RunContext, autoencoder_state: dict) -> dict:
 
 
 def probe(ctx: RunContext, encoder_state: dict) -> dict:
-    """Linear-probe balanced accuracy of the pretrained encoder and of a random one (the control)."""
+    """Linear-probe balanced accuracy of the pretrained encoder and of a random one (the control),
+    under the protocol: each fold's probe is fitted on its train rows and scores its block; the
+    scored rows' predictions are pooled (one probe per fold: the logistic regression is deterministic)."""
     scores = {}
+    y = ctx.dataset.y
     for name, state in (("probe_balanced_acc", encoder_state), ("probe_random_balanced_acc", None)):
         features = encoder_features(build_encoder(ctx, state), ctx.windows, ctx.device)
-        scores[name] = linear_probe(features[ctx.train], ctx.dataset.y[ctx.train], features[ctx.val],
-                                    ctx.dataset.y[ctx.val], ctx.seed)
+        scored, predicted, per_fold = [], [], []
+        for fold in ctx.folds:
+            fit_y = ctx.for_fit(fold, ctx.seed).dataset.y  # permuted train labels under --shuffle-labels
+            pred = probe_predict(features[fold.train], fit_y[fold.train], features[fold.scored], ctx.seed)
+            scored.append(fold.scored)
+            predicted.append(pred)
+            per_fold.append(float(balanced_accuracy_score(y[fold.scored], pred)))
+        scores[name] = float(balanced_accuracy_score(y[np.concatenate(scored)], np.concatenate(predicted)))
+        scores[name.replace("balanced_acc", "per_fold")] = per_fold
     return scores

@@ -1,17 +1,26 @@
 """Gate 7: calibrate each approved model without scoring its calibration rows, then average.
 
-With `test_indices`, the isotonic maps are fitted on val and score the test rows. Without, they
-are cross-fitted on val: each val row is scored by maps fitted on the other folds. Either way no
-row is scored by a calibration that saw it.
+Under the folds (`run_crossfit_ensemble`), each fold's out-of-fold probabilities are calibrated by
+isotonic maps fitted on the other folds' rows. Holdout (`run_ensemble`): with `test_indices`, the
+maps are fitted on val and score the test rows; without, they are cross-fitted on val. Either
+way no row is scored by a calibration that saw it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from moola.evaluation.crossfit import Evaluation, paired_block_bootstrap
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
-from moola.training.calibration import brier_score, cross_fit_calibrate, expected_calibration_error, fit_then_score
+from moola.stages.protocol import CrossFitted
+from moola.training.calibration import (
+    brier_score,
+    calibrate_across_folds,
+    cross_fit_calibrate,
+    expected_calibration_error,
+    fit_then_score,
+)
 from moola.training.metrics import macro_f1, paired_bootstrap_delta
 
 
@@ -22,10 +31,11 @@ def _scores(member: Trained) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def run_ensemble(ctx: RunContext, members: list, minirocket: Trained | None = None) -> dict:
-    """Calibrated probability averaging of `members` (and MiniRocket when the config includes it)."""
+    """Holdout: calibrated probability averaging of the base seed's `members` (Trained) and
+    MiniRocket when the config includes it, on the split file's rows exactly as before."""
     config = ctx.profile.ensemble
     y = ctx.dataset.y
-    y_val, test = y[ctx.val], ctx.dataset.split.test
+    y_val, test = y[ctx.val], ctx.test
     has_test = len(test) > 0
     y_scored = y[test] if has_test else y_val
     k = ctx.n_classes
@@ -58,8 +68,64 @@ def run_ensemble(ctx: RunContext, members: list, minirocket: Trained | None = No
         "ece_before": expected_calibration_error(average_raw, y_scored), "ece_after": expected_calibration_error(average, y_scored),
         "brier_before": brier_score(average_raw, y_scored), "brier_after": brier_score(average, y_scored),
         "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
+        "ci_half_width": (delta["delta_ci95"][1] - delta["delta_ci95"][0]) / 2,
     }
     if minirocket is not None:  # recorded either way, so a user can see whether its scores would help
         other = used[:-1] if config.include_minirocket else used + [minirocket.name]
         report["f1_other_minirocket_choice"] = macro_f1(y_scored, np.mean([after[n] for n in other], 0).argmax(1), k)
+    return report
+
+
+def _calibrated(ev: Evaluation) -> Evaluation:
+    proba = np.stack([calibrate_across_folds(p, ev.y, ev.fold_of) for p in ev.proba])
+    return Evaluation(ev.name, ev.rows, ev.y, ev.fold_of, ev.seeds, proba)
+
+
+def _stacked(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    """Every seed's rows one after another: `(S * n, K)` probabilities and `(S * n,)` labels."""
+    return ev.proba.reshape(-1, ev.n_classes), np.tile(ev.y, len(ev.seeds))
+
+
+def _calibration_numbers(raw: Evaluation, calibrated: Evaluation) -> dict:
+    (before, y), (after, _) = _stacked(raw), _stacked(calibrated)
+    return {"f1": raw.val_f1, "f1_calibrated": calibrated.val_f1,
+            "ece_before": expected_calibration_error(before, y), "ece_after": expected_calibration_error(after, y),
+            "brier_before": brier_score(before, y), "brier_after": brier_score(after, y)}
+
+
+def run_crossfit_ensemble(ctx: RunContext, members: list, minirocket: CrossFitted | None = None) -> dict:
+    """Calibrated probability averaging over the folds' pooled out-of-fold predictions, per seed.
+
+    `members`: CrossFitted stages; MiniRocket contributes its ridge scores (softmaxed) when given,
+    and joins the average only when `ensemble.include_minirocket` says so.
+    """
+    config = ctx.profile.ensemble
+    raw = {m.name: m.evaluation for m in members}
+    if minirocket is not None:
+        raw[minirocket.name] = minirocket.evaluation_of("val_score_proba")
+    calibrated = {name: _calibrated(ev) for name, ev in raw.items()}
+    per_member = {name: _calibration_numbers(raw[name], calibrated[name]) for name in raw}
+    used = [m.name for m in members] + ([minirocket.name] if minirocket is not None and config.include_minirocket else [])
+    first = calibrated[used[0]]
+
+    def average(evaluations: dict, names: list, label: str) -> Evaluation:
+        return Evaluation(label, first.rows, first.y, first.fold_of, first.seeds,
+                          np.mean([evaluations[name].proba for name in names], axis=0))
+
+    ensemble, ensemble_raw = average(calibrated, used, "ensemble"), average(raw, used, "ensemble_raw")
+    best_name = max((m.name for m in members), key=lambda n: per_member[n]["f1"])
+    delta = paired_block_bootstrap(ensemble, raw[best_name], ctx.profile.thresholds.bootstrap_resamples,
+                                   ctx.settings.seed)
+    numbers = _calibration_numbers(ensemble_raw, ensemble)
+    report = {
+        "scored_on": f"every scored row, out of fold ({len(ctx.folds)} folds: each fold calibrated by isotonic "
+                     "maps fitted on the other folds' rows)",
+        "members": per_member, "members_used": used, "n_members": len(used), "averaged": len(used) > 1,
+        "f1": ensemble.val_f1, "f1_uncalibrated": ensemble_raw.val_f1, "per_seed_f1": ensemble.per_seed_f1,
+        **{key: numbers[key] for key in ("ece_before", "ece_after", "brier_before", "brier_after")},
+        "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
+    }
+    if minirocket is not None:  # recorded either way, so a user can see whether its scores would help
+        other = used[:-1] if config.include_minirocket else used + [minirocket.name]
+        report["f1_other_minirocket_choice"] = average(calibrated, other, "other").val_f1
     return report

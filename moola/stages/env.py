@@ -1,12 +1,13 @@
-"""Gate 0: the requested device exists, every file is there, the data contract and split hold."""
+"""Gate 0: the requested device exists, every file is there, the data contract, split and folds hold."""
 
 from __future__ import annotations
 
 import torch
 
 from moola.data.dataset import check_data
+from moola.data.normalize import normalize_windows
 from moola.seeding import describe_device, resolve_device
-from moola.stages.context import Settings, data_root
+from moola.stages.context import Settings, data_root, protocol_folds
 
 
 def verify_environment(settings: Settings, data_check: tuple | None = None) -> dict:
@@ -23,5 +24,8 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
     root = data_root(settings)
     dataset, data_problems = data_check if data_check is not None else check_data(root, settings.profile.data)
     problems += [str(p) for p in data_problems]
+    if dataset is not None and not data_problems:
+        windows = normalize_windows(dataset.labeled.features, shared_channels=settings.profile.data.channels == "ohlc")
+        problems += protocol_folds(dataset, windows, settings.profile)[1]  # every fold must be trainable
     return {"problems": problems, "device": device, "cuda_available": torch.cuda.is_available(),
             "data_root": str(root), "data": dataset.summary() if dataset is not None else None}

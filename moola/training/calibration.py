@@ -38,6 +38,19 @@ def cross_fit_calibrate(proba: np.ndarray, y: np.ndarray, n_folds: int, seed: in
     return calibrated, folds
 
 
+def calibrate_across_folds(proba: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """Out-of-fold probabilities `(n, K)` calibrated fold by fold: fold f's rows are scored by maps
+    fitted on the other folds' rows only (never on a row of the fold they score)."""
+    calibrated = np.empty_like(proba, dtype=np.float64)
+    for fold in np.unique(fold_of):
+        fit = fold_of != fold
+        missing = sorted(set(range(proba.shape[1])) - set(y[fit].tolist()))
+        if missing:
+            raise ValueError(f"calibration for fold {fold}: the other folds' rows hold no row of class(es) {missing}")
+        calibrated[~fit] = _apply(_fit_isotonic(proba[fit], y[fit]), proba[~fit])
+    return calibrated
+
+
 def fit_then_score(fit_proba: np.ndarray, fit_y: np.ndarray, score_proba: np.ndarray) -> np.ndarray:
     """Calibrate on one set of rows (val) and score another (test)."""
     return _apply(_fit_isotonic(fit_proba, fit_y), score_proba)

@@ -44,6 +44,18 @@ def macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.
     return scores / n_classes
 
 
+def balanced_accuracy_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced accuracy of each row of `(B, n)` label arrays: recall averaged over the classes
+    present in that row's truth (as sklearn's `balanced_accuracy_score`)."""
+    recalls, present = np.zeros(y_true.shape[0]), np.zeros(y_true.shape[0])
+    for k in range(n_classes):
+        true_k = y_true == k
+        support = true_k.sum(axis=1)
+        recalls += np.where(support > 0, (true_k & (y_pred == k)).sum(axis=1) / np.maximum(support, 1), 0.0)
+        present += support > 0
+    return recalls / np.maximum(present, 1)
+
+
 def paired_bootstrap_delta(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int,
                            n_resamples: int = 1000, seed: int = 17) -> dict:
     """Macro-F1(a) - macro-F1(b) with a 95% percentile CI from resampling the same val rows for both."""

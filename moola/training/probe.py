@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -29,10 +28,11 @@ def encoder_features(encoder: BiLSTMEncoder, windows: np.ndarray, device: torch.
         encoder.train(was_training)
 
 
-def linear_probe(train_features: np.ndarray, train_y: np.ndarray, val_features: np.ndarray,
-                 val_y: np.ndarray, seed: int) -> float:
-    """Balanced accuracy on val of a logistic regression fitted on train features (fixed C, no tuning on val)."""
+def probe_predict(train_features: np.ndarray, train_y: np.ndarray, scored_features: np.ndarray,
+                  seed: int) -> np.ndarray:
+    """Classes a logistic regression fitted on train features predicts for the scored rows (fixed C, no tuning)."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000, random_state=seed,
                                                                class_weight="balanced"))
     probe.fit(train_features, train_y)
-    return float(balanced_accuracy_score(val_y, probe.predict(val_features)))
+    return probe.predict(scored_features)
+

@@ -1,0 +1,109 @@
+"""A stage under the run's protocol: fit once per fold and seed, pool the out-of-fold predictions,
+refit on every labeled row for the saved model, and compare two stages on the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from moola.evaluation.crossfit import Evaluation, chance_bootstrap, cross_fit, paired_block_bootstrap
+from moola.evaluation.folds import REFIT, Fold
+from moola.stages.classifiers import Trained
+from moola.stages.context import RunContext
+from moola.training.metrics import classification_metrics
+
+
+@dataclass
+class CrossFitted:
+    """One model recipe under the protocol: its pooled out-of-fold evaluation and every fit."""
+
+    name: str
+    evaluation: Evaluation
+    fits: dict  # (seed, fold index) -> Trained, the fit that scored that fold's rows
+    final: Trained | None  # the saved model: refit on all rows (holdout: the base seed's fit)
+    majority: Evaluation  # always the fold's train-majority class, on the same rows
+
+    @property
+    def val_f1(self) -> float:
+        return self.evaluation.val_f1
+
+    def fit_for(self, ctx: RunContext) -> Trained:
+        """This recipe's fit on the same rows and seed as `ctx` (the refit for a refit view)."""
+        if ctx.fold.index == REFIT:
+            return self.final
+        return self.fits[(ctx.seed, ctx.fold.index)]
+
+    def first_fit(self) -> Trained:
+        return next(iter(self.fits.values()))
+
+    def evaluation_of(self, key: str) -> Evaluation:
+        """An evaluation of another per-fit probability array (e.g. MiniRocket's ridge scores)."""
+        ev = self.evaluation
+        folds = list(dict.fromkeys(index for _, index in self.fits))
+        proba = np.stack([np.concatenate([self.fits[(seed, f)].extra[key] for f in folds]) for seed in ev.seeds])
+        return Evaluation(f"{self.name}:{key}", ev.rows, ev.y, ev.fold_of, ev.seeds, proba)
+
+
+def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trained], *,
+                    refit: bool = True) -> CrossFitted:
+    """Run `fit` in every fold and seed's view of `ctx`; `refit`: also fit the saved model on all rows."""
+    fits = {}
+
+    def fit_predict(fold: Fold, seed: int) -> np.ndarray:
+        trained = fit(ctx.for_fit(fold, seed))
+        fits[(seed, fold.index)] = trained
+        return trained.val_proba
+
+    evaluation = cross_fit(name, fit_predict, list(ctx.folds), ctx.dataset.y, ctx.seeds, ctx.n_classes)
+    final = None
+    if refit:
+        final = fits[(ctx.settings.seed, ctx.folds[0].index)] if ctx.holdout else \
+            fit(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed))
+    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx))
+
+
+def majority_evaluation(ctx: RunContext) -> Evaluation:
+    """The constant predictor: each fold's train-majority class (one-hot) on its scored rows."""
+    def fit_predict(fold: Fold, seed: int) -> np.ndarray:
+        y = ctx.for_fit(fold, seed).dataset.y
+        majority = int(np.bincount(y[fold.train], minlength=ctx.n_classes).argmax())
+        return np.tile(np.eye(ctx.n_classes)[majority], (len(fold.scored), 1))
+
+    return cross_fit("majority", fit_predict, list(ctx.folds), ctx.dataset.y, ctx.seeds, ctx.n_classes)
+
+
+def pooled_metrics(ctx: RunContext, stage: CrossFitted) -> dict:
+    """A model gate's numbers: pooled out-of-fold scores (macro F1 averaged over seeds), per fold
+    and per seed beside them, and the majority baseline on the same rows."""
+    ev = stage.evaluation
+    stacked = classification_metrics(np.tile(ev.y, len(ev.seeds)), ev.proba.reshape(-1, ev.n_classes))
+    metrics = {**stacked, "val_f1": ev.val_f1, "val_balanced_acc": ev.balanced_acc,
+               "per_seed_f1": ev.per_seed_f1, "per_fold_f1": ev.per_fold_f1, "n_scored": len(ev.rows),
+               "n_fits": len(stage.fits),
+               "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes))) for p in ev.pred],
+               "train_acc": float(np.mean([t.metrics["train_acc"] for t in stage.fits.values()])),
+               "majority_f1": stage.majority.val_f1}
+    if stage.final is not None and not ctx.holdout:
+        metrics["refit"] = {"rows": len(ctx.dataset.y), "train_acc": stage.final.metrics["train_acc"]}
+    return metrics
+
+
+def compare(ctx: RunContext, candidate: CrossFitted, baseline: CrossFitted, baseline_gate: str) -> dict:
+    """`candidate` minus `baseline` pooled macro F1 over the same rows and seeds, with a 95% CI.
+
+    Holdout resamples single val rows, exactly as before; the folds resample runs of neighbouring
+    rows in time order (`paired_block_bootstrap`). `ci_half_width` is the smallest effect this
+    comparison could have told from zero.
+    """
+    thresholds = ctx.profile.thresholds
+    delta = paired_block_bootstrap(candidate.evaluation, baseline.evaluation, thresholds.bootstrap_resamples,
+                                   ctx.settings.seed, run_length=1 if ctx.holdout else None)
+    return {"baseline_gate": baseline_gate, "baseline_f1": baseline.val_f1, **delta, "policy": thresholds.gate_policy}
+
+
+def compare_to_chance(ctx: RunContext, candidate: CrossFitted) -> dict:
+    """Balanced accuracy minus chance (1/K) with its CI: the "learned anything?" comparison."""
+    return chance_bootstrap(candidate.evaluation, ctx.profile.thresholds.bootstrap_resamples, ctx.settings.seed,
+                            run_length=1 if ctx.holdout else None)
