@@ -29,6 +29,8 @@ def format_run(lines: list[dict]) -> str:
     policies = {(line.get("comparison") or {}).get("policy") for line in lines} - {None}
     rows = [f"run {lines[0]['run_id']}  profile {lines[0].get('profile')}  device {lines[0].get('device')}"
             + (f"  gate policy {', '.join(sorted(policies))}" if policies else "")
+            + (f"  evaluation {(lines[0].get('evaluation') or {}).get('description')}"
+               if (lines[0].get("evaluation") or {}).get("description") else "")
             + ("  NEGATIVE CONTROL: train labels shuffled"
                if str((lines[0].get("data") or {}).get("train_labels", "")).startswith("shuffled") else "")
             + "  (delta = candidate − baseline F1 [95% CI])"]

@@ -63,3 +63,14 @@ def test_gate_3_fails_an_encoder_that_reconstructs_no_better_than_the_mean():
     assert probe_failures({**probe, "reconstruction_ratio": 0.35}, ThresholdConfig()) == []
     [failure] = probe_failures({**probe, "reconstruction_ratio": 1.02}, ThresholdConfig())
     assert "learned nothing" in failure and "0.875" in failure
+
+
+def test_report_header_names_the_protocol_and_a_negative_control():
+    from moola.report import format_run
+
+    line = {"gate": "4_finetune_enhanced", "run_id": "r", "status": "failed", "reason": "no gain", "duration_s": 1.0,
+            "metrics": {"val_f1": 0.9}, "comparison": {"delta": 0.04, "delta_ci95": [-0.01, 0.09], "policy": "ci"},
+            "data": {"train_labels": "shuffled: every fold's train labels permuted"},
+            "evaluation": {"description": "blocked, 5 folds in time order, embargo 1 row(s), 1 seed"}}
+    header = format_run([line]).splitlines()[0]
+    assert "evaluation blocked, 5 folds" in header and "NEGATIVE CONTROL" in header and "gate policy ci" in header
