@@ -173,6 +173,7 @@ class ResultsPlugin:
                     {"train_labels": "shuffled (a negative control)"} if settings.shuffle_labels else {})},
                 "evaluation": self.context.get("evaluation") or {
                     "description": describe_protocol(settings.profile), **dataclasses.asdict(settings.profile.evaluation),
+                    "seeds": list(range(settings.seed, settings.seed + settings.profile.evaluation.seeds)),
                     "gate_policy": settings.profile.thresholds.gate_policy},
                 "versions": self.versions}
 

@@ -40,7 +40,7 @@ def test_ensemble_matches_best_member(run, finetuned, augmented_run, baseline, m
     gate_record.comparison = {"baseline_gate": report["best_member"], "baseline_f1": report["best_member_f1"],
                               **{k: report[k] for k in ("delta", "delta_ci95", "ci_half_width")}, "policy": policy}
     gate_record.extra = {"members_used": report["members_used"], "left_out": left_out,
-                         "scored_on": report["scored_on"],
+                         "scored_on": report["scored_on"], "calibration_notes": report.get("calibration_notes", []),
                          "note": None if report["averaged"] else "one member: calibrated only, nothing averaged"}
     warning = ensemble_warning(report["f1"], report["best_member"], report["best_member_f1"],
                                run.profile.ensemble.tolerance, policy, report["delta_ci95"])

@@ -205,15 +205,47 @@ def test_calibration_across_folds_never_scores_a_row_with_maps_fitted_on_its_fol
 
     calibration._fit_isotonic = spy
     try:
-        calibrated = calibration.calibrate_across_folds(proba, y, fold_of)
+        calibrated, notes = calibration.calibrate_across_folds(proba, lambda fold: y, fold_of)
+        seen_all = list(seen)
+        seen.clear()
+        past, past_notes = calibration.calibrate_across_folds(proba, lambda fold: y, fold_of, past_only=True)
     finally:
         calibration._fit_isotonic = original
-    assert calibrated.shape == (30, 2) and np.allclose(calibrated.sum(1), 1)
-    for fold, fitted in enumerate(seen):
-        assert not fitted & {tuple(row) for row in proba[fold_of == fold]}
+    assert calibrated.shape == (30, 2) and np.allclose(calibrated.sum(1), 1) and not notes
+    for fold, fitted in enumerate(seen_all):
+        assert not fitted & {tuple(row) for row in proba[fold_of == fold]}  # never its own rows
         assert len(fitted) == 20
-    # Changing one fold's probabilities leaves that fold's own calibrated rows' maps untouched.
+    # Walk-forward: fold 2's maps see folds 0-1 only; fold 0 has no past and is cross-fitted
+    # within its own rows (StratifiedKFold: never a row with itself).
+    assert {tuple(row) for row in proba[fold_of < 2]} == seen[-1]
+    assert not seen[-1] & {tuple(row) for row in proba[fold_of == 2]}
+    assert past_notes and "fold 0" in past_notes[0] and np.allclose(past.sum(1), 1)
+    # Moving fold 0's probabilities moves the maps that score fold 1, never fold 0's own maps' inputs.
     moved = proba.copy()
     moved[fold_of == 0] = rng.dirichlet([1, 1], size=10)
-    again = calibration.calibrate_across_folds(moved, y, fold_of)
-    assert not np.allclose(again[fold_of == 1], calibrated[fold_of == 1])  # fold 0 fits fold 1's maps
+    again, _ = calibration.calibrate_across_folds(moved, lambda fold: y, fold_of)
+    assert not np.allclose(again[fold_of == 1], calibrated[fold_of == 1])
+
+
+def runs_of(rng, n, run):
+    """Binary labels that come in runs (regimes) of mean length `run`."""
+    switches = rng.random(n) < 1 / run
+    return (np.cumsum(switches) + rng.integers(2)) % 2
+
+
+def test_circular_shift_null_holds_its_level_when_labels_and_predictions_come_in_runs():
+    from moola.evaluation.crossfit import Evaluation, chance_bootstrap, circular_shift_p_value
+
+    rng = np.random.default_rng(7)
+    n, trials = 98, 200
+    shift_hits = ci_hits = 0
+    for _ in range(trials):
+        y, pred = runs_of(rng, n, 20), runs_of(rng, n, 20)  # independent: no signal at all
+        ev = Evaluation("x", np.arange(n), y, np.zeros(n, int), (0,), np.eye(2)[pred][None])
+        shift_hits += circular_shift_p_value(ev) < 0.05
+        ci_hits += chance_bootstrap(ev, n_resamples=300)["delta_ci95"][0] > 0
+    assert shift_hits / trials <= 0.10  # near its 5% level
+    assert ci_hits / trials > shift_hits / trials  # the block CI alone is fooled more often
+    strong = runs_of(rng, n, 20)
+    ev = Evaluation("s", np.arange(n), strong, np.zeros(n, int), (0,), np.eye(2)[strong][None])
+    assert circular_shift_p_value(ev) < 0.05

@@ -74,3 +74,30 @@ def test_pretraining_pool_never_holds_a_scored_window(tmp_path):
     blocked_rows, blocked = pretraining_pool(build_context(settings(root, tmp_path)))  # every row is scored
     assert 3 not in blocked_rows and 7 not in blocked_rows and blocked["identical_to_scored"] == 2
     assert blocked["used"] == 28
+
+
+def test_a_pool_made_of_the_scored_windows_is_a_gate0_problem_not_a_crash(tmp_path):
+    folder = DataFolder(tmp_path / "data", n_labeled=20, n_unlabeled=4)
+    folder.unlabeled["features"] = folder.labeled["features"][:4].copy()  # the pool is train rows (UCR-style)
+    root = folder.write()
+    problems = verify_environment(settings(root, tmp_path))["problems"]
+    assert any("no pool window is left to pretrain on" in p and "--cv holdout" in p for p in problems), problems
+    assert not verify_environment(settings(root, tmp_path, "evaluation.cv=holdout"))["problems"]
+
+
+def test_too_many_folds_is_a_gate0_problem(tmp_path):
+    root = DataFolder(tmp_path / "data", n_labeled=20).write()
+    problems = verify_environment(settings(root, tmp_path, "evaluation.folds=21"))["problems"]
+    assert any("--folds 21" in p and "2 <= K <= 20" in p for p in problems), problems
+
+
+def test_walk_forward_with_two_blocks_calibrates_its_one_fold_within_itself(tmp_path):
+    from moola.evaluation.crossfit import cross_fit
+    from moola.stages.ensemble import _calibrated
+
+    root = DataFolder(tmp_path / "data", n_labeled=40).write()
+    ctx = build_context(settings(root, tmp_path, "evaluation.cv=walk-forward", "evaluation.folds=2"))
+    ev = cross_fit("toy", lambda fold, seed: np.random.default_rng(seed).dirichlet([1, 1], len(fold.scored)),
+                   list(ctx.folds), ctx.dataset.y, ctx.seeds, 2)
+    calibrated, notes = _calibrated(ctx, ev)
+    assert calibrated.proba.shape == ev.proba.shape and "within its own rows" in notes[0]

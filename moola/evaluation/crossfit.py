@@ -107,8 +107,29 @@ def default_run_length(n_rows: int) -> int:
     return max(1, round(n_rows ** (1 / 3)))
 
 
+def circular_shift_p_value(a: Evaluation, min_shift: int | None = None) -> float:
+    """One-sided p-value of the pooled balanced accuracy against predictions that ignore the window.
+
+    The null keeps both series' own runs: every prediction sequence is rotated against the labels
+    (time order) by each offset at least `min_shift` rows from zero (default 10% of the rows), and
+    the observed score is ranked among the rotated ones. Labels that come in regimes and a
+    predictor that repeats itself beat a bootstrap CI far more often than its level (runs of 20
+    rows: ~18% instead of 2.5%, simulated); the rotations carry that dependence into the null.
+    """
+    n = len(a.rows)
+    min_shift = max(1, round(0.1 * n)) if min_shift is None else min_shift
+    shifts = np.arange(min_shift, n - min_shift + 1)
+    if len(shifts) == 0:
+        return 1.0
+    rotated = np.stack([np.roll(a.pred, shift, axis=1) for shift in shifts], axis=1)  # (S, n_shifts, n)
+    y = np.broadcast_to(a.y, rotated.shape[1:])
+    null = np.mean([balanced_accuracy_rows(y, r, a.n_classes) for r in rotated], axis=0)  # (n_shifts,)
+    return float((1 + np.sum(null >= a.balanced_acc - 1e-12)) / (1 + len(shifts)))
+
+
 def chance_bootstrap(a: Evaluation, n_resamples: int = 1000, seed: int = 17, run_length: int | None = None) -> dict:
-    """Balanced accuracy minus chance (1/K), with a 95% CI from `block_resample` over the scored rows.
+    """Balanced accuracy minus chance (1/K), with a 95% CI from `block_resample` over the scored
+    rows, and `circular_shift_p_value` beside it.
 
     The test against "learned nothing": a predictor independent of the window scores 1/K in
     expectation whatever its guessing rate, while its macro F1 beats a constant predictor's
@@ -120,7 +141,7 @@ def chance_bootstrap(a: Evaluation, n_resamples: int = 1000, seed: int = 17, run
     low, high = np.percentile(scores - chance, [2.5, 97.5])
     return {"balanced_acc": a.balanced_acc, "chance": chance, "delta": a.balanced_acc - chance,
             "delta_ci95": [float(low), float(high)], "ci_half_width": float((high - low) / 2),
-            "run_length": run_length}
+            "run_length": run_length, "shift_p_value": circular_shift_p_value(a)}
 
 
 def paired_block_bootstrap(a: Evaluation, b: Evaluation, n_resamples: int = 1000, seed: int = 17,

@@ -171,7 +171,9 @@ class RunContext:
         train labels permuted (seeded by the run's seed and the fold, the same for every seed)."""
         dataset = self.dataset
         if self.settings.shuffle_labels:
-            dataset = shuffle_labels(dataset, fold.train, (self.settings.seed, fold.index + 1))
+            # holdout: seeded by the run's seed alone, the permutation of the runs made before folds
+            seed = self.settings.seed if self.holdout else (self.settings.seed, fold.index + 1)
+            dataset = shuffle_labels(dataset, fold.train, seed)
         return dataclasses.replace(self, dataset=dataset, fold=fold, fit_seed=seed)
 
     def refit_fold(self) -> Fold:
@@ -221,8 +223,11 @@ def protocol_folds(dataset: Dataset, windows: np.ndarray, profile: Profile) -> t
         span = None
         if timestamps is not None:
             span = np.timedelta64(windows.shape[1] * profile.data.bar_seconds, "s")
-        folds = tuple(make_folds(len(dataset.y), config.cv, config.folds, embargo=config.embargo,
-                                 timestamps=timestamps, span=span, groups=identical_groups(windows)))
+        try:
+            folds = tuple(make_folds(len(dataset.y), config.cv, config.folds, embargo=config.embargo,
+                                     timestamps=timestamps, span=span, groups=identical_groups(windows)))
+        except ValueError as exc:
+            return (), [f"evaluation --cv {config.cv} --folds {config.folds}: {exc}"]
     problems = []
     needed = profile.data.min_train_per_class
     for fold in folds:

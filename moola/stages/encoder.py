@@ -12,9 +12,10 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from moola import artifacts
-from moola.config import to_dict
+from moola.config import Profile, to_dict
 from moola.data import normalize
-from moola.data.dataset import fingerprint
+from moola.data.dataset import UNLABELED, Dataset, fingerprint
+from moola.data.normalize import normalize_windows
 from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
@@ -48,18 +49,38 @@ def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
     )
 
 
-def pretraining_pool(ctx: RunContext) -> tuple[np.ndarray, dict]:
-    """Pool rows the encoder pretrains on: the pool minus windows identical to, or (with timestamps)
-    overlapping, any labeled row the protocol scores; then `max_unlabeled` of them (seeded)."""
-    unlabeled, labeled = ctx.dataset.unlabeled, ctx.dataset.labeled
-    scored = np.unique(np.concatenate([*(fold.scored for fold in ctx.folds), ctx.test]).astype(np.int64))
-    span = np.timedelta64(ctx.windows.shape[1] * ctx.profile.data.bar_seconds, "s")
+def filtered_pool(dataset: Dataset, windows: np.ndarray, scored: np.ndarray, profile: Profile) -> tuple[np.ndarray, dict]:
+    """Pool rows free of the `scored` labeled rows: none identical after normalisation and, when both
+    tables have timestamps, none overlapping in time. Returns (candidate rows, counts)."""
+    unlabeled, labeled = dataset.unlabeled, dataset.labeled
+    span = np.timedelta64(windows.shape[1] * profile.data.bar_seconds, "s")
     times = labeled.timestamps[scored] if labeled.timestamps is not None else None
-    keep, counts = pool_filter(ctx.normalize(unlabeled.features), ctx.windows[scored], pool_times=unlabeled.timestamps,
-                               scored_times=times, span=span)
-    candidates = np.flatnonzero(keep)
+    pool = normalize_windows(unlabeled.features, shared_channels=profile.data.channels == "ohlc")
+    keep, counts = pool_filter(pool, windows[scored], pool_times=unlabeled.timestamps, scored_times=times, span=span)
+    if labeled.timestamps is None or unlabeled.timestamps is None:
+        counts["overlap_check"] = "skipped: the labeled or the unlabeled file has no timestamp column"
+    return np.flatnonzero(keep), {**counts, "scored_rows": len(scored)}
+
+
+def scored_rows(ctx: RunContext) -> np.ndarray:
+    """Every labeled row some gate scores under the run's protocol (holdout: val and test rows)."""
+    return np.unique(np.concatenate([*(fold.scored for fold in ctx.folds), ctx.test]).astype(np.int64))
+
+
+def pretraining_pool(ctx: RunContext) -> tuple[np.ndarray, dict]:
+    """Pool rows the encoder pretrains on: `filtered_pool`, then `max_unlabeled` of them (seeded)."""
+    candidates, counts = filtered_pool(ctx.dataset, ctx.windows, scored_rows(ctx), ctx.profile)
+    if not len(candidates):
+        raise ValueError(empty_pool_message(counts, ctx.profile.evaluation.cv))
     rows = candidates[pretrain.subsample_pool(len(candidates), ctx.profile.pretrain, ctx.seed)]
-    return rows, {**counts, "scored_rows": len(scored), "used": len(rows)}
+    return rows, {**counts, "used": len(rows)}
+
+
+def empty_pool_message(counts: dict, cv: str) -> str:
+    return (f"{UNLABELED}: no pool window is left to pretrain on: {counts['identical_to_scored']} of {counts['pool']} "
+            f"are identical to and {counts['overlapping_scored']} overlap a labeled row that --cv {cv} scores "
+            "(the pretraining pool must never hold a scored window). Add unlabeled windows cut from other bars, "
+            "or use --cv holdout (only the split's val rows are scored)")
 
 
 def cache_entry(ctx: RunContext, key: str) -> Path:

@@ -76,9 +76,20 @@ def run_ensemble(ctx: RunContext, members: list, minirocket: Trained | None = No
     return report
 
 
-def _calibrated(ev: Evaluation) -> Evaluation:
-    proba = np.stack([calibrate_across_folds(p, ev.y, ev.fold_of) for p in ev.proba])
-    return Evaluation(ev.name, ev.rows, ev.y, ev.fold_of, ev.seeds, proba)
+def _calibrated(ctx: RunContext, ev: Evaluation) -> tuple[Evaluation, list]:
+    """Each seed's out-of-fold probabilities calibrated across folds, with the labels each fold's
+    fits saw (under --shuffle-labels: that fold's permuted train labels) and, for walk-forward,
+    the past only."""
+    folds = {fold.index: fold for fold in ctx.folds}
+    past_only = ctx.profile.evaluation.cv == "walk-forward"
+    proba, notes = [], []
+    for seed, p in zip(ev.seeds, ev.proba):
+        calibrated, seed_notes = calibrate_across_folds(
+            p, lambda f, seed=seed: ctx.for_fit(folds[int(f)], seed).dataset.y[ev.rows], ev.fold_of,
+            past_only=past_only, n_folds=ctx.profile.ensemble.calibration_folds, seed=ctx.settings.seed)
+        proba.append(calibrated)
+        notes += seed_notes
+    return Evaluation(ev.name, ev.rows, ev.y, ev.fold_of, ev.seeds, np.stack(proba)), sorted(set(notes))
 
 
 def _stacked(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +114,10 @@ def run_crossfit_ensemble(ctx: RunContext, members: list, minirocket: CrossFitte
     raw = {m.name: m.evaluation for m in members}
     if minirocket is not None:
         raw[minirocket.name] = minirocket.evaluation_of("val_score_proba")
-    calibrated = {name: _calibrated(ev) for name, ev in raw.items()}
+    calibrated, notes = {}, []
+    for name, ev in raw.items():
+        calibrated[name], member_notes = _calibrated(ctx, ev)
+        notes += [f"{name}: {note}" for note in member_notes]
     per_member = {name: _calibration_numbers(raw[name], calibrated[name]) for name in raw}
     used = [m.name for m in members] + ([minirocket.name] if minirocket is not None and config.include_minirocket else [])
     first = calibrated[used[0]]
@@ -117,9 +131,10 @@ def run_crossfit_ensemble(ctx: RunContext, members: list, minirocket: CrossFitte
     delta = paired_block_bootstrap(ensemble, raw[best_name], ctx.profile.thresholds.bootstrap_resamples,
                                    ctx.settings.seed)
     numbers = _calibration_numbers(ensemble_raw, ensemble)
+    fitted_on = "earlier folds' rows" if ctx.profile.evaluation.cv == "walk-forward" else "other folds' rows"
     report = {
         "scored_on": f"every scored row, out of fold ({len(ctx.folds)} folds: each fold calibrated by isotonic "
-                     "maps fitted on the other folds' rows)",
+                     f"maps fitted on the {fitted_on})", "calibration_notes": notes,
         "members": per_member, "members_used": used, "n_members": len(used), "averaged": len(used) > 1,
         "f1": ensemble.val_f1, "f1_uncalibrated": ensemble_raw.val_f1, "per_seed_f1": ensemble.per_seed_f1,
         **{key: numbers[key] for key in ("ece_before", "ece_after", "brier_before", "brier_after")},

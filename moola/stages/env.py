@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from moola.data.dataset import check_data
 from moola.data.normalize import normalize_windows
 from moola.seeding import describe_device, resolve_device
 from moola.stages.context import Settings, data_root, protocol_folds
+from moola.stages.encoder import empty_pool_message, filtered_pool
 
 
 def verify_environment(settings: Settings, data_check: tuple | None = None) -> dict:
@@ -26,6 +28,13 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
     problems += [str(p) for p in data_problems]
     if dataset is not None and not data_problems:
         windows = normalize_windows(dataset.labeled.features, shared_channels=settings.profile.data.channels == "ohlc")
-        problems += protocol_folds(dataset, windows, settings.profile)[1]  # every fold must be trainable
+        folds, fold_problems = protocol_folds(dataset, windows, settings.profile)
+        problems += fold_problems  # every fold must be trainable
+        if folds:
+            test = dataset.split.test if settings.profile.evaluation.cv == "holdout" else np.zeros(0, np.int64)
+            scored = np.unique(np.concatenate([*(fold.scored for fold in folds), test]).astype(np.int64))
+            candidates, counts = filtered_pool(dataset, windows, scored, settings.profile)
+            if not len(candidates):
+                problems.append(empty_pool_message(counts, settings.profile.evaluation.cv))
     return {"problems": problems, "device": device, "cuda_available": torch.cuda.is_available(),
             "data_root": str(root), "data": dataset.summary() if dataset is not None else None}

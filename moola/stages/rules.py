@@ -27,6 +27,7 @@ def smoke_failures(match: dict, thresholds: ThresholdConfig, overfit: dict | Non
 
 
 POLICIES = ("point", "ci")
+SHIFT_ALPHA = 0.05  # one-sided level of the circular-shift test against "predictions ignore the window"
 
 
 def _ci_text(ci) -> str:
@@ -78,9 +79,10 @@ def finetune_failures(metrics: dict, smoke_f1: float, n_classes: int, policy: st
         if _not_above(ci_smoke):
             failures.append(f"val_f1 − smoke {f1 - smoke_f1:+.3f}, {_ci_text(ci_smoke)} does not exclude 0: "
                             "no gain over gate 1 beyond noise")
-        if _not_above(chance["delta_ci95"]):
+        if _not_above(chance["delta_ci95"]) or chance["shift_p_value"] >= SHIFT_ALPHA:
             failures.append(f"balanced accuracy {chance['balanced_acc']:.3f} − chance {chance['chance']:.3f} = "
-                            f"{chance['delta']:+.3f}, {_ci_text(chance['delta_ci95'])} does not exclude 0: "
+                            f"{chance['delta']:+.3f}, {_ci_text(chance['delta_ci95'])}, circular-shift p = "
+                            f"{chance['shift_p_value']:.3f} (needs the CI above 0 and p < {SHIFT_ALPHA}): "
                             "no signal beyond guessing")
     else:
         if f1 <= smoke_f1:
@@ -115,20 +117,18 @@ def synthetic_failures(numbers: dict, config: AugmentConfig, check_ks: bool = Tr
 
 def no_worse_failures(f1: float, reference_f1: float, reference: str, tolerance: float, policy: str = "point",
                       ci=None) -> list[str]:
-    """"No worse than `reference` by more than `tolerance`" (gates 5 and 7). `ci`: of f1 − reference.
+    """"No worse than `reference` by more than `tolerance`" (gates 5 and 7), SPEC's rule on the
+    pooled numbers under both policies. `ci` (of f1 − reference) goes into the message.
 
-    Under `ci` the rule fails only when the harm is shown: the whole CI lies below −tolerance.
-    Showing the opposite (non-inferiority: lower bound >= −tolerance) needs a CI half-width under
-    the tolerance, which 98 rows cannot give (half-widths 4–8 pp), so that would fail every model.
+    Showing non-inferiority (CI lower bound >= −tolerance) needs a CI half-width under the
+    tolerance, which 98 rows cannot give (half-widths 3–7 pp): that rule would fail every model.
+    Failing only when harm is shown (the whole CI below −tolerance) would loosen SPEC's threshold.
+    So the point rule stands, on every scored row instead of 20, and its CI says how much noise
+    is behind it.
     """
-    delta = f1 - reference_f1
-    if policy == "ci":
-        if ci[1] < -tolerance:
-            return [(f"{delta:+.3f} vs {reference}, {_ci_text(ci)}: worse by more than {tolerance} beyond noise "
-                    "(upper bound below the tolerance)")]
-        return []
     if f1 < reference_f1 - tolerance:
-        return [f"val_f1 {f1:.3f} < {reference} {reference_f1:.3f} - {tolerance}"]
+        interval = f", {_ci_text(ci)}" if policy == "ci" and ci is not None else ""
+        return [f"val_f1 {f1:.3f} < {reference} {reference_f1:.3f} - {tolerance} ({f1 - reference_f1:+.3f}{interval})"]
     return []
 
 

@@ -38,17 +38,31 @@ def cross_fit_calibrate(proba: np.ndarray, y: np.ndarray, n_folds: int, seed: in
     return calibrated, folds
 
 
-def calibrate_across_folds(proba: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+def calibrate_across_folds(proba: np.ndarray, labels_for, fold_of: np.ndarray, *, past_only: bool = False,
+                           n_folds: int = 5, seed: int = 17) -> tuple[np.ndarray, list]:
     """Out-of-fold probabilities `(n, K)` calibrated fold by fold: fold f's rows are scored by maps
-    fitted on the other folds' rows only (never on a row of the fold they score)."""
+    fitted on the other folds' rows only (`past_only`: on earlier folds only, for walk-forward),
+    with `labels_for(f)` `(n,)` — the labels as fold f's fits saw them.
+
+    A fold with no usable fitting rows (walk-forward's first scored fold, or fitting rows that
+    lack a class) is cross-fitted within its own rows instead; one too small for that stays
+    uncalibrated. Returns the calibrated probabilities and a note per such fold.
+    """
     calibrated = np.empty_like(proba, dtype=np.float64)
+    notes = []
     for fold in np.unique(fold_of):
-        fit = fold_of != fold
-        missing = sorted(set(range(proba.shape[1])) - set(y[fit].tolist()))
-        if missing:
-            raise ValueError(f"calibration for fold {fold}: the other folds' rows hold no row of class(es) {missing}")
-        calibrated[~fit] = _apply(_fit_isotonic(proba[fit], y[fit]), proba[~fit])
-    return calibrated
+        rows, y = fold_of == fold, np.asarray(labels_for(fold))
+        fit = (fold_of < fold) if past_only else ~rows
+        if fit.any() and len(np.unique(y[fit])) == proba.shape[1]:
+            calibrated[rows] = _apply(_fit_isotonic(proba[fit], y[fit]), proba[rows])
+            continue
+        try:
+            calibrated[rows], _ = cross_fit_calibrate(proba[rows], y[rows], n_folds, seed)
+            notes.append(f"fold {fold}: no earlier/other rows of every class; cross-fitted within its own rows")
+        except ValueError as exc:
+            calibrated[rows] = proba[rows]
+            notes.append(f"fold {fold}: left uncalibrated ({exc})")
+    return calibrated, notes
 
 
 def fit_then_score(fit_proba: np.ndarray, fit_y: np.ndarray, score_proba: np.ndarray) -> np.ndarray:
