@@ -27,6 +27,7 @@ def test_shuffled_labels_permute_each_fits_train_rows_only(tmp_path, cv):
         assert np.array_equal(np.sort(view.dataset.y[train]), np.sort(truth[train]))  # same counts
         assert np.array_equal(np.delete(view.dataset.y, train), np.delete(truth, train))  # scored rows keep their truth
         assert np.array_equal(shuffled.for_fit(fold, 18).dataset.y, view.dataset.y)  # one permutation for every seed
+        assert shuffled.for_fit(fold, 18).seed == 18 and view.seed == 17  # the fit's seed is untouched
     assert moved > 0
 
 

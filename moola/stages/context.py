@@ -172,8 +172,8 @@ class RunContext:
         dataset = self.dataset
         if self.settings.shuffle_labels:
             # holdout: seeded by the run's seed alone, the permutation of the runs made before folds
-            seed = self.settings.seed if self.holdout else (self.settings.seed, fold.index + 1)
-            dataset = shuffle_labels(dataset, fold.train, seed)
+            permutation = self.settings.seed if self.holdout else (self.settings.seed, fold.index + 1)
+            dataset = shuffle_labels(dataset, fold.train, permutation)
         return dataclasses.replace(self, dataset=dataset, fold=fold, fit_seed=seed)
 
     def refit_fold(self) -> Fold:
