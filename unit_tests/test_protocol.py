@@ -81,7 +81,7 @@ def test_a_pool_made_of_the_scored_windows_is_a_gate0_problem_not_a_crash(tmp_pa
     folder.unlabeled["features"] = folder.labeled["features"][:4].copy()  # the pool is train rows (UCR-style)
     root = folder.write()
     problems = verify_environment(settings(root, tmp_path))["problems"]
-    assert any("no pool window is left to pretrain on" in p and "--cv holdout" in p for p in problems), problems
+    assert any("pool window(s) left to pretrain on" in p and "--cv holdout" in p and "expected at least 2" in p for p in problems), problems
     assert not verify_environment(settings(root, tmp_path, "evaluation.cv=holdout"))["problems"]
 
 
@@ -101,3 +101,31 @@ def test_walk_forward_with_two_blocks_calibrates_its_one_fold_within_itself(tmp_
                    list(ctx.folds), ctx.dataset.y, ctx.seeds, 2)
     calibrated, notes = _calibrated(ctx, ev)
     assert calibrated.proba.shape == ev.proba.shape and "within its own rows" in notes[0]
+
+
+def test_a_pool_of_one_usable_window_is_a_gate0_problem(tmp_path):
+    folder = DataFolder(tmp_path / "data", n_labeled=20, n_unlabeled=4)
+    folder.unlabeled["features"][:3] = folder.labeled["features"][[2, 5, 9]]  # three (train, all scored) rows copied
+    root = folder.write()
+    problems = verify_environment(settings(root, tmp_path))["problems"]
+    assert any("1 pool window(s) left" in p for p in problems), problems
+
+
+def test_calibration_never_fits_a_folds_maps_on_rows_that_fold_purged(tmp_path, monkeypatch):
+    from moola.evaluation.crossfit import cross_fit
+    from moola.stages.ensemble import _calibrated
+    from moola.training import calibration
+
+    root = DataFolder(tmp_path / "data", n_labeled=40).write()
+    ctx = build_context(settings(root, tmp_path, "evaluation.folds=4"))
+    ev = cross_fit("toy", lambda fold, seed: np.random.default_rng(int(fold.scored[0])).dirichlet([1, 1], len(fold.scored)),
+                   list(ctx.folds), ctx.dataset.y, ctx.seeds, 2)
+    fitted = []
+    original = calibration._fit_isotonic
+    monkeypatch.setattr(calibration, "_fit_isotonic", lambda p, y: fitted.append(p.copy()) or original(p, y))
+    _calibrated(ctx, ev)
+    assert len(fitted) == 4
+    for fold, rows_fitted in zip(ctx.folds, fitted):
+        purged_proba = ev.proba[0][np.isin(ev.rows, fold.purged)]
+        assert len(purged_proba) and not any((rows_fitted == row).all(axis=1).any() for row in purged_proba)
+        assert len(rows_fitted) == len(fold.train)  # exactly the rows this fold trained on

@@ -26,6 +26,9 @@ def test_ci_policy_needs_the_interval_to_clear_zero():
     # Under ci "learned anything" is balanced accuracy against chance, not macro F1 against a constant.
     assert "no signal beyond guessing" in finetune_failures(METRICS, 0.75, 2, "ci", [0.02, 0.3], guessing)[0]
     assert "circular-shift p = 0.200" in finetune_failures(METRICS, 0.75, 2, "ci", [0.02, 0.3], in_runs)[0]
+    # At 20 rows the rotations cannot reach p < 0.05 (floor 1/18): the CI alone decides there.
+    perfect_20 = {**signal, "shift_p_value": 1 / 18, "shift_p_floor": 1 / 18}
+    assert finetune_failures(METRICS, 0.75, 2, "ci", [0.02, 0.3], perfect_20) == []
     assert "beyond noise" in finetune_failures(METRICS, 0.75, 2, "ci", [0.0, 0.3], signal)[0]
     # Every seed's pooled predictions must use every class.
     assert finetune_failures({**METRICS, "pred_classes_per_seed": [2, 1]}, 0.75, 2, "ci", [0.02, 0.3], signal)

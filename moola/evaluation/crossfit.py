@@ -107,6 +107,13 @@ def default_run_length(n_rows: int) -> int:
     return max(1, round(n_rows ** (1 / 3)))
 
 
+def shift_offsets(n_rows: int, min_shift: int | None = None) -> np.ndarray:
+    """Rotations of the circular-shift null: every offset at least `min_shift` rows (default a
+    tenth of the rows, at least 1) from zero either way."""
+    min_shift = max(1, int(0.1 * n_rows + 0.5)) if min_shift is None else min_shift
+    return np.arange(min_shift, n_rows - min_shift + 1)
+
+
 def circular_shift_p_value(a: Evaluation, min_shift: int | None = None) -> float:
     """One-sided p-value of the pooled balanced accuracy against predictions that ignore the window.
 
@@ -116,9 +123,7 @@ def circular_shift_p_value(a: Evaluation, min_shift: int | None = None) -> float
     predictor that repeats itself beat a bootstrap CI far more often than its level (runs of 20
     rows: ~18% instead of 2.5%, simulated); the rotations carry that dependence into the null.
     """
-    n = len(a.rows)
-    min_shift = max(1, round(0.1 * n)) if min_shift is None else min_shift
-    shifts = np.arange(min_shift, n - min_shift + 1)
+    shifts = shift_offsets(len(a.rows), min_shift)
     if len(shifts) == 0:
         return 1.0
     rotated = np.stack([np.roll(a.pred, shift, axis=1) for shift in shifts], axis=1)  # (S, n_shifts, n)
@@ -141,7 +146,9 @@ def chance_bootstrap(a: Evaluation, n_resamples: int = 1000, seed: int = 17, run
     low, high = np.percentile(scores - chance, [2.5, 97.5])
     return {"balanced_acc": a.balanced_acc, "chance": chance, "delta": a.balanced_acc - chance,
             "delta_ci95": [float(low), float(high)], "ci_half_width": float((high - low) / 2),
-            "run_length": run_length, "shift_p_value": circular_shift_p_value(a)}
+            "run_length": run_length, "shift_p_value": circular_shift_p_value(a),
+            # the smallest p the rotations can give: 1 / (1 + rotations); at 20 rows 1/18
+            "shift_p_floor": 1.0 / (1 + len(shift_offsets(len(a.rows))))}
 
 
 def paired_block_bootstrap(a: Evaluation, b: Evaluation, n_resamples: int = 1000, seed: int = 17,

@@ -70,17 +70,21 @@ def scored_rows(ctx: RunContext) -> np.ndarray:
 def pretraining_pool(ctx: RunContext) -> tuple[np.ndarray, dict]:
     """Pool rows the encoder pretrains on: `filtered_pool`, then `max_unlabeled` of them (seeded)."""
     candidates, counts = filtered_pool(ctx.dataset, ctx.windows, scored_rows(ctx), ctx.profile)
-    if not len(candidates):
+    if len(candidates) < MIN_POOL:
         raise ValueError(empty_pool_message(counts, ctx.profile.evaluation.cv))
     rows = candidates[pretrain.subsample_pool(len(candidates), ctx.profile.pretrain, ctx.seed)]
     return rows, {**counts, "used": len(rows)}
 
 
+MIN_POOL = 2  # pretraining holds some windows out for early stopping and trains on the rest
+
+
 def empty_pool_message(counts: dict, cv: str) -> str:
-    return (f"{UNLABELED}: no pool window is left to pretrain on: {counts['identical_to_scored']} of {counts['pool']} "
-            f"are identical to and {counts['overlapping_scored']} overlap a labeled row that --cv {cv} scores "
-            "(the pretraining pool must never hold a scored window). Add unlabeled windows cut from other bars, "
-            "or use --cv holdout (only the split's val rows are scored)")
+    fix = "" if cv == "holdout" else ", or use --cv holdout (then only the split's val and test rows are scored)"
+    return (f"{UNLABELED}: {counts['kept']} pool window(s) left to pretrain on, expected at least {MIN_POOL}: "
+            f"{counts['identical_to_scored']} of {counts['pool']} are identical to and {counts['overlapping_scored']} "
+            f"overlap a labeled row that --cv {cv} scores (the pretraining pool must never hold a scored window). "
+            f"Add unlabeled windows cut from other bars{fix}")
 
 
 def cache_entry(ctx: RunContext, key: str) -> Path:

@@ -77,16 +77,21 @@ def run_ensemble(ctx: RunContext, members: list, minirocket: Trained | None = No
 
 
 def _calibrated(ctx: RunContext, ev: Evaluation) -> tuple[Evaluation, list]:
-    """Each seed's out-of-fold probabilities calibrated across folds, with the labels each fold's
-    fits saw (under --shuffle-labels: that fold's permuted train labels) and, for walk-forward,
-    the past only."""
+    """Each seed's out-of-fold probabilities calibrated across folds: fold f's maps are fitted on
+    the rows fold f trained on (other folds' rows minus its purged rows; walk-forward: earlier
+    folds' only), with the labels its fits saw (under --shuffle-labels: permuted)."""
     folds = {fold.index: fold for fold in ctx.folds}
     past_only = ctx.profile.evaluation.cv == "walk-forward"
+
+    def purged(f) -> np.ndarray:
+        return np.isin(ev.rows, folds[int(f)].purged)
+
     proba, notes = [], []
     for seed, p in zip(ev.seeds, ev.proba):
         calibrated, seed_notes = calibrate_across_folds(
             p, lambda f, seed=seed: ctx.for_fit(folds[int(f)], seed).dataset.y[ev.rows], ev.fold_of,
-            past_only=past_only, n_folds=ctx.profile.ensemble.calibration_folds, seed=ctx.settings.seed)
+            past_only=past_only, excluded_for=purged, n_folds=ctx.profile.ensemble.calibration_folds,
+            seed=ctx.settings.seed)
         proba.append(calibrated)
         notes += seed_notes
     return Evaluation(ev.name, ev.rows, ev.y, ev.fold_of, ev.seeds, np.stack(proba)), sorted(set(notes))
@@ -131,7 +136,9 @@ def run_crossfit_ensemble(ctx: RunContext, members: list, minirocket: CrossFitte
     delta = paired_block_bootstrap(ensemble, raw[best_name], ctx.profile.thresholds.bootstrap_resamples,
                                    ctx.settings.seed)
     numbers = _calibration_numbers(ensemble_raw, ensemble)
-    fitted_on = "earlier folds' rows" if ctx.profile.evaluation.cv == "walk-forward" else "other folds' rows"
+    fitted_on = ("earlier folds' rows minus its purged rows; the first scored fold, with no past, cross-fitted "
+                 "within its own rows" if ctx.profile.evaluation.cv == "walk-forward"
+                 else "other folds' rows minus its purged rows")
     report = {
         "scored_on": f"every scored row, out of fold ({len(ctx.folds)} folds: each fold calibrated by isotonic "
                      f"maps fitted on the {fitted_on})", "calibration_notes": notes,

@@ -9,7 +9,7 @@ from moola.data.dataset import check_data
 from moola.data.normalize import normalize_windows
 from moola.seeding import describe_device, resolve_device
 from moola.stages.context import Settings, data_root, protocol_folds
-from moola.stages.encoder import empty_pool_message, filtered_pool
+from moola.stages.encoder import MIN_POOL, empty_pool_message, filtered_pool
 
 
 def verify_environment(settings: Settings, data_check: tuple | None = None) -> dict:
@@ -34,7 +34,7 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
             test = dataset.split.test if settings.profile.evaluation.cv == "holdout" else np.zeros(0, np.int64)
             scored = np.unique(np.concatenate([*(fold.scored for fold in folds), test]).astype(np.int64))
             candidates, counts = filtered_pool(dataset, windows, scored, settings.profile)
-            if not len(candidates):
+            if len(candidates) < MIN_POOL:
                 problems.append(empty_pool_message(counts, settings.profile.evaluation.cv))
     return {"problems": problems, "device": device, "cuda_available": torch.cuda.is_available(),
             "data_root": str(root), "data": dataset.summary() if dataset is not None else None}

@@ -39,20 +39,24 @@ def cross_fit_calibrate(proba: np.ndarray, y: np.ndarray, n_folds: int, seed: in
 
 
 def calibrate_across_folds(proba: np.ndarray, labels_for, fold_of: np.ndarray, *, past_only: bool = False,
-                           n_folds: int = 5, seed: int = 17) -> tuple[np.ndarray, list]:
+                           excluded_for=None, n_folds: int = 5, seed: int = 17) -> tuple[np.ndarray, list]:
     """Out-of-fold probabilities `(n, K)` calibrated fold by fold: fold f's rows are scored by maps
     fitted on the other folds' rows only (`past_only`: on earlier folds only, for walk-forward),
-    with `labels_for(f)` `(n,)` — the labels as fold f's fits saw them.
+    minus `excluded_for(f)` `(n,)` bool (the rows fold f purged from its training), with
+    `labels_for(f)` `(n,)` — the labels as fold f's fits saw them.
 
     A fold with no usable fitting rows (walk-forward's first scored fold, or fitting rows that
-    lack a class) is cross-fitted within its own rows instead; one too small for that stays
-    uncalibrated. Returns the calibrated probabilities and a note per such fold.
+    lack a class) is cross-fitted within its own rows instead — later rows of that block then
+    calibrate earlier ones; one too small for that stays uncalibrated. Returns the calibrated
+    probabilities and a note per such fold.
     """
     calibrated = np.empty_like(proba, dtype=np.float64)
     notes = []
     for fold in np.unique(fold_of):
         rows, y = fold_of == fold, np.asarray(labels_for(fold))
         fit = (fold_of < fold) if past_only else ~rows
+        if excluded_for is not None:
+            fit &= ~np.asarray(excluded_for(fold), dtype=bool)
         if fit.any() and len(np.unique(y[fit])) == proba.shape[1]:
             calibrated[rows] = _apply(_fit_isotonic(proba[fit], y[fit]), proba[rows])
             continue
