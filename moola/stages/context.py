@@ -132,8 +132,7 @@ class RunContext:
 
     @property
     def test(self) -> np.ndarray:
-        """Test rows of the split file: used by the holdout protocol only (the folds score every row)."""
-        return self.dataset.split.test if self.holdout else np.zeros(0, dtype=np.int64)
+        return test_rows(self.dataset, self.profile)
 
     @property
     def held_out(self) -> np.ndarray:
@@ -210,6 +209,16 @@ def shuffle_labels(dataset: Dataset, rows: np.ndarray, seed) -> Dataset:
     y = dataset.y.copy()
     y[rows] = np.random.default_rng(seed).permutation(y[rows])
     return dataclasses.replace(dataset, y=y)
+
+
+def test_rows(dataset: Dataset, profile: Profile) -> np.ndarray:
+    """Test rows of the split file: used by the holdout protocol only (the folds score every row)."""
+    return dataset.split.test if profile.evaluation.cv == "holdout" else np.zeros(0, dtype=np.int64)
+
+
+def scored_rows(folds, test: np.ndarray) -> np.ndarray:
+    """Every labeled row some gate scores: the folds' scored rows and (holdout) the test rows."""
+    return np.unique(np.concatenate([*(fold.scored for fold in folds), test]).astype(np.int64))
 
 
 def protocol_folds(dataset: Dataset, windows: np.ndarray, profile: Profile) -> tuple[tuple, list]:

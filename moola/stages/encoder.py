@@ -20,7 +20,7 @@ from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
 from moola.models.encoder import BiLSTMEncoder
-from moola.stages.context import RunContext
+from moola.stages.context import RunContext, scored_rows
 from moola.training import masking, pretrain
 from moola.training.probe import encoder_features, probe_predict
 
@@ -62,14 +62,9 @@ def filtered_pool(dataset: Dataset, windows: np.ndarray, scored: np.ndarray, pro
     return np.flatnonzero(keep), {**counts, "scored_rows": len(scored)}
 
 
-def scored_rows(ctx: RunContext) -> np.ndarray:
-    """Every labeled row some gate scores under the run's protocol (holdout: val and test rows)."""
-    return np.unique(np.concatenate([*(fold.scored for fold in ctx.folds), ctx.test]).astype(np.int64))
-
-
 def pretraining_pool(ctx: RunContext) -> tuple[np.ndarray, dict]:
     """Pool rows the encoder pretrains on: `filtered_pool`, then `max_unlabeled` of them (seeded)."""
-    candidates, counts = filtered_pool(ctx.dataset, ctx.windows, scored_rows(ctx), ctx.profile)
+    candidates, counts = filtered_pool(ctx.dataset, ctx.windows, scored_rows(ctx.folds, ctx.test), ctx.profile)
     if len(candidates) < MIN_POOL:
         raise ValueError(empty_pool_message(counts, ctx.profile.evaluation.cv))
     rows = candidates[pretrain.subsample_pool(len(candidates), ctx.profile.pretrain, ctx.seed)]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from moola.data.dataset import check_data
 from moola.data.normalize import normalize_windows
 from moola.seeding import describe_device, resolve_device
-from moola.stages.context import Settings, data_root, protocol_folds
+from moola.stages.context import Settings, data_root, protocol_folds, scored_rows, test_rows
 from moola.stages.encoder import MIN_POOL, empty_pool_message, filtered_pool
 
 
@@ -31,8 +30,7 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
         folds, fold_problems = protocol_folds(dataset, windows, settings.profile)
         problems += fold_problems  # every fold must be trainable
         if folds:
-            test = dataset.split.test if settings.profile.evaluation.cv == "holdout" else np.zeros(0, np.int64)
-            scored = np.unique(np.concatenate([*(fold.scored for fold in folds), test]).astype(np.int64))
+            scored = scored_rows(folds, test_rows(dataset, settings.profile))
             candidates, counts = filtered_pool(dataset, windows, scored, settings.profile)
             if len(candidates) < MIN_POOL:
                 problems.append(empty_pool_message(counts, settings.profile.evaluation.cv))
