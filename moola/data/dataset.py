@@ -52,23 +52,65 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 
 def check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Problem]]:
-    """Read and check everything under `root`; returns the dataset (None if unusable) and all problems."""
+    """Read and check everything under `root`; returns the dataset (None if unusable) and all problems.
+
+    Never raises on what the files hold: an unforeseen failure is one more problem, so gate 0
+    always writes its line.
+    """
     root = Path(root)
+    try:
+        return _check_data(root, config)
+    except Exception as exc:  # noqa: BLE001 -- the contract's promise: a gate-0 answer, never a traceback
+        return None, [Problem(str(root), "files moola can check", f"{type(exc).__name__}: {exc} while checking them",
+                              "compare the files with python -m moola demo-data OUT; if they match, report this")]
+
+
+def misplaced(root: Path, expected: Path) -> list[Problem]:
+    """A file expected at `root/expected` that sits elsewhere (the data root, or one folder down)."""
+    found = [p for p in (root / expected.name, *root.glob(f"*/{expected.name}")) if p.is_file()]
+    return [Problem(str(root / expected), "the file at this path", f"{found[0].relative_to(root)} under the data root",
+                    f"move it: mkdir -p {root / expected.parent} && mv {found[0]} {root / expected}")] if found else []
+
+
+def transposed(table: WindowTable, config: DataConfig) -> Problem | None:
+    """Windows stored bars-last (C × T): one clear problem instead of three confusing ones."""
+    _, n_bars, n_channels = table.features.shape
+    looks = (n_bars == 4 and n_channels != 4) if config.channels == "ohlc" else (n_bars < MIN_BARS <= n_channels)
+    if not looks:
+        return None
+    return Problem(f"{table.path} column 'features'", "each window as T bars × C values (e.g. 105 × 4)",
+                   f"{n_bars} × {n_channels}: the windows look transposed",
+                   "write np.asarray(window).T.tolist() per row (bars first, channels last)")
+
+
+def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Problem]]:
     labeled, problems = read_windows(root / LABELED, labeled=True)
     unlabeled, more = read_windows(root / UNLABELED, labeled=False)
     problems += more
     split, more = read_split(root / SPLIT)
     problems += more
+    for relative, found in ((LABELED, labeled), (UNLABELED, unlabeled), (SPLIT, split)):
+        if found is None and not (root / relative).exists():
+            misplaced_here = misplaced(root, relative)
+            if misplaced_here:  # replace "no such file" with where it is and the move
+                problems = [p for p in problems if p.where != str(root / relative)] + misplaced_here
+    usable = []
     for table in (labeled, unlabeled):
         if table is None:
             continue
         problems += validate.check_ids(table)
+        flipped = transposed(table, config)
+        if flipped:
+            problems.append(flipped)
+            continue
         if table.features.shape[1] < MIN_BARS:
             problems.append(Problem(f"{table.path} column 'features'", f"windows of at least {MIN_BARS} bars",
                                     f"{table.features.shape[1]}", "cut longer windows"))
+            continue
         if config.channels == "ohlc":
             problems += validate.check_ohlc(table)
-    if labeled is None or split is None:
+        usable.append(table)
+    if labeled is None or split is None or labeled not in usable:
         return None, problems
     split_problems = check_split(split, len(labeled), labeled.timestamps)
     problems += split_problems
@@ -76,8 +118,11 @@ def check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pro
         return None, problems
     problems += validate.check_labels(labeled, split, tuple(config.classes),
                                       config.min_train_per_class, config.min_val_per_class)
-    problems += validate.check_leakage(labeled, unlabeled, split)
-    if unlabeled is None or problems:
+    finite = [t for t in usable if np.isfinite(t.features).all()]
+    if labeled in finite:  # leakage compares normalised windows: only finite ones can be
+        problems += validate.check_leakage(labeled, unlabeled if unlabeled in finite else None, split,
+                                           shared_channels=config.channels == "ohlc")
+    if unlabeled is None or unlabeled not in usable or problems:
         return None, problems
     classes = tuple(config.classes) if config.classes else tuple(sorted(set(labeled.labels.tolist())))
     y = np.array([classes.index(label) for label in labeled.labels], dtype=np.int64)

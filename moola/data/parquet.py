@@ -15,9 +15,9 @@ from moola.data.errors import Problem
 FEATURES = "features"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WindowTable:
-    """Decoded windows of one parquet file."""
+    """Decoded windows of one parquet file (compared by identity: it holds arrays)."""
 
     path: Path
     window_ids: np.ndarray  # (N,) object of str
@@ -87,51 +87,121 @@ def decode_features(column: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.
     if problems:
         return None, problems
     values = bars.flatten()
-    if values.null_count:
-        problems.append(Problem(where, "no null values inside windows", f"{values.null_count} nulls",
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type) or pa.types.is_decimal(values.type)):
+        return None, [Problem(where, "numbers in every bar (float or int)", f"bars of {values.type}",
+                              "write each bar as floats, e.g. df['features'] = [np.asarray(w, float).tolist() ...]")]
+    per_window = n_bars * n_channels
+    missing = np.zeros(n, bool)
+    if values.null_count:  # report the rows, then go on: NaN and inf elsewhere are found in this same pass
+        missing[np.flatnonzero(np.asarray(values.is_null())) // per_window] = True
+        problems.append(Problem(where, "no null values inside windows", f"null values in {_rows(missing)}",
                                 "fill or drop those windows"))
-        return None, problems
+        values = values.fill_null(np.nan)
     flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     features = flat.reshape(n, n_bars, n_channels)  # (N * T * C,) -> (N, T, C)
-    finite = np.isfinite(features).all(axis=(1, 2))
-    if not finite.all():
-        problems.append(Problem(where, "finite values", f"NaN or inf in {_rows(~finite)}",
-                                "drop those windows or fill the gaps before export"))
+    for name, bad in (("NaN", np.isnan(features).any(axis=(1, 2)) & ~missing),
+                      ("inf", np.isinf(features).any(axis=(1, 2)))):
+        if bad.any():
+            problems.append(Problem(where, "finite values", f"{name} in {_rows(bad)}",
+                                    "drop those windows or fill the gaps before export"))
     return features, problems
 
 
+def _strings(table: pa.Table, name: str, path: Path, what: str) -> tuple[np.ndarray | None, list[Problem]]:
+    """A column as `(N,)` object array of str; a null or empty value, or a type that is not a scalar, is a problem."""
+    where = f"{path} column {name!r}"
+    column = table[name]
+    if _is_list(column.type) or pa.types.is_struct(column.type) or pa.types.is_map(column.type):
+        return None, [Problem(where, f"one {what} per row (a string)", f"type {column.type}",
+                              f"write a single {what} per row")]
+    try:
+        values = np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        return None, [Problem(where, f"{what}s as strings", f"type {column.type} ({exc})",
+                              f"write the {what} column as strings")]
+    empty = np.array([value is None or not str(value).strip() for value in values], bool)
+    if empty.any():
+        return None, [Problem(where, f"a {what} in every row", f"null or empty in {_rows(empty)}",
+                              f"{'label' if what == 'label' else 'fill'} or drop those rows")]
+    return values, []
+
+
+TIMESTAMP_FIX = ("store datetimes, e.g. df['timestamp'] = pd.to_datetime(df['timestamp'], format='%m/%d/%Y %H:%M') "
+                 "before to_parquet, or drop the column (row order is then time order)")
+
+
+def decode_timestamps(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray | None, list[Problem]]:
+    """A timestamp (or date) column to `(N,)` datetime64[ns]; strings, numbers and NaT are problems."""
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        example = next((v for v in column.to_pylist() if v is not None), None)
+        return None, [Problem(where, "a datetime column (timestamp type)", f"strings, e.g. {example!r}",
+                              TIMESTAMP_FIX)]
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        hint = " (epoch numbers: pd.to_datetime(df['timestamp'], unit='s') or unit='ms')" if (
+            pa.types.is_integer(kind) or pa.types.is_floating(kind)) else ""
+        return None, [Problem(where, "a datetime column (timestamp type)", f"type {kind}{hint}", TIMESTAMP_FIX)]
+    try:
+        column = column.cast(pa.timestamp("ns", tz=kind.tz) if pa.types.is_timestamp(kind) else pa.timestamp("ns"))
+        nulls = np.asarray(column.is_null())
+        ns = np.asarray(column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # out of datetime64[ns] range
+        return None, [Problem(where, "datetimes within 1677–2262 (nanoseconds)", f"{exc}", TIMESTAMP_FIX)]
+    if nulls.any():
+        return None, [Problem(where, "a time in every row", f"null (NaT) in {_rows(nulls)}",
+                              "fill or drop those rows, or drop the timestamp column (row order is then time order)")]
+    return ns.view("datetime64[ns]"), []
+
+
 def read_windows(path: Path, labeled: bool) -> tuple[WindowTable | None, list[Problem]]:
-    """Read a labeled or unlabeled window file; returns the table (or None) and every problem."""
+    """Read a labeled or unlabeled window file; returns the table (or None) and every problem.
+
+    Never raises on the file's contents: what cannot be decoded is a `Problem` naming the column.
+    """
     path = Path(path)
     if not path.is_file():
         return None, [Problem(str(path), "a parquet file", "no such file",
                               "check --data-dir, or run with --demo to use the demo data")]
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- pyarrow raises ArrowInvalid, OSError, ArrowTypeError … on bad bytes
         return None, [Problem(str(path), "a readable parquet file", f"{type(exc).__name__}: {exc}",
                               "re-export the file with pandas.DataFrame.to_parquet")]
+    try:
+        return _decode(path, table, labeled)
+    except Exception as exc:  # noqa: BLE001 -- a layout no check above foresaw: still a problem, never a crash
+        return None, [Problem(str(path), "windows in the data contract (README 'Data')",
+                              f"a file moola could not decode ({type(exc).__name__}: {exc})",
+                              "compare its columns and types with python -m moola demo-data OUT")]
+
+
+def _decode(path: Path, table: pa.Table, labeled: bool) -> tuple[WindowTable | None, list[Problem]]:
     required = ["window_id", FEATURES] + (["label"] if labeled else [])
     missing = [c for c in required if c not in table.column_names]
     if missing:
         return None, [Problem(f"{path} column {c!r}", f"columns {required}",
                               f"columns {table.column_names}", f"add the {c!r} column") for c in missing]
+    if table.num_rows == 0:
+        return None, [Problem(str(path), "at least one window", "an empty file (0 rows)",
+                              "write the windows into it" + ("" if labeled else
+                                                             "; see README 'The unlabeled pool' for cutting one"))]
     features, problems = decode_features(table[FEATURES], f"{path} column 'features'")
-    window_ids = np.asarray(table["window_id"].cast(pa.string()).to_pylist(), dtype=object)
+    window_ids, more = _strings(table, "window_id", path, "window_id")
+    problems += more
     labels = None
     if labeled:
-        labels = np.asarray(table["label"].cast(pa.string()).to_pylist(), dtype=object)
-        if any(label is None for label in labels):
-            problems.append(Problem(f"{path} column 'label'", "a label in every row",
-                                    f"null in {_rows(np.array([x is None for x in labels]))}",
-                                    "label or drop those rows"))
+        labels, more = _strings(table, "label", path, "label")
+        problems += more
     timestamps = None
     if "timestamp" in table.column_names:
-        timestamps = np.asarray(table["timestamp"].to_pandas(), dtype="datetime64[ns]")
+        timestamps, more = decode_timestamps(table["timestamp"], f"{path} column 'timestamp'")
+        problems += more
     expansion = None
     if "expansion_start" in table.column_names and "expansion_end" in table.column_names:
-        expansion = np.stack([table["expansion_start"].to_numpy(), table["expansion_end"].to_numpy()], 1)
-    if features is None:
+        columns = [table[name] for name in ("expansion_start", "expansion_end")]
+        if all(pa.types.is_integer(c.type) and not c.null_count for c in columns):
+            expansion = np.stack([np.asarray(c.to_numpy(), dtype=np.int64) for c in columns], 1)
+    if features is None or window_ids is None or (labeled and labels is None):
         return None, problems
     return WindowTable(path, window_ids, features, labels, timestamps, expansion), problems
 

@@ -45,10 +45,17 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
     for key in (train_key, val_key, "test_indices"):
         values = raw.get(key, [])
         if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            wrong = next((v for v in values if not isinstance(v, int) or isinstance(v, bool)), None) \
+                if isinstance(values, list) else values
+            fix = ("store numbers, not strings: [int(i) for i in indices]" if isinstance(wrong, str)
+                   else "store positional indices into the labeled file")
             problems.append(Problem(f"{path} key {key!r}", "a list of integer row positions",
-                                    f"{str(values)[:60]}", "store positional indices into the labeled file"))
-            values = []
+                                    f"{type(wrong).__name__} values, e.g. {str(wrong)[:40]!r}" if isinstance(values, list)
+                                    else f"{type(values).__name__} {str(values)[:60]}", fix))
+            continue
         lists[key] = np.asarray(values, dtype=np.int64)
+    if problems:  # a list that cannot be read is not checked further (no spurious "empty list")
+        return None, problems
     return Split(path, lists[train_key], lists[val_key], lists["test_indices"]), problems
 
 

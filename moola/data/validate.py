@@ -7,6 +7,8 @@ import hashlib
 import numpy as np
 
 from moola.data.errors import Problem
+from moola.data.normalize import normalize_windows
+from moola.data.overlap import same_window, shared_bars
 from moola.data.parquet import WindowTable, _rows
 from moola.data.split import Split
 
@@ -60,31 +62,69 @@ def check_labels(table: WindowTable, split: Split, classes: tuple, min_train: in
     return problems
 
 
+def _model_inputs(table: WindowTable, shared_channels: bool) -> np.ndarray:
+    return normalize_windows(table.features, shared_channels=shared_channels)
+
+
 def window_hashes(features: np.ndarray) -> np.ndarray:
     """One digest per window of its exact float32 values; `(N, T, C)` -> `(N,)` bytes."""
     contiguous = np.ascontiguousarray(features, dtype=np.float32)
     return np.array([hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in contiguous], dtype=object)
 
 
-def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Split) -> list[Problem]:
-    """No window on both sides of the split; no val/test window inside the pretraining pool."""
-    hashes = window_hashes(labeled.features)
+def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Split,
+                  shared_channels: bool = True) -> list[Problem]:
+    """No window on both sides of the split; no val/test window inside the pretraining pool.
+
+    "The same window" is judged as the model sees it: equal after per-window normalisation (a
+    copy ×1.0001 is the same input), or sharing a run of bars at any offset (a window shifted
+    by a bar, cut from the same history; `moola.data.overlap`, from the prices alone).
+    """
     held_out = np.concatenate([split.val, split.test])
+    inputs = _model_inputs(labeled, shared_channels)
     problems = []
-    shared = set(hashes[split.train]) & set(hashes[held_out])
-    if shared:
-        rows = [int(r) for r in held_out if hashes[r] in shared]
-        problems.append(Problem(f"{labeled.path} / {split.path}", "no identical window in train and val/test",
+    copies = same_window(inputs[held_out], inputs[split.train]).any(axis=1)
+    pairs = shared_bars(labeled.features[split.train], labeled.features[held_out])
+    pairs = pairs[pairs[:, 2] != 0]  # offset 0 is a copy: reported above, as the model sees it
+    if copies.any():
+        rows = held_out[copies].tolist()
+        problems.append(Problem(f"{labeled.path} / {split.path}", "no identical window in train and val/test "
+                                "(compared after per-window normalisation: a scaled copy is the same model input)",
                                 f"{len(rows)} val/test rows identical to a train row, e.g. rows {rows[:5]}",
                                 "keep duplicates (e.g. 102_exp_1/102_exp_2) on one side of the split"))
-    if unlabeled is not None and unlabeled.features.shape[1:] == labeled.features.shape[1:]:
-        pool = set(window_hashes(unlabeled.features))
-        leaked = [int(r) for r in held_out if hashes[r] in pool]
-        if leaked:
-            problems.append(Problem(f"{unlabeled.path}", "no unlabeled window equal to a val/test window",
-                                    f"{len(leaked)} val/test rows in the pretraining pool, e.g. rows {leaked[:5]}",
-                                    "drop windows from the val period out of the unlabeled pool"))
-    elif unlabeled is not None:
+    if len(pairs):
+        rows = split.train[np.unique(pairs[:, 0])].tolist()
+        i, j, s = pairs[0]
+        problems.append(Problem(f"{labeled.path} / {split.path}", "no train window sharing bars with a val/test "
+                                "window (cut from the same stretch of history)",
+                                f"{len(rows)} train rows share bars with val/test rows, e.g. train row "
+                                f"{int(split.train[i])} and row {int(held_out[j])} (offset {int(s)} bars); "
+                                f"train rows {rows[:8]}",
+                                "drop those rows from the split's train list (python -m moola make-split DATA_DIR "
+                                "leaves them out)"))
+    if unlabeled is None:
+        return problems
+    if unlabeled.features.shape[1:] != labeled.features.shape[1:]:
         problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]}",
                                 f"{unlabeled.features.shape[1:]}", "cut the pool with the labeled window length"))
+        return problems
+    if not len(unlabeled):
+        return problems
+    pool_copies = same_window(_model_inputs(unlabeled, shared_channels), inputs[held_out]).any(axis=0)
+    if pool_copies.any():
+        rows = held_out[pool_copies].tolist()
+        problems.append(Problem(f"{unlabeled.path}", "no unlabeled window equal to a val/test window (after "
+                                "per-window normalisation)",
+                                f"{len(rows)} val/test rows in the pretraining pool, e.g. rows {rows[:5]}",
+                                "drop windows from the val period out of the unlabeled pool"))
+    pool_pairs = shared_bars(unlabeled.features, labeled.features[held_out])
+    pool_pairs = pool_pairs[pool_pairs[:, 2] != 0]
+    if len(pool_pairs):
+        pool_rows = np.unique(pool_pairs[:, 0])
+        i, j, s = pool_pairs[0]
+        problems.append(Problem(f"{unlabeled.path}", "no unlabeled window sharing bars with a val/test window",
+                                f"{len(pool_rows)} pool windows share bars with {len(np.unique(pool_pairs[:, 1]))} "
+                                f"val/test rows, e.g. pool row {int(i)} and labeled row {int(held_out[j])} "
+                                f"(offset {int(s)} bars); pool rows {pool_rows[:8].tolist()}",
+                                "cut the unlabeled pool from bars before the first val window"))
     return problems

@@ -5,7 +5,8 @@ blocks (blocked) or the earlier ones (walk-forward), minus *purged* rows:
 
 - the embargo: the `embargo` rows on each side of the block in time order (windows cut from one
   history next to each other share bars and regime: neighbours leak);
-- windows overlapping a scored window in time, when timestamps and the window span are known;
+- windows overlapping a scored window in time, when timestamps and the window span are known,
+  and windows sharing a run of bars with a scored one (found from the prices, `moola.data.overlap`);
 - windows identical to a scored window after per-window normalisation (the user's
   `102_exp_1`/`102_exp_2` rows can hold the same prices; a scaled copy is the same model input).
 """
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
+
+from moola.data.overlap import SAME_WINDOW_ATOL, same_window
 
 PROTOCOLS = ("holdout", "blocked", "walk-forward")
 REFIT = -1  # the fold index of a fit on every labeled row (the saved models)
@@ -39,23 +42,6 @@ def time_order(n_rows: int, timestamps: np.ndarray | None = None) -> np.ndarray:
     return np.argsort(np.asarray(timestamps), kind="stable")
 
 
-SAME_WINDOW_ATOL = 1e-3  # in normalised units: float32 prices near 20,000 ×1.0001 differ by ~1e-4 after it
-
-
-def same_window(windows: np.ndarray, others: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.ndarray:
-    """`(n, m)` bool: window i equals other j to `atol` in every bar and channel.
-
-    Pass model inputs (per-window normalised), so a window and its copy ×1.0001 count as one;
-    a tolerance rather than a digest of rounded values, which a float32 copy can straddle.
-    """
-    a = np.asarray(windows, dtype=np.float32).reshape(len(windows), -1)
-    b = np.asarray(others, dtype=np.float32).reshape(len(others), -1)
-    close = np.zeros((len(a), len(b)), bool)
-    for j in range(len(b)):  # one column at a time: (n, T*C) temporaries, never (n, m, T*C)
-        close[:, j] = np.abs(a - b[j]).max(axis=1) <= atol
-    return close
-
-
 def identical_groups(windows: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.ndarray:
     """Group id per row: rows whose (normalised) windows are equal to `atol` share one."""
     _, groups = connected_components(csr_matrix(same_window(windows, windows, atol)), directed=False)
@@ -63,7 +49,7 @@ def identical_groups(windows: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.
 
 
 def make_folds(n_rows: int, protocol: str, k: int, *, embargo: int = 1, timestamps: np.ndarray | None = None,
-               span=None, groups: np.ndarray | None = None) -> list[Fold]:
+               span=None, groups: np.ndarray | None = None, linked: np.ndarray | None = None) -> list[Fold]:
     """The folds of `protocol` over `n_rows` labeled rows.
 
     `blocked`: the rows in time order cut into `k` contiguous blocks; fold i scores block i and
@@ -72,7 +58,8 @@ def make_folds(n_rows: int, protocol: str, k: int, *, embargo: int = 1, timestam
     side of the scored block (walk-forward: before it). `timestamps` + `span` (same units, e.g.
     the window's duration): windows starting within `span` of a scored window's start overlap it
     and are purged. `groups` (`identical_groups`): a row sharing a group with a scored row is
-    purged. `holdout` is the split file's business, not this function's.
+    purged. `linked` (`(n, n)` bool, e.g. `overlap.sharing_matrix`): a row linked to a scored row
+    is purged. `holdout` is the split file's business, not this function's.
     """
     if protocol not in ("blocked", "walk-forward"):
         raise ValueError(f"protocol: expected blocked or walk-forward, found {protocol!r}")
@@ -105,6 +92,8 @@ def make_folds(n_rows: int, protocol: str, k: int, *, embargo: int = 1, timestam
                     purge |= np.abs(starts - starts[row]) < span
         if groups is not None:
             purge |= np.isin(groups, groups[scored])
+        if linked is not None:
+            purge |= linked[:, scored].any(axis=1)
         purged = np.flatnonzero(candidate & purge)
         train = np.flatnonzero(candidate & ~purge)
         folds.append(Fold(len(folds), train, scored, purged))

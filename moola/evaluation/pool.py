@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from moola.data.overlap import sharing_mask
 from moola.evaluation.folds import same_window
 
 
 def pool_filter(pool: np.ndarray, scored: np.ndarray, *, pool_times: np.ndarray | None = None,
-                scored_times: np.ndarray | None = None, span=None) -> tuple[np.ndarray, dict]:
+                scored_times: np.ndarray | None = None, span=None, pool_raw: np.ndarray | None = None,
+                scored_raw: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Which pool windows may pretrain: `(keep mask (n_pool,), counts)`.
 
     Dropped: windows identical to a scored window (pass normalised model inputs, so a scaled copy
     counts) and, when both tables have start times and `span` (a window's duration) is known,
-    windows whose start lies within `span` of a scored window's start (they share bars).
+    windows whose start lies within `span` of a scored window's start (they share bars); and,
+    given the raw prices (`pool_raw`, `scored_raw`), windows sharing a run of bars with a scored
+    window at any offset (`moola.data.overlap`: a pool cut by a sliding window over the labeled
+    rows' history, found without timestamps).
     """
     identical = same_window(pool, scored).any(axis=1) if len(scored) else np.zeros(len(pool), bool)
     overlapping = np.zeros(len(pool), bool)
@@ -25,6 +30,10 @@ def pool_filter(pool: np.ndarray, scored: np.ndarray, *, pool_times: np.ndarray 
         before = np.clip(after - 1, 0, len(starts) - 1)
         nearest = np.minimum(np.abs(starts[after] - times), np.abs(times - starts[before]))
         overlapping = nearest < span
-    keep = ~(identical | overlapping)
+    sharing = np.zeros(len(pool), bool)
+    if pool_raw is not None and scored_raw is not None and len(scored):
+        sharing = sharing_mask(pool_raw, scored_raw)
+    keep = ~(identical | overlapping | sharing)
     return keep, {"identical_to_scored": int(identical.sum()), "overlapping_scored": int((overlapping & ~identical).sum()),
+                  "sharing_bars_with_scored": int((sharing & ~identical & ~overlapping).sum()),
                   "kept": int(keep.sum()), "pool": len(pool)}

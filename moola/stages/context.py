@@ -14,6 +14,7 @@ from moola.config import EvaluationConfig, Profile, apply_overrides, resolve_pro
 from moola.data.dataset import Dataset, load_dataset
 from moola.data.demo import cached_demo
 from moola.data.normalize import normalize_windows
+from moola.data.overlap import sharing_matrix
 from moola.data.ucr import dataset_overrides
 from moola.evaluation.folds import PROTOCOLS, REFIT, Fold, identical_groups, make_folds
 from moola.seeding import describe_device, resolve_device
@@ -234,7 +235,8 @@ def protocol_folds(dataset: Dataset, windows: np.ndarray, profile: Profile) -> t
             span = np.timedelta64(windows.shape[1] * profile.data.bar_seconds, "s")
         try:
             folds = tuple(make_folds(len(dataset.y), config.cv, config.folds, embargo=config.embargo,
-                                     timestamps=timestamps, span=span, groups=identical_groups(windows)))
+                                     timestamps=timestamps, span=span, groups=identical_groups(windows),
+                                     linked=sharing_matrix(dataset.labeled.features)))
         except ValueError as exc:
             return (), [f"evaluation --cv {config.cv} --folds {config.folds}: {exc}"]
     problems = []

@@ -50,15 +50,18 @@ def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
 
 
 def filtered_pool(dataset: Dataset, windows: np.ndarray, scored: np.ndarray, profile: Profile) -> tuple[np.ndarray, dict]:
-    """Pool rows free of the `scored` labeled rows: none identical after normalisation and, when both
-    tables have timestamps, none overlapping in time. Returns (candidate rows, counts)."""
+    """Pool rows free of the `scored` labeled rows: none identical after normalisation, none sharing
+    a run of bars with one (from the prices) and, when both tables have timestamps, none
+    overlapping in time. Returns (candidate rows, counts)."""
     unlabeled, labeled = dataset.unlabeled, dataset.labeled
     span = np.timedelta64(windows.shape[1] * profile.data.bar_seconds, "s")
     times = labeled.timestamps[scored] if labeled.timestamps is not None else None
     pool = normalize_windows(unlabeled.features, shared_channels=profile.data.channels == "ohlc")
-    keep, counts = pool_filter(pool, windows[scored], pool_times=unlabeled.timestamps, scored_times=times, span=span)
+    keep, counts = pool_filter(pool, windows[scored], pool_times=unlabeled.timestamps, scored_times=times, span=span,
+                               pool_raw=unlabeled.features, scored_raw=labeled.features[scored])
     if labeled.timestamps is None or unlabeled.timestamps is None:
-        counts["overlap_check"] = "skipped: the labeled or the unlabeled file has no timestamp column"
+        counts["overlap_check"] = ("prices only (shared runs of bars): the labeled or the unlabeled file has "
+                                   "no timestamp column")
     return np.flatnonzero(keep), {**counts, "scored_rows": len(scored)}
 
 
@@ -77,8 +80,8 @@ MIN_POOL = 2  # pretraining holds some windows out for early stopping and trains
 def empty_pool_message(counts: dict, cv: str) -> str:
     fix = "" if cv == "holdout" else ", or use --cv holdout (then only the split's val and test rows are scored)"
     return (f"{UNLABELED}: {counts['kept']} pool window(s) left to pretrain on, expected at least {MIN_POOL}: "
-            f"{counts['identical_to_scored']} of {counts['pool']} are identical to and {counts['overlapping_scored']} "
-            f"overlap a labeled row that --cv {cv} scores (the pretraining pool must never hold a scored window). "
+            f"{counts['identical_to_scored']} of {counts['pool']} are identical to and "
+            f"{counts['overlapping_scored'] + counts.get('sharing_bars_with_scored', 0)} share bars with a labeled row that --cv {cv} scores (the pretraining pool must never hold a scored window). "
             f"Add unlabeled windows cut from other bars{fix}")
 
 
@@ -98,9 +101,10 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
     started = time.monotonic()
     config = ctx.profile.pretrain
     pool_rows, filtered = pretraining_pool(ctx)
-    if filtered["identical_to_scored"] or filtered["overlapping_scored"]:
-        log.info("pretraining pool: %d identical to and %d overlapping scored labeled windows left out",
-                 filtered["identical_to_scored"], filtered["overlapping_scored"])
+    dropped = filtered["pool"] - filtered["kept"]
+    if dropped:
+        log.info("pretraining pool: %d windows identical to or sharing bars with scored labeled windows left out",
+                 dropped)
     key = encoder_fingerprint(ctx, pool_rows)
     entry, latest = cache_entry(ctx, key), ctx.settings.artifacts_dir / artifacts.ENCODER
     if not ctx.settings.fresh:
