@@ -19,6 +19,7 @@ import pytest
 # MiniRocket's numba kernels compile once into a project-local cache (SPEC §7), not per run.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cache"))
 
+from moola.artifacts import mark_gate
 from moola.data.dataset import check_data
 from moola.report import format_run
 from moola.results import GateWarning, append_line, build_line, versions
@@ -140,6 +141,8 @@ def _reason(call, report) -> str | None:
     if call.excinfo is None:
         return None
     value = call.excinfo.value
+    if isinstance(value, pytest.fail.Exception):  # pytest.fail(msg, pytrace=False): the message is the reason
+        return str(value.msg or value)
     if isinstance(value, AssertionError):
         # pytest's assertion rewriting appends "\nassert <expr>": keep the gate's own message.
         return str(value).split("\nassert ")[0].strip() or call.excinfo.exconly()
@@ -293,6 +296,14 @@ class ResultsPlugin:
               warnings_seen: list | None = None) -> None:
         # Warnings raised outside any gate go in the first line written, whatever its status.
         warnings_seen, self.session_warnings = [*self.session_warnings, *(warnings_seen or [])], []
+        model_path = (record.artifacts or {}).get("model")
+        if model_path and str(model_path).endswith(".pt"):
+            # The model was saved before its gate ruled: its metadata now says how the gate went.
+            try:
+                mark_gate(Path(model_path), self.settings.run_id, status, reason)
+            except Exception as exc:  # noqa: BLE001 -- a line must still be written
+                warnings_seen.append({"category": type(exc).__name__, "where": str(model_path),
+                                      "message": f"could not record the gate's verdict in the model: {exc}"[:500]})
         extra = {**record.extra, "warnings": warnings_seen} if warnings_seen else record.extra
         line = build_line(gate, status, run_id=self.settings.run_id, reason=reason, duration_s=duration_s,
                           model=record.model, config=record.config, metrics=record.metrics,
@@ -319,6 +330,6 @@ class ResultsPlugin:
         terminalreporter.section("moola gates")
         # delta = the gate's candidate minus its baseline, on the same val rows, with a paired
         # bootstrap 95% CI: an interval that crosses zero means the point rule decided within noise.
-        terminalreporter.write_line(format_run(self.lines))
+        terminalreporter.write_line(format_run(self.lines, results=self.settings.results_path))
         terminalreporter.write_line(f"results appended to {self.settings.results_path}")
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from moola.data.dataset import LABELED, SPLIT
 from moola.data.errors import DataContractError
@@ -26,9 +29,24 @@ def make_split(args) -> int:
     if table is None:
         raise DataContractError(problems)
     split = temporal_split(len(table), args.val_fraction, table.timestamps)
+    train, val = np.asarray(split["train_indices"]), np.asarray(split["val_indices"])
+    leaking = leaking_rows(table, train, val)
+    if len(leaking):  # the last train windows cut from the bars of the first val windows
+        split["train_indices"] = sorted(set(train.tolist()) - set(leaking.tolist()))
+        print(f"left {len(leaking)} train row(s) out of the split: they share bars with, or copy, a val row "
+              f"(rows {leaking[:8].tolist()})")
+    counts = {side: dict(Counter(table.labels[split[f"{side}_indices"]].tolist())) for side in ("train", "val")}
+    classes = sorted(set(table.labels.tolist()))
+    lacking = [(side, c) for side in counts for c in classes if counts[side].get(c, 0) < (2 if side == "train" else 1)]
+    print(f"class counts: train {counts['train']}, val {counts['val']}")
+    if lacking:
+        raise ValueError(f"{root / LABELED}: a temporal split at --val-fraction {args.val_fraction} gives "
+                         + ", ".join(f"{side} {counts[side].get(c, 0)} row(s) of {c!r}" for side, c in lacking)
+                         + "; expected both classes on both sides (train >= 2 each, val >= 1). Try another "
+                         "--val-fraction, or label windows of the missing class in that period. Nothing written")
     out = Path(args.out) if args.out else root / SPLIT
     if out.exists() and not args.force and not args.out:
-        backup = out.with_suffix(".json.bak")
+        backup = free_name(out.with_name(out.name + ".bak"))
         out.replace(backup)
         print(f"kept the previous split as {backup}")
     write_json_atomic(out, split)
@@ -36,6 +54,27 @@ def make_split(args) -> int:
     print(f"temporal split by {by}: {len(split['train_indices'])} train rows, "
           f"{len(split['val_indices'])} val rows -> {out}")
     return 0
+
+
+def leaking_rows(table, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Train rows that are a val row as the model sees it, or share a run of bars with one."""
+    from moola.data.normalize import normalize_windows
+    from moola.data.overlap import same_window, shared_bars
+
+    shared = table.features.shape[2] == 4  # OHLC: one scale for the four channels
+    inputs = normalize_windows(table.features, shared_channels=shared)
+    copies = same_window(inputs[train], inputs[val]).any(axis=1)
+    copies[np.unique(shared_bars(table.features[train], table.features[val])[:, 0]).astype(int)] = True
+    return train[copies]
+
+
+def free_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2` … : the first that does not exist (every backup kept)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
 
 
 def import_ucr(args) -> int:
@@ -51,7 +90,7 @@ def report(args) -> int:
     from moola.report import completeness_problems, format_run, latest_run
 
     lines = latest_run(Path(args.results), args.run_id)
-    print(format_run(lines))
+    print(format_run(lines, full=args.full, results=args.results))
     problems = completeness_problems(lines, args.expect) if args.expect else []
     if args.require_pass:
         problems += [f"{line['gate']} {line['status']}" for line in lines if line["status"] not in ("passed", "warning")]
@@ -71,7 +110,8 @@ def main(argv=None) -> int:
     split.add_argument("data_dir", help=f"data root holding {LABELED}")
     split.add_argument("--val-fraction", type=float, default=0.2, help="last share of rows (in time) for val")
     split.add_argument("--out", default=None, help=f"where to write (default: DATA_DIR/{SPLIT})")
-    split.add_argument("--force", action="store_true", help="overwrite without keeping a .bak copy")
+    split.add_argument("--force", action="store_true",
+                       help="overwrite without keeping a backup (default: the old split is kept as fold_0.json.bak[.N])")
     split.set_defaults(run=make_split)
     ucr = commands.add_parser("import-ucr", help="write an sktime-shipped UCR/UEA dataset in the data contract")
     ucr.add_argument("name", help="gunpoint, italy_power_demand, arrow_head, basic_motions, osuleaf, japanese_vowels")
@@ -80,6 +120,7 @@ def main(argv=None) -> int:
     summary = commands.add_parser("report", help="summarise the latest run in a results file")
     summary.add_argument("results", nargs="?", default="gated_workflow_results.jsonl")
     summary.add_argument("--run-id", default=None, help="a run other than the latest")
+    summary.add_argument("--full", action="store_true", help="print every reason whole (every gate-0 problem)")
     summary.add_argument("--expect", type=int, default=0, metavar="N",
                          help="exit 1 unless the run has N gate lines and no gate crashed (status error)")
     summary.add_argument("--require-pass", action="store_true", help="exit 1 unless every gate passed or warned")

@@ -33,6 +33,7 @@ ENCODER_CACHE = Path("pretrained/cache")  # one encoder per fingerprint: switchi
 FINETUNED = Path("models/enhanced_finetuned_v1.pt")
 AUGMENTED = Path("models/enhanced_augmented_v1.pt")
 BASELINE = Path("models/simple_lstm_baseline_v1.pt")
+GATE_OF = {FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train", BASELINE: "6_baseline_simplelstm"}
 
 
 def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:
@@ -53,6 +54,25 @@ def save_atomic(path: Path, payload) -> Path:
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def mark_gate(path: Path, run_id: str, status: str, reason: str | None) -> bool:
+    """Write the gate's verdict into the metadata of the model this run saved at `path`.
+
+    A file at a deliverable path says whether its gate passed (`metadata["gate"]["status"]`).
+    Returns False (and leaves the file alone) when it is not this run's model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    state, metadata = load_checkpoint(path)
+    gate = metadata.get("gate") or {}
+    if gate.get("run_id") != run_id:
+        return False
+    metadata["gate"] = {**gate, "status": status, "reason": reason,
+                        "deliverable": status in ("passed", "warning")}
+    save_checkpoint(path, state, metadata)
+    return True
 
 
 class CheckpointWarning(UserWarning):

@@ -190,6 +190,28 @@ def valid_keys(profile: Profile) -> list[str]:
     return keys
 
 
+# Every enumerated setting and its allowed values, checked when the run starts (a typo must not
+# pass gate 0 and fail after pretraining, nor silently switch a check off: data.channels=OHLC).
+CHOICES = {
+    "data.channels": ("ohlc", "generic"),
+    "pretrain.mask_strategy": ("random", "block", "patch"),  # moola.training.masking.STRATEGIES
+    "finetune.loss": ("weighted_ce", "focal"),  # moola.training.classifier.LOSSES
+    "finetune.select": ("raw", "ema", "swa"),
+    "thresholds.gate_policy": ("point", "ci"),
+    "evaluation.cv": ("holdout", "blocked", "walk-forward"),  # moola.evaluation.folds.PROTOCOLS
+}
+
+
+def check_choices(profile: Profile) -> None:
+    """Raise `ValueError` naming the key and the allowed values for any enumerated setting out of range."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(profile, section), name)
+        if value not in allowed:
+            hint = f" (did you mean {str(value).lower()!r}?)" if str(value).lower() in allowed else ""
+            raise ValueError(f"--set {key}={value}: expected one of {', '.join(allowed)}, found {value!r}{hint}")
+
+
 def _parse(raw: str, annotation, key: str):
     target = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple}[str(annotation)]
     if target is bool:
@@ -223,6 +245,7 @@ def apply_overrides(profile: Profile, overrides: typing.Iterable[str]) -> Profil
         profile = dataclasses.replace(
             profile, **{section_name: dataclasses.replace(section, **{field_name: value})}
         )
+    check_choices(profile)
     return profile
 
 

@@ -25,7 +25,24 @@ def verdict(ci) -> str:
     return "within noise"
 
 
-def format_run(lines: list[dict]) -> str:
+def short_reason(reason: str, limit: int = 160, results=None) -> str:
+    """A reason on one line: its first sentence and first listed problem, cut at a word, saying how many
+    more there are and where to read them all."""
+    parts = [part.strip().lstrip("- ") for part in str(reason).splitlines() if part.strip()]
+    head, items = parts[0], parts[1:]
+    text = f"{head} {items[0]}" if items else head
+    cut = len(text) > limit
+    if cut:
+        text = text[:limit].rsplit(" ", 1)[0] + " …"
+    more = max(0, len(items) - 1)
+    if more or cut:
+        where = f"python -m moola report {results} --full" if results else "python -m moola report --full"
+        text += f" ({f'+{more} more; ' if more else ''}in full: {where})"
+    return text
+
+
+def format_run(lines: list[dict], full: bool = False, results=None) -> str:
+    """The run as a table; `full` prints every reason whole (every gate-0 problem) under its gate."""
     policies = {(line.get("comparison") or {}).get("policy") for line in lines} - {None}
     rows = [f"run {lines[0]['run_id']}  profile {lines[0].get('profile')}  device {lines[0].get('device')}"
             + (f"  gate policy {', '.join(sorted(policies))}" if policies else "")
@@ -45,8 +62,11 @@ def format_run(lines: list[dict]) -> str:
                  else " " * 43,
                  f"{line.get('duration_s', 0):7.1f}s"]
         library_warnings = len(line.get("warnings") or [])  # shown by pytest, recorded, never fatal
-        rows.append("  ".join(cells) + (f"  {line['reason'][:160]}" if line.get("reason") else "")
+        reason = line.get("reason")
+        rows.append("  ".join(cells) + (f"  {short_reason(reason, results=results)}" if reason and not full else "")
                     + (f"  ({library_warnings} library warning(s) in the line)" if library_warnings else ""))
+        if reason and full:
+            rows.extend(f"    {part}" for part in str(reason).splitlines() if part.strip())
     return "\n".join(rows)
 
 

@@ -52,7 +52,8 @@ def versions(root: Path | None = None) -> dict:
     import torch
 
     git = None
-    if root is not None:
+    root = root if root is not None else Path(moola.__file__).resolve().parents[1]  # the checkout, when there is one
+    if (Path(root) / ".git").exists():
         try:
             git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                  text=True, timeout=5, check=False).stdout.strip() or None

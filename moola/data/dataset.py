@@ -30,6 +30,9 @@ class Dataset:
     y: np.ndarray  # (N,) int64
     fingerprint: str  # digest of every array and the split
 
+    def __repr__(self) -> str:
+        return f"Dataset({self.root}, {len(self.y)} labeled, {len(self.unlabeled)} unlabeled, {self.fingerprint})"
+
     @property
     def n_train(self) -> int:
         return len(self.split.train)

@@ -12,6 +12,8 @@ class EnhancedSimpleLSTM(nn.Module):
     def __init__(self, n_channels: int, n_classes: int = 2, hidden_size: int = 128, num_layers: int = 2,
                  n_heads: int = 2, dropout: float = 0.1):
         super().__init__()
+        self.init_args = {"n_channels": n_channels, "n_classes": n_classes, "hidden_size": hidden_size,
+                          "num_layers": num_layers, "n_heads": n_heads, "dropout": dropout}  # rebuilds it
         self.encoder = BiLSTMEncoder(n_channels, hidden_size, num_layers)  # same layout as the autoencoder's
         width = self.encoder.output_size  # 2 * 128 = 256
         self.attention = nn.MultiheadAttention(width, n_heads, dropout=dropout, batch_first=True)

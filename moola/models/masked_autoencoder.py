@@ -11,6 +11,7 @@ from moola.models.encoder import BiLSTMEncoder
 class MaskedAutoencoder(nn.Module):
     def __init__(self, n_channels: int, hidden_size: int = 128, num_layers: int = 2):
         super().__init__()
+        self.init_args = {"n_channels": n_channels, "hidden_size": hidden_size, "num_layers": num_layers}
         self.mask_token = nn.Parameter(torch.zeros(n_channels))  # (C,) learned stand-in for a hidden bar
         self.encoder = BiLSTMEncoder(n_channels, hidden_size, num_layers)
         self.decoder = nn.Sequential(

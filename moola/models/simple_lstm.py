@@ -9,6 +9,7 @@ from torch import nn
 class SimpleLSTM(nn.Module):
     def __init__(self, n_channels: int, n_classes: int = 2, hidden_size: int = 32):
         super().__init__()
+        self.init_args = {"n_channels": n_channels, "n_classes": n_classes, "hidden_size": hidden_size}
         self.lstm = nn.LSTM(n_channels, hidden_size, batch_first=True)
         self.head = nn.Linear(hidden_size, n_classes)
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from moola import artifacts
+from moola import artifacts, models
 from moola.config import FinetuneConfig, to_dict
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
@@ -200,6 +200,14 @@ def run_baseline(ctx: RunContext) -> Trained:
     return trained
 
 
+def input_contract(ctx: RunContext) -> dict:
+    """What a window must look like, and the transform applied to it, for this model to read it."""
+    return {"window_shape": list(ctx.windows.shape[1:]), "channels": ctx.profile.data.channels,
+            "normalisation": "per-window z-score, " + ("one mean and std shared by the channels (OHLC)"
+                                                       if ctx.shared_channels else "per channel"),
+            "shared_channels": ctx.shared_channels}
+
+
 def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path:
     """The deliverable of a recipe: which rows trained it, and which protocol scored the recipe."""
     trained_on = {"rows": len(ctx.train), "which": "every labeled row (refit)" if not ctx.holdout else
@@ -209,8 +217,12 @@ def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, 
     # A refit has no rows left to score: its gate numbers are the recipe's, in the results line.
     metrics = trained.metrics if ctx.holdout else {"train_acc": trained.metrics["train_acc"]}
     metadata = {"model": trained.name, "config": config, "metrics": metrics, "trained_on": trained_on,
-                "steps": trained.steps,
+                "steps": trained.steps, "architecture": models.architecture(trained.model),
+                "input": input_contract(ctx),
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
                 "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions(),
-                "train_labels_shuffled": ctx.settings.shuffle_labels}
+                "train_labels_shuffled": ctx.settings.shuffle_labels,
+                # The gate's verdict comes after the save: the results plugin rewrites this entry
+                # (artifacts.mark_gate). "pending" left here means the run stopped before the gate ruled.
+                "gate": {"gate": artifacts.GATE_OF[relative], "status": "pending", "run_id": ctx.settings.run_id}}
     return artifacts.save_checkpoint(ctx.models_dir / relative, trained.model.state_dict(), metadata)

@@ -35,6 +35,10 @@ class Settings:
     shuffle_labels: bool = False  # negative control: train labels permuted (seeded) before any training
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
+    def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every profile field
+        return (f"Settings(profile={self.profile.name}, device={self.requested_device}, data={self.data_root}, "
+                f"seed={self.seed}, run_id={self.run_id})")
+
     @property
     def device_type(self) -> str:
         """The device kind a run will use ("auto" resolved), without failing when it is missing."""
@@ -60,8 +64,6 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     # A folder may declare its own channels/classes (python -m moola import-ucr writes one); --set wins.
     overrides = [*dataset_overrides(data_root), *overrides]
     resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
-    if resolved.thresholds.gate_policy not in ("point", "ci"):
-        raise ValueError(f"gate policy: expected point or ci, found {resolved.thresholds.gate_policy!r}")
     check_evaluation(resolved.evaluation)
     results_path = Path(results) if results else rootdir / "gated_workflow_results.jsonl"
     return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo, shuffle_labels)
@@ -104,6 +106,10 @@ class RunContext:
     folds: tuple = ()  # the protocol's folds (holdout: one, the split file's)
     fold: Fold | None = None  # the fit this view trains: its train rows and scored rows
     fit_seed: int | None = None
+
+    def __repr__(self) -> str:
+        fold = "all folds" if self.fold is None else f"fold {self.fold.index}"
+        return f"RunContext({self.settings!r}, {fold}, seed {self.seed}, {len(self.dataset.y)} labeled rows)"
 
     @property
     def profile(self) -> Profile:

@@ -20,6 +20,7 @@ from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
 from moola.models.encoder import BiLSTMEncoder
+from moola.results import versions
 from moola.stages.context import RunContext, scored_rows
 from moola.training import masking, pretrain
 from moola.training.probe import encoder_features, probe_predict
@@ -133,7 +134,12 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
                 "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "steps": result.steps,
                 "precision": result.precision, "resumed_from_epoch": result.resumed_from_epoch,
                 "n_windows": result.n_windows, "pool_filter": filtered, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
-                "pretrain_duration_s": time.monotonic() - started}
+                "pretrain_duration_s": time.monotonic() - started,
+                "architecture": {"class": "MaskedAutoencoder", "args": {"n_channels": int(windows.shape[2]),
+                                                                       "hidden_size": config.hidden_size,
+                                                                       "num_layers": config.num_layers}},
+                "input": {"window_shape": list(windows.shape[1:]), "channels": ctx.profile.data.channels,
+                          "shared_channels": ctx.shared_channels}, "versions": versions()}
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
     artifacts.save_checkpoint(entry, result.model_state, metadata)

@@ -4,19 +4,46 @@ from __future__ import annotations
 
 import torch
 
-from moola.data.dataset import check_data
+from moola.config import Profile
+from moola.data.dataset import UNLABELED, check_data
 from moola.data.normalize import normalize_windows
+from moola.models.encoder import BiLSTMEncoder
 from moola.seeding import describe_device, resolve_device
 from moola.stages.context import Settings, data_root, protocol_folds, scored_rows, test_rows
 from moola.stages.encoder import MIN_POOL, empty_pool_message, filtered_pool
 
 
+def encoder_parameters(n_channels: int, profile: Profile) -> int:
+    config = profile.pretrain
+    return sum(p.numel() for p in BiLSTMEncoder(n_channels, config.hidden_size, config.num_layers).parameters())
+
+
+def small_pool_warning(n_pool: int, window_shape: tuple, profile: Profile) -> str | None:
+    """Why a pool this small cannot pretrain the encoder: it holds fewer values than the encoder has weights.
+
+    A pool of N windows of T × C values holds N·T·C numbers; an encoder with more parameters than
+    that can memorise the pool instead of learning bar structure, and its early stopping judges
+    on `val_fraction` of an already small set.
+    """
+    used = min(n_pool, profile.pretrain.max_unlabeled or n_pool)
+    n_bars, n_channels = window_shape
+    weights = encoder_parameters(n_channels, profile)
+    if used * n_bars * n_channels >= weights:
+        return None
+    needed = -(-weights // (n_bars * n_channels))
+    return (f"{UNLABELED}: pretraining would use {used} pool window(s) ({used * n_bars * n_channels:,} values), fewer "
+            f"values than the encoder's {weights:,} parameters (hidden {profile.pretrain.hidden_size}, "
+            f"{profile.pretrain.num_layers} layers): it can memorise the pool instead of learning bar structure. "
+            f"Add windows (at least {needed:,}; README 'The unlabeled pool' cuts them from bars); gate 3's probe "
+            "and reconstruction checks judge the result")
+
+
 def verify_environment(settings: Settings, data_check: tuple | None = None) -> dict:
-    """Every problem found (device and data), the device description and the data summary.
+    """Every problem found (device and data), advisory warnings, the device and the data summary.
 
     `data_check`: `check_data`'s result for these settings when already computed (the pytest header).
     """
-    problems = []
+    problems, warnings = [], []
     device = {"device": settings.requested_device, "memory_gb": None}
     try:
         device = describe_device(resolve_device(settings.requested_device))
@@ -26,13 +53,25 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
     dataset, data_problems = data_check if data_check is not None else check_data(root, settings.profile.data)
     problems += [str(p) for p in data_problems]
     if dataset is not None and not data_problems:
-        windows = normalize_windows(dataset.labeled.features, shared_channels=settings.profile.data.channels == "ohlc")
-        folds, fold_problems = protocol_folds(dataset, windows, settings.profile)
-        problems += fold_problems  # every fold must be trainable
-        if folds:
-            scored = scored_rows(folds, test_rows(dataset, settings.profile))
-            candidates, counts = filtered_pool(dataset, windows, scored, settings.profile)
-            if len(candidates) < MIN_POOL:
-                problems.append(empty_pool_message(counts, settings.profile.evaluation.cv))
-    return {"problems": problems, "device": device, "cuda_available": torch.cuda.is_available(),
+        try:
+            more, warnings = _protocol_problems(dataset, settings.profile)
+            problems += more
+        except Exception as exc:  # noqa: BLE001 -- gate 0 answers with a problem, never a crash
+            problems.append(f"{root}: the folds or the pool could not be built ({type(exc).__name__}: {exc})")
+    return {"problems": problems, "warnings": warnings, "device": device, "cuda_available": torch.cuda.is_available(),
             "data_root": str(root), "data": dataset.summary() if dataset is not None else None}
+
+
+def _protocol_problems(dataset, profile: Profile) -> tuple[list, list]:
+    windows = normalize_windows(dataset.labeled.features, shared_channels=profile.data.channels == "ohlc")
+    folds, problems = protocol_folds(dataset, windows, profile)  # every fold must be trainable
+    warnings = []
+    if folds:
+        scored = scored_rows(folds, test_rows(dataset, profile))
+        candidates, counts = filtered_pool(dataset, windows, scored, profile)
+        if len(candidates) < MIN_POOL:
+            problems.append(empty_pool_message(counts, profile.evaluation.cv))
+        else:
+            small = small_pool_warning(len(candidates), windows.shape[1:], profile)
+            warnings += [small] if small else []
+    return problems, warnings
