@@ -35,3 +35,32 @@ def test_wrong_type_is_rejected():
 
 def test_every_key_is_section_dot_field():
     assert all(key.count(".") == 1 for key in valid_keys(full_profile()))
+
+
+@pytest.mark.parametrize("item, allowed", [
+    ("data.channels=OHLC", "ohlc, generic"),  # capitals used to switch the OHLC checks off silently
+    ("pretrain.mask_strategy=patches", "random, block, patch"),
+    ("finetune.loss=ce", "weighted_ce, focal"),
+    ("finetune.select=best", "raw, ema, swa"),
+    ("thresholds.gate_policy=strict", "point, ci"),
+    ("evaluation.cv=kfold", "holdout, blocked, walk-forward"),
+])
+def test_enumerated_settings_are_checked_at_start_with_the_allowed_values(item, allowed):
+    with pytest.raises(ValueError, match=f"expected one of {allowed}, found"):
+        apply_overrides(quick_profile(), [item])
+
+
+def test_a_wrong_case_gets_a_did_you_mean():
+    with pytest.raises(ValueError, match="did you mean 'ohlc'"):
+        apply_overrides(quick_profile(), ["data.channels=OHLC"])
+
+
+def test_the_choices_are_the_ones_the_library_implements():
+    from moola.config import CHOICES
+    from moola.evaluation.folds import PROTOCOLS
+    from moola.training.classifier import LOSSES
+    from moola.training.masking import STRATEGIES
+
+    assert CHOICES["pretrain.mask_strategy"] == STRATEGIES and CHOICES["finetune.loss"] == LOSSES
+    assert CHOICES["evaluation.cv"] == PROTOCOLS
+    assert all(getattr(getattr(full_profile(), k.split(".")[0]), k.split(".")[1]) in v for k, v in CHOICES.items())

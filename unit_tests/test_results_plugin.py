@@ -142,3 +142,45 @@ def test_unit_tests_turn_any_other_warning_into_an_error():
 
     with pytest.raises(UserWarning, match="strict"):
         warnings.warn("strict", UserWarning)
+
+
+SAVES_A_MODEL = '''
+    from pathlib import Path
+    from moola.artifacts import save_checkpoint
+    import torch
+    settings = request.config.pluginmanager.get_plugin("moola-results").settings
+    path = Path("models/enhanced_finetuned_v1.pt")
+    save_checkpoint(path, {{"w": torch.zeros(2)}}, {{"gate": {{"gate": "{gate}", "status": "pending",
+                                                           "run_id": settings.run_id}}}})
+    gate_record.artifacts = {{"model": str(path.resolve())}}
+    assert {verdict}, "val_f1 below the rule"
+'''
+
+
+@pytest.mark.parametrize("verdict, status, deliverable", [("False", "failed", False), ("True", "passed", True)])
+def test_a_saved_model_says_in_its_metadata_whether_its_gate_passed(pytester, verdict, status, deliverable):
+    from moola.artifacts import load_checkpoint
+
+    pytester.makeconftest(ROOT_CONFTEST.read_text())
+    pytester.makepyfile(test_4_fake_gate=f'''
+import pytest
+
+def test_gate_4(request, gate_record):
+{SAVES_A_MODEL.format(gate="4_fake_gate", verdict=verdict)}
+''')
+    pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    [line] = read_lines(pytester.path / "gated_workflow_results.jsonl")
+    _, metadata = load_checkpoint(pytester.path / "models/enhanced_finetuned_v1.pt")
+    assert line["status"] == status
+    assert metadata["gate"]["status"] == status and metadata["gate"]["deliverable"] is deliverable
+    assert metadata["gate"]["run_id"] == line["run_id"]
+
+
+def test_a_model_from_another_run_is_never_marked(tmp_path):
+    import torch
+
+    from moola.artifacts import load_checkpoint, mark_gate, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "m.pt", {"w": torch.zeros(1)}, {"gate": {"status": "pending", "run_id": "old"}})
+    assert not mark_gate(path, "new", "failed", "no")
+    assert load_checkpoint(path)[1]["gate"]["status"] == "pending"
