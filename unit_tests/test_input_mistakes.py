@@ -3,7 +3,6 @@ never an internal error, never silent acceptance (issue 10)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
