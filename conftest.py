@@ -172,7 +172,9 @@ class ResultsPlugin:
                                                            "device": settings.device_type,
                                                            "state": "requested (not applied yet)"},
                 "seed": settings.seed,
+                # Gate 0 writes before the `run` fixture: the summary of the data the header read.
                 "data": self.context.get("data") or {"root": str(settings.data_root), **(
+                    self.checked[0].summary() if self.checked and self.checked[0] is not None else {}), **(
                     {"train_labels": "shuffled (a negative control)"} if settings.shuffle_labels else {})},
                 "evaluation": self.context.get("evaluation") or {
                     "description": describe_protocol(settings.profile), **dataclasses.asdict(settings.profile.evaluation),

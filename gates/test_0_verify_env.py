@@ -11,7 +11,7 @@ def test_environment_and_data_contract_hold(settings, data_check, gate_record):
     problems = report["problems"]
     gate_record.metrics = {"n_problems": len(problems), **report["device"]}
     gate_record.extra = {"problems": problems, "data_warnings": report["warnings"], "data_root": report["data_root"],
-                         "data_summary": report["data"], "cuda_available": report["cuda_available"]}
+                         "cuda_available": report["cuda_available"]}
     if problems:
         # The list is the message: no traceback (it would repeat the settings and the dataset).
         pytest.fail(f"{len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in problems), pytrace=False)
