@@ -160,6 +160,9 @@ def read_windows(path: Path, labeled: bool) -> tuple[WindowTable | None, list[Pr
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            return None, [Problem(str(path), "a parquet file", "a folder (a partitioned dataset?)",
+                                  "write one file: pd.read_parquet(folder).to_parquet(path)")]
         return None, [Problem(str(path), "a parquet file", "no such file",
                               "check --data-dir, or run with --demo to use the demo data")]
     try:

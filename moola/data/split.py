@@ -26,11 +26,11 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
     """Read `{"train_indices", "val_indices"[, "test_indices"]}` or the legacy `train_idx`/`val_idx`."""
     path = Path(path)
     if not path.is_file():
-        return None, [Problem(str(path), "a split JSON file", "no such file",
+        return None, [Problem(str(path), "a split JSON file", "a folder" if path.is_dir() else "no such file",
                               "write one with: python -m moola make-split DATA_DIR --val-fraction 0.2")]
     try:
         raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         return None, [Problem(str(path), "valid JSON", f"{type(exc).__name__}: {exc}",
                               "rewrite it with: python -m moola make-split DATA_DIR")]
     for train_key, val_key in KEY_STYLES:
