@@ -41,6 +41,7 @@ def same_window(windows: np.ndarray, others: np.ndarray, atol: float = SAME_WIND
 
 
 MIN_SHARED_BARS = 10  # the shortest overlap that counts (shorter ones carry little of a window)
+PAIRS_PER_STEP = 2_000_000  # candidate pairs expanded at once (~100 MB of temporaries)
 MIN_CHANGES = 5  # bar-to-bar changes a verified overlap must hold (flat stretches match by chance)
 
 
@@ -110,13 +111,17 @@ def shared_bars(windows: np.ndarray, others: np.ndarray, min_shared: int | None 
             continue
         slot = np.searchsorted(unique, chunk[rows_a, pos_a])  # (h,) which run of the others
         reps = counts[slot]
-        lo = first[slot]
-        expand = np.repeat(np.arange(len(rows_a)), reps)  # every (run in a, equal run in b) pair
-        within = np.arange(len(expand)) - np.repeat(np.cumsum(reps) - reps, reps)
-        matched = lo[expand] + within
-        keys = ((rows_a[expand] + start).astype(np.int64) * len(b) + rows_b[matched]) * span \
-            + (pos_a[expand] - pos_b[matched] + n_bars)
-        candidates.append(np.unique(keys))
+        ends = np.cumsum(reps)
+        cuts = np.searchsorted(ends, np.arange(PAIRS_PER_STEP, ends[-1], PAIRS_PER_STEP))
+        for part in np.split(np.arange(len(rows_a)), cuts):  # at most ~PAIRS_PER_STEP pairs in memory
+            if not len(part):
+                continue
+            expand = np.repeat(part, reps[part])  # every (run in a, equal run in b) pair
+            within = np.arange(len(expand)) - np.repeat(np.cumsum(reps[part]) - reps[part], reps[part])
+            matched = first[slot[expand]] + within
+            keys = ((rows_a[expand] + start).astype(np.int64) * len(b) + rows_b[matched]) * span \
+                + (pos_a[expand] - pos_b[matched] + n_bars)
+            candidates.append(np.unique(keys))
     if not candidates:
         return empty
     keys = np.unique(np.concatenate(candidates))
