@@ -26,8 +26,11 @@ def demo_data(args) -> int:
 def make_split(args) -> int:
     root = Path(args.data_dir)
     table, problems = read_windows(root / LABELED, labeled=True)
-    if table is None:
-        raise DataContractError(problems)
+    # The split orders rows by `timestamp` and counts labels: a problem in either column would
+    # silently give a split by row order, or wrong counts.
+    blocking = [p for p in problems if "column 'timestamp'" in p.where or "column 'label'" in p.where]
+    if table is None or blocking:
+        raise DataContractError(blocking or problems)
     split = temporal_split(len(table), args.val_fraction, table.timestamps)
     train, val = np.asarray(split["train_indices"]), np.asarray(split["val_indices"])
     leaking = leaking_rows(table, train, val)
@@ -45,7 +48,7 @@ def make_split(args) -> int:
                          + "; expected both classes on both sides (train >= 2 each, val >= 1). Try another "
                          "--val-fraction, or label windows of the missing class in that period. Nothing written")
     out = Path(args.out) if args.out else root / SPLIT
-    if out.exists() and not args.force and not args.out:
+    if out.exists() and not args.force:
         backup = free_name(out.with_name(out.name + ".bak"))
         out.replace(backup)
         print(f"kept the previous split as {backup}")

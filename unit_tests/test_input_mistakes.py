@@ -120,6 +120,23 @@ def _file_variant(name):
         "split_out_of_range": lambda f, r: (r / SPLIT).write_text(json.dumps(
             {"train_indices": f.split["train_indices"], "val_indices": [99, 100]})),
         "split_flat_at_root": lambda f, r: (r / SPLIT).rename(r / SPLIT.name),
+        "split_huge_int": lambda f, r: (r / SPLIT).write_text(json.dumps(
+            {"train_indices": [10**30], "val_indices": f.split["val_indices"]})),
+        "split_folder": lambda f, r: ((r / SPLIT).unlink(), (r / SPLIT).mkdir()),
+        "labeled_null_bar": lambda f, r: write_table(r / LABELED, {
+            **labeled_columns(f), "features": pa.array([[None if (i, t) == (3, 2) else bar for t, bar in enumerate(w)]
+                                                        for i, w in enumerate(f.labeled["features"].tolist())])}),
+        "labeled_zero_bars": lambda f, r: write_table(r / LABELED, {
+            **labeled_columns(f), "features": pa.array([[] for _ in f.labeled["window_id"]], pa.list_(pa.list_(pa.float64())))}),
+        "labeled_zero_channels": lambda f, r: write_table(r / LABELED, {
+            **labeled_columns(f), "features": pa.array([[[] for _ in range(12)] for _ in f.labeled["window_id"]],
+                                                       pa.list_(pa.list_(pa.float64())))}),
+        "labeled_duplicate_columns": lambda f, r: pq.write_table(pa.Table.from_arrays(
+            [*labeled_columns(f).values(), pa.array(f.labeled["label"])], names=[*labeled_columns(f), "label"]),
+            r / LABELED),
+        "meta_bad_json": lambda f, r: (r / "moola_dataset.json").write_text("{"),
+        "meta_classes_not_a_list": lambda f, r: (r / "moola_dataset.json").write_text('{"classes": 5}'),
+        "meta_channels_upper": lambda f, r: (r / "moola_dataset.json").write_text('{"channels": "OHLC"}'),
     }
     return variants[name]
 
@@ -128,7 +145,9 @@ FILE_VARIANTS = ["labeled_zero_bytes", "labeled_text", "labeled_csv", "labeled_e
                  "labeled_flat_at_root", "labeled_transposed", "labeled_three_levels", "labeled_string_bars",
                  "labeled_nat", "pool_empty", "pool_short_windows", "pool_transposed", "pool_garbage", "pool_nan",
                  "split_strings", "split_empty_file", "split_latin1", "split_list", "split_floats", "split_nulls",
-                 "split_out_of_range", "split_flat_at_root"]
+                 "split_out_of_range", "split_flat_at_root", "split_huge_int", "split_folder", "labeled_null_bar",
+                 "labeled_zero_bars", "labeled_zero_channels", "labeled_duplicate_columns", "meta_bad_json",
+                 "meta_classes_not_a_list", "meta_channels_upper"]
 
 
 def corrupted_folder(tmp_path: Path, variant: tuple) -> Path:
@@ -152,18 +171,50 @@ def test_the_family_has_at_least_30_generated_variants():
     assert len(ALL_VARIANTS) >= 30 and len(set(ALL_VARIANTS)) == len(ALL_VARIANTS)
 
 
+def gate0_line(pytester, root: Path, tmp_path: Path):
+    """`pytest gates --end-gate 0` on `root`, in process (the header reads the data, gate 0 judges it)."""
+    results = tmp_path / "results.jsonl"
+    outcome = pytester.runpytest_inprocess(
+        str(REPO / "gates"), "--rootdir", str(REPO), "-c", str(REPO / "pytest.ini"), "--data-dir", str(root),
+        "--artifacts-dir", str(tmp_path / "artifacts"), "--results", str(results), "--end-gate", "0",
+        "-p", "no:cacheprovider")
+    lines = read_lines(results)
+    return outcome, lines
+
+
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=["-".join(v[1:]) for v in ALL_VARIANTS])
-def test_a_corrupted_input_is_a_gate0_problem_never_an_internal_error(tmp_path, variant):
+def test_a_corrupted_input_is_a_gate0_line_never_an_internal_error(pytester, tmp_path, variant):
     root = corrupted_folder(tmp_path, variant)
-    dataset, problems = check_data(root, DataConfig())  # the pytest header's call: must not raise
-    assert dataset is None and problems, f"{variant} accepted silently"
-    for problem in problems:
-        text = str(problem)
-        assert ": expected " in text and ", found " in text and "Fix: " in text, text
-        assert "could not decode" not in text and "while checking them" not in text, \
-            f"{variant} fell through to the safety net instead of a specific message: {text}"
-    report = verify_environment(settings(root, tmp_path))  # gate 0 itself
-    assert report["problems"] == [str(p) for p in problems]
+    outcome, lines = gate0_line(pytester, root, tmp_path)
+    assert outcome.ret == 1 and "INTERNALERROR" not in outcome.stdout.str(), outcome.stdout.str()[-3000:]
+    [line] = lines
+    assert line["gate"] == "0_verify_env" and line["status"] == "failed", f"{variant} accepted silently"
+    assert line["problems"] and line["metrics"]["n_problems"] == len(line["problems"])
+    for problem in line["problems"]:
+        assert ": expected " in problem and ", found " in problem and "Fix: " in problem, problem
+        assert "could not decode" not in problem and "while checking them" not in problem, \
+            f"{variant} fell through to the safety net instead of a specific message: {problem}"
+    assert not line.get("warnings"), f"{variant} raised warnings while being checked: {line['warnings']}"
+    assert line["data"]["root"] == str(root)
+
+
+def test_gate_0s_line_carries_the_data_summary_under_data(pytester, tmp_path):
+    root = DataFolder(tmp_path / "data").write()
+    outcome, [line] = gate0_line(pytester, root, tmp_path)
+    assert line["status"] == "warning" and "pool window(s)" in line["reason"]  # 30 windows: a small pool
+    assert line["data"]["n_train"] == 14 and line["data"]["window_shape"] == [12, 4] and "fingerprint" in line["data"]
+    assert "data_summary" not in line
+
+
+def test_the_safety_net_turns_an_unforeseen_failure_into_a_problem(tmp_path, monkeypatch):
+    import moola.data.validate as validate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a check nobody foresaw")
+
+    monkeypatch.setattr(validate, "check_ids", broken)
+    dataset, [problem] = check_data(DataFolder(tmp_path / "data").write(), DataConfig())
+    assert dataset is None and "RuntimeError: a check nobody foresaw" in str(problem) and "Fix: " in str(problem)
 
 
 def test_string_timestamps_and_null_labels_reach_gate_0_through_pytest(pytester, tmp_path):

@@ -12,7 +12,7 @@ from moola.config import DataConfig
 from moola.data import validate
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import WindowTable, read_windows
-from moola.data.split import Split, check_split, read_split
+from moola.data.split import Split, check_split, check_temporal, read_split
 
 LABELED = Path("processed/train_clean.parquet")
 UNLABELED = Path("raw/unlabeled_windows.parquet")
@@ -113,14 +113,17 @@ def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pr
         if config.channels == "ohlc":
             problems += validate.check_ohlc(table)
         usable.append(table)
+    if labeled is not None:  # the label set needs no split
+        problems += validate.check_label_set(labeled, tuple(config.classes))
     if labeled is None or split is None or labeled not in usable:
         return None, problems
     split_problems = check_split(split, len(labeled), labeled.timestamps)
     problems += split_problems
-    if split_problems:
+    if split_problems:  # lists that cannot index the rows: nothing below can use them
         return None, problems
-    problems += validate.check_labels(labeled, split, tuple(config.classes),
-                                      config.min_train_per_class, config.min_val_per_class)
+    problems += check_temporal(split, len(labeled), labeled.timestamps)  # the checks below still apply
+    problems += validate.check_class_counts(labeled, split, tuple(config.classes),
+                                            config.min_train_per_class, config.min_val_per_class)
     finite = [t for t in usable if np.isfinite(t.features).all()]
     if labeled in finite:  # leakage compares normalised windows: only finite ones can be
         problems += validate.check_leakage(labeled, unlabeled if unlabeled in finite else None, split,

@@ -69,9 +69,19 @@ def decode_features(column: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.
         )]
     bar_counts = np.asarray(pc.list_value_length(column))  # (N,) bars per window
     bars = column.flatten()
-    channel_counts = np.asarray(pc.list_value_length(bars))  # (sum T_i,) floats per bar
     if n == 0:
         return np.zeros((0, 0, 0), np.float32), problems
+    row_of_bar = np.repeat(np.arange(n), bar_counts)  # (sum T_i,) owning row of each bar
+    if bars.null_count:  # a missing bar (a minute with no trades written as null)
+        missing = np.zeros(n, bool)
+        missing[row_of_bar[np.asarray(bars.is_null())]] = True
+        return None, [Problem(where, "a bar (C numbers) at every step", f"null bars in {_rows(missing)}",
+                              "fill the missing bars (e.g. carry the last close) or drop those windows")]
+    channel_counts = np.asarray(pc.list_value_length(bars))  # (sum T_i,) floats per bar
+    if not len(channel_counts) or not channel_counts.max():
+        empty = bar_counts == 0 if not len(channel_counts) else np.ones(n, bool)
+        return None, [Problem(where, "windows of T bars × C numbers", f"empty windows or bars in {_rows(empty)}",
+                              "write each window's bars, each bar's values (e.g. 105 × 4)")]
     n_bars, n_channels = int(np.median(bar_counts)), int(np.median(channel_counts))
     bad_rows = bar_counts != n_bars
     if bad_rows.any():
@@ -79,7 +89,6 @@ def decode_features(column: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.
                                 f"other lengths in {_rows(bad_rows)}", "cut or drop the ragged windows"))
     bad_bars = channel_counts != n_channels
     if bad_bars.any():
-        row_of_bar = np.repeat(np.arange(n), bar_counts)  # (sum T_i,) owning row of each bar
         bad = np.zeros(n, bool)
         bad[row_of_bar[bad_bars]] = True
         problems.append(Problem(where, f"every bar with {n_channels} values",
@@ -142,6 +151,7 @@ def decode_timestamps(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray |
             pa.types.is_integer(kind) or pa.types.is_floating(kind)) else ""
         return None, [Problem(where, "a datetime column (timestamp type)", f"type {kind}{hint}", TIMESTAMP_FIX)]
     try:
+        column = column.combine_chunks()  # an Array: ChunkedArray.to_numpy takes no arguments before pyarrow 13
         column = column.cast(pa.timestamp("ns", tz=kind.tz) if pa.types.is_timestamp(kind) else pa.timestamp("ns"))
         nulls = np.asarray(column.is_null())
         ns = np.asarray(column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)

@@ -53,6 +53,11 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
                                     f"{type(wrong).__name__} values, e.g. {str(wrong)[:40]!r}" if isinstance(values, list)
                                     else f"{type(values).__name__} {str(values)[:60]}", fix))
             continue
+        huge = [v for v in values if abs(v) >= 2**62]
+        if huge:
+            problems.append(Problem(f"{path} key {key!r}", "row positions of the labeled file",
+                                    f"out-of-range {huge[:3]}", "regenerate the split for this labeled file"))
+            continue
         lists[key] = np.asarray(values, dtype=np.int64)
     if problems:  # a list that cannot be read is not checked further (no spurious "empty list")
         return None, problems
@@ -60,7 +65,7 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
 
 
 def check_split(split: Split, n_rows: int, timestamps: np.ndarray | None) -> list[Problem]:
-    """Disjoint, in range, non-empty, and temporal: every train row precedes every val (and test) row."""
+    """Disjoint, in range, non-empty lists (`check_temporal` checks their order)."""
     where = str(split.path)
     problems = []
     parts = {"train": split.train, "val": split.val, "test": split.test}
@@ -81,8 +86,14 @@ def check_split(split: Split, n_rows: int, timestamps: np.ndarray | None) -> lis
             problems.append(Problem(f"{where} {a}/{b} lists", "disjoint lists",
                                     f"{len(shared)} shared rows, e.g. {shared[:5].tolist()}",
                                     "a row belongs to exactly one side of the split"))
-    if problems:
-        return problems
+    return problems
+
+
+def check_temporal(split: Split, n_rows: int, timestamps: np.ndarray | None) -> list[Problem]:
+    """Every train row precedes every val (and test) row, by timestamp or else row order."""
+    where = str(split.path)
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    problems = []
     order = timestamps if timestamps is not None else np.arange(n_rows)
     by = "timestamp" if timestamps is not None else "row order (no timestamp column)"
     for later in ("val", "test"):

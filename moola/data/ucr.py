@@ -65,17 +65,30 @@ def write_ucr(name: str, out_dir: Path) -> dict:
     return {"n_train": n_train, "n_val": n_test, "window_shape": list(train_x.shape[1:]), **meta}
 
 
-def dataset_overrides(data_root: Path) -> list[str]:
-    """`--set`-style data overrides a folder declares about itself (applied before the user's own)."""
+def dataset_overrides(data_root: Path) -> tuple[list[str], list[str]]:
+    """`--set`-style data overrides a folder declares about itself (applied before the user's own),
+    and the problems with that file (a gate-0 answer: the run goes on without it)."""
     path = Path(data_root) / META
     if not path.is_file():
-        return []
-    meta = json.loads(path.read_text())
-    overrides = []
-    if "channels" in meta:
-        overrides.append(f"data.channels={meta['channels']}")
+        return [], []
+    fix = "rewrite it as python -m moola import-ucr does, e.g. {\"channels\": \"generic\", \"cv\": \"holdout\"}, or delete it"
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        return [], [f"{path}: expected a JSON object, found {type(exc).__name__}: {exc}. Fix: {fix}"]
+    if not isinstance(meta, dict):
+        return [], [f"{path}: expected a JSON object, found {type(meta).__name__}. Fix: {fix}"]
+    overrides, problems = [], []
+    for key, setting in (("channels", "data.channels"), ("cv", "evaluation.cv")):
+        if key in meta:
+            if isinstance(meta[key], str):
+                overrides.append(f"{setting}={meta[key]}")
+            else:
+                problems.append(f"{path} key {key!r}: expected a string, found {meta[key]!r}. Fix: {fix}")
     if "classes" in meta:
-        overrides.append(f"data.classes={','.join(meta['classes'])}")
-    if "cv" in meta:
-        overrides.append(f"evaluation.cv={meta['cv']}")
-    return overrides
+        classes = meta["classes"]
+        if isinstance(classes, list) and classes and all(isinstance(c, str) and c.strip() for c in classes):
+            overrides.append(f"data.classes={','.join(classes)}")
+        else:
+            problems.append(f"{path} key 'classes': expected a list of class names, found {classes!r}. Fix: {fix}")
+    return overrides, problems

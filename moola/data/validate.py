@@ -44,14 +44,24 @@ def check_ids(table: WindowTable) -> list[Problem]:
     return []
 
 
-def check_labels(table: WindowTable, split: Split, classes: tuple, min_train: int, min_val: int) -> list[Problem]:
-    where = f"{table.path} column 'label'"
+def check_label_set(table: WindowTable, classes: tuple) -> list[Problem]:
+    """The labels are exactly the expected classes (when the profile names them)."""
     found = sorted(set(table.labels.tolist()))
-    problems = []
     if classes and found != sorted(classes):
-        problems.append(Problem(where, f"exactly the classes {sorted(classes)}", f"{found}",
-                                "relabel, or set --set data.classes=a,b to the classes you train"))
-        return problems
+        near = {c.lower(): c for c in classes}
+        hint = [f"{f!r} -> {near[f.strip().lower()]!r}" for f in found if f not in classes and f.strip().lower() in near]
+        return [Problem(f"{table.path} column 'label'", f"exactly the classes {sorted(classes)}", f"{found}",
+                        (f"rename {', '.join(hint)}; " if hint else "") +
+                        "relabel, or set --set data.classes=a,b to the classes you train")]
+    return []
+
+
+def check_class_counts(table: WindowTable, split: Split, classes: tuple, min_train: int, min_val: int) -> list[Problem]:
+    """Enough rows of every class on each side of the split."""
+    found = sorted(set(table.labels.tolist()))
+    if classes and found != sorted(classes):
+        return []  # check_label_set reports it
+    problems = []
     for name, rows, minimum in (("train", split.train, min_train), ("val", split.val, min_val)):
         labels, counts = np.unique(table.labels[rows].astype(str), return_counts=True)
         count = dict(zip(labels.tolist(), counts.tolist()))

@@ -15,7 +15,7 @@ from moola.data.dataset import Dataset, load_dataset
 from moola.data.demo import cached_demo
 from moola.data.normalize import normalize_windows
 from moola.data.overlap import sharing_matrix
-from moola.data.ucr import dataset_overrides
+from moola.data.ucr import META, dataset_overrides
 from moola.evaluation.folds import PROTOCOLS, REFIT, Fold, identical_groups, make_folds
 from moola.seeding import describe_device, resolve_device
 
@@ -33,6 +33,7 @@ class Settings:
     fresh: bool = False
     demo: bool = False
     shuffle_labels: bool = False  # negative control: train labels permuted (seeded) before any training
+    setup_problems: tuple = ()  # found while resolving (the data folder's own settings file): gate 0 lists them
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every profile field
@@ -62,11 +63,18 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
         raise ValueError("--demo and --data-dir both given: --demo uses the embedded demo data; drop one")
     data_root = Path(data_dir) if data_dir else (artifacts / "demo_data" if demo else rootdir / "data")
     # A folder may declare its own channels/classes (python -m moola import-ucr writes one); --set wins.
-    overrides = [*dataset_overrides(data_root), *overrides]
-    resolved = apply_overrides(resolve_profile(profile, _device_type(device)), overrides)
+    resolved = resolve_profile(profile, _device_type(device))
+    declared, setup_problems = dataset_overrides(data_root)
+    for item in declared:  # the folder's own file: a bad value is a gate-0 problem, not a usage error
+        try:
+            resolved = apply_overrides(resolved, [item])
+        except ValueError as exc:
+            setup_problems.append(f"{data_root / META}: {exc}. Fix: correct or delete that file")
+    resolved = apply_overrides(resolved, overrides)
     check_evaluation(resolved.evaluation)
     results_path = Path(results) if results else rootdir / "gated_workflow_results.jsonl"
-    return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo, shuffle_labels)
+    return Settings(resolved, device, data_root, artifacts, results_path, seed, fresh, demo, shuffle_labels,
+                    setup_problems=tuple(setup_problems))
 
 
 def check_evaluation(config: EvaluationConfig) -> None:

@@ -34,7 +34,7 @@ def small_pool_warning(n_pool: int, window_shape: tuple, profile: Profile) -> st
     return (f"{UNLABELED}: pretraining would use {used} pool window(s) ({used * n_bars * n_channels:,} values), fewer "
             f"values than the encoder's {weights:,} parameters (hidden {profile.pretrain.hidden_size}, "
             f"{profile.pretrain.num_layers} layers): it can memorise the pool instead of learning bar structure. "
-            f"Add windows (at least {needed:,}; README 'The unlabeled pool' cuts them from bars); gate 3's probe "
+            f"Add windows ({needed:,} or more in all; README 'The unlabeled pool' cuts them from bars); gate 3's probe "
             "and reconstruction checks judge the result")
 
 
@@ -43,7 +43,7 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
 
     `data_check`: `check_data`'s result for these settings when already computed (the pytest header).
     """
-    problems, warnings = [], []
+    problems, warnings = list(settings.setup_problems), []
     device = {"device": settings.requested_device, "memory_gb": None}
     try:
         device = describe_device(resolve_device(settings.requested_device))
