@@ -19,7 +19,7 @@ import pytest
 # MiniRocket's numba kernels compile once into a project-local cache (SPEC §7), not per run.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cache"))
 
-from moola.artifacts import mark_gate
+from moola.artifacts import GATE_OF, mark_gate
 from moola.data.dataset import check_data
 from moola.report import format_run
 from moola.results import GateWarning, append_line, build_line, versions
@@ -325,6 +325,21 @@ class ResultsPlugin:
                 why = (f"session stopped after gate {stopped[-1]} {self.written[stopped[-1]]} (-x)" if stopped
                        else "session stopped before this gate ran")
                 self.write(gate, "not_run", why, 0.0, GateRecord())
+        self.mark_unjudged_models()
+
+    def mark_unjudged_models(self) -> None:
+        """A model this run saved whose gate never ruled on it (a fixture that crashed after the save,
+        a narrowed run such as -k augment refitting gate 4's model): its file says so."""
+        artifacts_dir = self.settings.artifacts_dir
+        for folder in (artifacts_dir, artifacts_dir / "negative_control"):
+            for relative, gate in GATE_OF.items():
+                status = self.written.get(gate, "not_run")
+                reason = (f"gate {gate} did not run in this session; this model was trained for a later gate"
+                          if status == "not_run" else f"gate {gate} {status} before judging this model")
+                try:
+                    mark_gate(folder / relative, self.settings.run_id, status, reason, only_pending=True)
+                except Exception as exc:  # noqa: BLE001 -- the results are written; say it and go on
+                    warnings.warn(f"{folder / relative}: could not record its gate's verdict: {exc}", stacklevel=1)
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.written:

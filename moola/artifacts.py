@@ -34,6 +34,7 @@ FINETUNED = Path("models/enhanced_finetuned_v1.pt")
 AUGMENTED = Path("models/enhanced_augmented_v1.pt")
 BASELINE = Path("models/simple_lstm_baseline_v1.pt")
 GATE_OF = {FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train", BASELINE: "6_baseline_simplelstm"}
+DELIVERABLE_GATES = ("4_finetune_enhanced", "5_augment_train")  # SimpleLSTM is gate 6's baseline, never delivered
 
 
 def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:
@@ -56,21 +57,22 @@ def save_atomic(path: Path, payload) -> Path:
     return path
 
 
-def mark_gate(path: Path, run_id: str, status: str, reason: str | None) -> bool:
+def mark_gate(path: Path, run_id: str, status: str, reason: str | None, only_pending: bool = False) -> bool:
     """Write the gate's verdict into the metadata of the model this run saved at `path`.
 
     A file at a deliverable path says whether its gate passed (`metadata["gate"]["status"]`).
-    Returns False (and leaves the file alone) when it is not this run's model.
+    Returns False (and leaves the file alone) when it is not this run's model, or when
+    `only_pending` and its gate already ruled.
     """
     path = Path(path)
     if not path.is_file():
         return False
     state, metadata = load_checkpoint(path)
     gate = metadata.get("gate") or {}
-    if gate.get("run_id") != run_id:
+    if gate.get("run_id") != run_id or (only_pending and gate.get("status") != "pending"):
         return False
     metadata["gate"] = {**gate, "status": status, "reason": reason,
-                        "deliverable": status in ("passed", "warning")}
+                        "deliverable": status in ("passed", "warning") and gate.get("gate") in DELIVERABLE_GATES}
     save_checkpoint(path, state, metadata)
     return True
 

@@ -210,6 +210,13 @@ def check_choices(profile: Profile) -> None:
         if value not in allowed:
             hint = f" (did you mean {str(value).lower()!r}?)" if str(value).lower() in allowed else ""
             raise ValueError(f"--set {key}={value}: expected one of {', '.join(allowed)}, found {value!r}{hint}")
+    finetune = profile.finetune  # the weights gate 4 judges must exist (else it fails after pretraining)
+    needs = {"swa": ("finetune.swa_fraction", finetune.swa_fraction), "ema": ("finetune.ema_half_life", finetune.ema_half_life)}
+    if finetune.select in needs and not needs[finetune.select][1] > 0:
+        key, value = needs[finetune.select]
+        raise ValueError(f"--set {key}={value} with finetune.select={finetune.select}: expected {key} > 0 (the "
+                         f"{finetune.select.upper()} weights gate 4 judges would never be kept); raise it, or "
+                         "choose another finetune.select")
 
 
 def _parse(raw: str, annotation, key: str):
@@ -222,7 +229,7 @@ def _parse(raw: str, annotation, key: str):
     if target is tuple:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     try:
-        return target(raw)
+        return target(raw.strip() if target is str else raw)
     except ValueError:
         raise ValueError(
             f"--set {key}={raw}: expected {target.__name__}, found {raw!r}"

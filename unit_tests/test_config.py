@@ -64,3 +64,13 @@ def test_the_choices_are_the_ones_the_library_implements():
     assert CHOICES["pretrain.mask_strategy"] == STRATEGIES and CHOICES["finetune.loss"] == LOSSES
     assert CHOICES["evaluation.cv"] == PROTOCOLS
     assert all(getattr(getattr(full_profile(), k.split(".")[0]), k.split(".")[1]) in v for k, v in CHOICES.items())
+
+
+@pytest.mark.parametrize("items, message", [
+    (["finetune.swa_fraction=0"], "finetune.swa_fraction=0.0 with finetune.select=swa"),
+    (["finetune.select=ema", "finetune.ema_half_life=0"], "finetune.ema_half_life=0 with finetune.select=ema"),
+])
+def test_a_selected_average_that_would_never_be_kept_is_refused_at_start(items, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(quick_profile(), items)
+    assert apply_overrides(quick_profile(), [*items, "finetune.select=raw"]).finetune.select == "raw"

@@ -200,14 +200,14 @@ def test_a_corrupted_input_is_a_gate0_line_never_an_internal_error(pytester, tmp
 
 def test_gate_0s_line_carries_the_data_summary_under_data(pytester, tmp_path):
     root = DataFolder(tmp_path / "data").write()
-    outcome, [line] = gate0_line(pytester, root, tmp_path)
+    _, [line] = gate0_line(pytester, root, tmp_path)
     assert line["status"] == "warning" and "pool window(s)" in line["reason"]  # 30 windows: a small pool
     assert line["data"]["n_train"] == 14 and line["data"]["window_shape"] == [12, 4] and "fingerprint" in line["data"]
     assert "data_summary" not in line
 
 
 def test_the_safety_net_turns_an_unforeseen_failure_into_a_problem(tmp_path, monkeypatch):
-    import moola.data.validate as validate
+    from moola.data import validate
 
     def broken(*args, **kwargs):
         raise RuntimeError("a check nobody foresaw")

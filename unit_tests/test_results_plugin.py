@@ -166,7 +166,7 @@ def test_a_saved_model_says_in_its_metadata_whether_its_gate_passed(pytester, ve
 import pytest
 
 def test_gate_4(request, gate_record):
-{SAVES_A_MODEL.format(gate="4_fake_gate", verdict=verdict)}
+{SAVES_A_MODEL.format(gate="4_finetune_enhanced", verdict=verdict)}
 ''')
     pytester.runpytest_inprocess("-p", "no:cacheprovider")
     [line] = read_lines(pytester.path / "gated_workflow_results.jsonl")
@@ -184,3 +184,35 @@ def test_a_model_from_another_run_is_never_marked(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", {"w": torch.zeros(1)}, {"gate": {"status": "pending", "run_id": "old"}})
     assert not mark_gate(path, "new", "failed", "no")
     assert load_checkpoint(path)[1]["gate"]["status"] == "pending"
+
+
+def test_a_model_whose_gate_never_ruled_says_so_at_session_end(pytester):
+    """-k augment refits gate 4's model for gate 5: gate 4 never judges that file, and it must not stay pending."""
+    from moola.artifacts import load_checkpoint
+
+    pytester.makeconftest(ROOT_CONFTEST.read_text())
+    pytester.makepyfile(test_5_fake_gate='''
+from pathlib import Path
+import torch
+from moola.artifacts import save_checkpoint
+
+def test_gate_5(request, gate_record):
+    settings = request.config.pluginmanager.get_plugin("moola-results").settings
+    save_checkpoint(settings.artifacts_dir / "models/enhanced_finetuned_v1.pt", {"w": torch.zeros(1)},
+                    {"gate": {"gate": "4_finetune_enhanced", "status": "pending", "run_id": settings.run_id}})
+''')
+    pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    _, metadata = load_checkpoint(pytester.path / "artifacts/models/enhanced_finetuned_v1.pt")
+    assert metadata["gate"]["status"] == "not_run" and metadata["gate"]["deliverable"] is False
+    assert "did not run in this session" in metadata["gate"]["reason"]
+
+
+def test_the_baseline_is_never_the_deliverable(tmp_path):
+    import torch
+
+    from moola.artifacts import load_checkpoint, mark_gate, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "b.pt", {"w": torch.zeros(1)},
+                           {"gate": {"gate": "6_baseline_simplelstm", "status": "pending", "run_id": "r"}})
+    assert mark_gate(path, "r", "warning", "SimpleLSTM no worse")
+    assert load_checkpoint(path)[1]["gate"]["deliverable"] is False
