@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,8 +136,17 @@ def _strings(table: pa.Table, name: str, path: Path, what: str) -> tuple[np.ndar
     return values, []
 
 
-TIMESTAMP_FIX = ("store datetimes, e.g. df['timestamp'] = pd.to_datetime(df['timestamp'], format='%m/%d/%Y %H:%M') "
-                 "before to_parquet, or drop the column (row order is then time order)")
+def timestamp_fix(example=None, kind=None) -> str:
+    """The conversion for what the column holds: ISO strings, other strings (say the format), epoch numbers."""
+    tail = " before to_parquet, or drop the column (row order is then time order)"
+    if isinstance(example, str) and re.match(r"^\d{4}-\d{2}-\d{2}", example.strip()):
+        return f"store datetimes: df['timestamp'] = pd.to_datetime(df['timestamp']){tail}"
+    if isinstance(example, str):
+        return ("store datetimes: df['timestamp'] = pd.to_datetime(df['timestamp'], format=...) with the format "
+                f"of these strings (e.g. '%m/%d/%Y %H:%M' if the month comes first, '%d/%m/%Y %H:%M' if the day does){tail}")
+    if kind is not None and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+        return f"store datetimes: df['timestamp'] = pd.to_datetime(df['timestamp'], unit='s') (or unit='ms'){tail}"
+    return f"store datetimes (pd.to_datetime){tail}"
 
 
 def decode_timestamps(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray | None, list[Problem]]:
@@ -145,18 +155,16 @@ def decode_timestamps(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray |
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         example = next((v for v in column.to_pylist() if v is not None), None)
         return None, [Problem(where, "a datetime column (timestamp type)", f"strings, e.g. {example!r}",
-                              TIMESTAMP_FIX)]
+                              timestamp_fix(example))]
     if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
-        hint = " (epoch numbers: pd.to_datetime(df['timestamp'], unit='s') or unit='ms')" if (
-            pa.types.is_integer(kind) or pa.types.is_floating(kind)) else ""
-        return None, [Problem(where, "a datetime column (timestamp type)", f"type {kind}{hint}", TIMESTAMP_FIX)]
+        return None, [Problem(where, "a datetime column (timestamp type)", f"type {kind}", timestamp_fix(kind=kind))]
     try:
         column = column.combine_chunks()  # an Array: ChunkedArray.to_numpy takes no arguments before pyarrow 13
         column = column.cast(pa.timestamp("ns", tz=kind.tz) if pa.types.is_timestamp(kind) else pa.timestamp("ns"))
         nulls = np.asarray(column.is_null())
         ns = np.asarray(column.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # out of datetime64[ns] range
-        return None, [Problem(where, "datetimes within 1677–2262 (nanoseconds)", f"{exc}", TIMESTAMP_FIX)]
+        return None, [Problem(where, "datetimes within 1677–2262 (nanoseconds)", f"{exc}", timestamp_fix())]
     if nulls.any():
         return None, [Problem(where, "a time in every row", f"null (NaT) in {_rows(nulls)}",
                               "fill or drop those rows, or drop the timestamp column (row order is then time order)")]
