@@ -57,6 +57,7 @@ CORRUPTIONS = {
     "ints": lambda n, column: pa.array(np.arange(n)),
     "floats": lambda n, column: pa.array(np.linspace(0, 1, n)),
     "strings": lambda n, column: pa.array([f"01/{i % 28 + 1:02d}/2024 10:00" for i in range(n)]),
+    "floats_nan": lambda n, column: pa.array(np.where(np.arange(n) == 2, np.nan, np.arange(n, dtype=float))),
     "lists": lambda n, column: pa.array([[1, 2]] * n),
     "all_null": lambda n, column: pa.nulls(n),
     "binary_latin1": lambda n, column: pa.array([f"caf\xe9 {i}".encode("latin-1") for i in range(n)], pa.binary()),
@@ -64,10 +65,10 @@ CORRUPTIONS = {
 }
 # Which corruptions are a mistake for which column (ints are valid window ids and timestamps would be epoch numbers).
 EXPECTED_PROBLEM = {
-    "window_id": {"nulls", "lists", "all_null", "binary_latin1", "struct"},
-    "label": {"nulls", "ints", "floats", "strings", "lists", "all_null", "binary_latin1", "struct"},
-    "timestamp": {"nulls", "ints", "floats", "strings", "lists", "all_null", "binary_latin1", "struct"},
-    "features": {"nulls", "ints", "floats", "strings", "lists", "all_null", "binary_latin1", "struct"},
+    "window_id": {"nulls", "floats_nan", "lists", "all_null", "binary_latin1", "struct"},
+    "label": {"nulls", "floats_nan", "ints", "floats", "strings", "lists", "all_null", "binary_latin1", "struct"},
+    "timestamp": {"nulls", "floats_nan", "ints", "floats", "strings", "lists", "all_null", "binary_latin1", "struct"},
+    "features": {"nulls", "floats_nan", "ints", "floats", "strings", "lists", "all_null", "binary_latin1", "struct"},
 }
 COLUMN_VARIANTS = [(column, name) for column, names in EXPECTED_PROBLEM.items() for name in sorted(names)]
 

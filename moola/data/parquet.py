@@ -130,6 +130,8 @@ def _strings(table: pa.Table, name: str, path: Path, what: str) -> tuple[np.ndar
         return None, [Problem(where, f"{what}s as strings", f"type {column.type} ({exc})",
                               f"write the {what} column as strings")]
     empty = np.array([value is None or not str(value).strip() for value in values], bool)
+    if pa.types.is_floating(column.type):  # NaN casts to the string "nan"
+        empty |= np.asarray(pc.is_nan(column.combine_chunks()).fill_null(True))
     if empty.any():
         return None, [Problem(where, f"a {what} in every row", f"null or empty in {_rows(empty)}",
                               f"{'label' if what == 'label' else 'fill'} or drop those rows")]
@@ -197,6 +199,11 @@ def read_windows(path: Path, labeled: bool) -> tuple[WindowTable | None, list[Pr
 
 
 def _decode(path: Path, table: pa.Table, labeled: bool) -> tuple[WindowTable | None, list[Problem]]:
+    names = table.column_names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return None, [Problem(f"{path} column {name!r}", "each column once", f"{names.count(name)} columns named {name!r}",
+                              "drop or rename the duplicates before writing") for name in repeated]
     required = ["window_id", FEATURES] + (["label"] if labeled else [])
     missing = [c for c in required if c not in table.column_names]
     if missing:

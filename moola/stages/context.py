@@ -262,7 +262,7 @@ def protocol_folds(dataset: Dataset, windows: np.ndarray, profile: Profile) -> t
                 f"evaluation --cv {config.cv}: fold {fold.index} trains on {len(fold.train)} rows with class counts "
                 f"{dict(zip(dataset.classes, counts.tolist()))}, expected >= {needed} of every class "
                 f"(rows {fold.scored.min()}–{fold.scored.max()} scored, {len(fold.purged)} purged); "
-                "use fewer --folds, --cv blocked, or --cv holdout")
+                f"use fewer --folds{'' if config.cv == 'blocked' else ', --cv blocked'}, or --cv holdout")
     return folds, problems
 
 

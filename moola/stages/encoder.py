@@ -139,7 +139,10 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
                                                                        "hidden_size": config.hidden_size,
                                                                        "num_layers": config.num_layers}},
                 "input": {"window_shape": list(windows.shape[1:]), "channels": ctx.profile.data.channels,
-                          "shared_channels": ctx.shared_channels}, "versions": versions()}
+                          "shared_channels": ctx.shared_channels,
+                          "normalisation": "per-window z-score, " + ("one mean and std shared by the channels (OHLC)"
+                                                                     if ctx.shared_channels else "per channel")},
+                "versions": versions()}
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
     artifacts.save_checkpoint(entry, result.model_state, metadata)
