@@ -430,3 +430,19 @@ def test_every_network_rebuilds_from_its_architecture():
         rebuilt.load_state_dict(network.state_dict())
     with pytest.raises(ValueError, match="predates architecture metadata"):
         models.rebuild({})
+
+
+def test_zoned_and_naive_timestamps_in_the_two_files_are_a_problem(data_folder):
+    data_folder.labeled["timestamp"] = pd.date_range("2024-01-01", periods=20, freq="h", tz="UTC")
+    data_folder.unlabeled["timestamp"] = pd.date_range("2023-01-01", periods=30, freq="h").values
+    problems = [str(p) for p in check_data(data_folder.write(), DataConfig())[1]]
+    assert any("unlabeled_windows.parquet column 'timestamp'" in p and "tz_localize" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("make", ["file", "missing"])
+def test_a_data_root_that_is_not_a_folder_is_one_problem(tmp_path, make):
+    root = tmp_path / "data"
+    if make == "file":
+        root.write_text("x")
+    [problem] = [str(p) for p in check_data(root, DataConfig())[1]]
+    assert ("a file" if make == "file" else "no such folder") in problem and "--data-dir" in problem

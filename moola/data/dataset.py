@@ -87,6 +87,10 @@ def transposed(table: WindowTable, config: DataConfig) -> Problem | None:
 
 
 def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Problem]]:
+    if not root.is_dir():
+        return None, [Problem(str(root), "a data folder (processed/, raw/, artifacts/splits/v1/)",
+                              "a file" if root.exists() else "no such folder",
+                              "pass the folder with --data-dir, or run with --demo")]
     labeled, problems = read_windows(root / LABELED, labeled=True)
     unlabeled, more = read_windows(root / UNLABELED, labeled=False)
     problems += more
@@ -97,6 +101,13 @@ def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pr
             misplaced_here = misplaced(root, relative)
             if misplaced_here:  # replace "no such file" with where it is and the move
                 problems = [p for p in problems if p.where != str(root / relative)] + misplaced_here
+    both = [t for t in (labeled, unlabeled) if t is not None and t.timestamps is not None]
+    if len(both) == 2 and labeled.zoned != unlabeled.zoned:  # UTC against wall clock shifts overlaps by hours
+        naive = labeled if not labeled.zoned else unlabeled
+        problems.append(Problem(f"{naive.path} column 'timestamp'", "the same convention in both files (both with a "
+                                "time zone, or both without)", "one file with a time zone and one without",
+                                "localise the naive one: df['timestamp'] = df['timestamp'].dt.tz_localize('America/Chicago')"
+                                " (its exchange's zone) before to_parquet"))
     usable = []
     for table in (labeled, unlabeled):
         if table is None:

@@ -24,7 +24,8 @@ class WindowTable:
     window_ids: np.ndarray  # (N,) object of str
     features: np.ndarray  # (N, T, C) float32
     labels: np.ndarray | None = None  # (N,) object of str; labeled files only
-    timestamps: np.ndarray | None = None  # (N,) datetime64[ns]; when the file has them
+    timestamps: np.ndarray | None = None  # (N,) datetime64[ns] (UTC when the file's were zoned); when present
+    zoned: bool = False  # the file's timestamps carried a time zone
     expansion: np.ndarray | None = None  # (N, 2) int64 start/end; when the file has them
 
     def __len__(self) -> int:
@@ -220,8 +221,9 @@ def _decode(path: Path, table: pa.Table, labeled: bool) -> tuple[WindowTable | N
     if labeled:
         labels, more = _strings(table, "label", path, "label")
         problems += more
-    timestamps = None
+    timestamps, zoned = None, False
     if "timestamp" in table.column_names:
+        zoned = pa.types.is_timestamp(table["timestamp"].type) and table["timestamp"].type.tz is not None
         timestamps, more = decode_timestamps(table["timestamp"], f"{path} column 'timestamp'")
         problems += more
     expansion = None
@@ -231,7 +233,7 @@ def _decode(path: Path, table: pa.Table, labeled: bool) -> tuple[WindowTable | N
             expansion = np.stack([np.asarray(c.to_numpy(), dtype=np.int64) for c in columns], 1)
     if features is None or window_ids is None or (labeled and labels is None):
         return None, problems
-    return WindowTable(path, window_ids, features, labels, timestamps, expansion), problems
+    return WindowTable(path, window_ids, features, labels, timestamps, zoned=zoned, expansion=expansion), problems
 
 
 def write_windows(path: Path, table: dict) -> None:
