@@ -21,6 +21,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cac
 
 from moola.artifacts import GATE_OF, mark_gate
 from moola.data.dataset import check_data
+from moola.data.errors import Problem
 from moola.report import format_run
 from moola.results import GateWarning, append_line, build_line, versions
 from moola.stages.context import data_root, describe_protocol, resolve_settings
@@ -156,7 +157,8 @@ class ResultsPlugin:
         self.config = config
         self.settings = settings
         self.context: dict = {}  # filled by the session `run` fixture once the data is loaded
-        self.checked = None  # (dataset or None, problems): read once for the header when gates run
+        self.checked = None  # (dataset or None, problems): read once per session (`data_check`)
+        self.caught: list = []  # warnings raised reading the data
         self.gate_items: list = []
         self.written: dict = {}  # gate -> status
         self.lines: list = []  # this session's lines, for the terminal summary
@@ -199,21 +201,41 @@ class ResultsPlugin:
             lines.append(f"moola: NEGATIVE CONTROL (--shuffle-labels): train labels permuted with seed {settings.seed}; "
                          "a sound suite fails at gate 4 or earlier. Models go to "
                          "negative_control/ under artifacts")
+        for problem in settings.setup_problems:
+            lines.append(f"moola: PROBLEM {problem}")
         if _runs_gates(config):
-            # Read once here; the session's `run` fixture reuses it. pytest does not watch warnings
-            # in this hook: collect them for the first line, and say so in the header.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                self.checked = check_data(data_root(settings), settings.profile.data)
-            for warning in caught:
-                self._keep(self.session_warnings, warning)
-            if caught:
-                lines.append(f"moola: {len(caught)} library warning(s) reading the data (in the first results line): "
-                             f"{caught[0].category.__name__}: {str(caught[0].message)[:200]}")
-            dataset, problems = self.checked
+            dataset, problems = self.data_check()
+            if self.caught:
+                lines.append(f"moola: {len(self.caught)} library warning(s) reading the data (in the first results "
+                             f"line): {self.caught[0]['category']}: {self.caught[0]['message'][:200]}")
             lines.append(f"moola: dataset fingerprint {dataset.fingerprint}" if dataset else
                          f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
         return lines
+
+    def data_check(self) -> tuple:
+        """`(dataset or None, problems)`, read once per session: by the header, or (with -q, where
+        pytest skips the header) by whichever fixture asks first. Never raises."""
+        if self.checked is None:
+            # pytest does not watch warnings outside a test: collect them for the first line.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    root = data_root(self.settings)
+                except Exception as exc:  # noqa: BLE001 -- e.g. --demo with an artifacts dir that cannot hold it
+                    self.checked = (None, [Problem(str(self.settings.data_root), "a data root moola can prepare",
+                                                   f"{type(exc).__name__}: {exc}",
+                                                   "check --data-dir / --artifacts-dir")])
+                else:
+                    self.checked = check_data(root, self.settings.profile.data)
+            self.caught = []
+            for warning in caught:
+                self._keep(self.session_warnings, warning)
+                self._keep(self.caught, warning)
+        return self.checked
+
+    def judged_gates(self) -> frozenset:
+        """The gates this session runs (after -k, --start-gate, …): only their models are saved."""
+        return frozenset(_gate_of(item) for item in self.gate_items)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_metadata(self, metadata, config):
@@ -316,6 +338,8 @@ class ResultsPlugin:
         self.lines.append(line)
 
     def pytest_sessionfinish(self, session):
+        if self.config.option.collectonly:  # --co lists the gates; it is not a run and writes no line
+            return
         for nodeid in list(self.pending):  # an item whose protocol never returned (interrupted)
             self.flush(nodeid)
         stopped = [g for g, s in self.written.items() if s in ("failed", "error")]

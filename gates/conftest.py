@@ -24,7 +24,7 @@ def settings(request):
 @pytest.fixture(scope="session")
 def data_check(request):
     """(dataset or None, every data problem), as read for the pytest header; None if not read."""
-    return request.config.pluginmanager.get_plugin("moola-results").checked
+    return request.config.pluginmanager.get_plugin("moola-results").data_check()
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,8 @@ def run(request, settings):
     """Device, data (validated, normalised) and profile, with CUDA determinism set for the session
     (`runtime.deterministic`); registers the run-wide line fields."""
     plugin = request.config.pluginmanager.get_plugin("moola-results")
-    ctx = build_context(settings, plugin.checked[0] if plugin.checked else None)
+    checked = plugin.data_check()
+    ctx = build_context(settings, checked[0] if checked else None, judged=plugin.judged_gates())
     with deterministic_cuda(ctx.device, ctx.profile.runtime.deterministic) as runtime:
         plugin.context = {**ctx.line_context(), "runtime": runtime}
         yield ctx

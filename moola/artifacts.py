@@ -72,7 +72,8 @@ def mark_gate(path: Path, run_id: str, status: str, reason: str | None, only_pen
     if gate.get("run_id") != run_id or (only_pending and gate.get("status") != "pending"):
         return False
     metadata["gate"] = {**gate, "status": status, "reason": reason,
-                        "deliverable": status in ("passed", "warning") and gate.get("gate") in DELIVERABLE_GATES}
+                        "deliverable": status in ("passed", "warning") and gate.get("gate") in DELIVERABLE_GATES
+                        and not metadata.get("train_labels_shuffled")}
     save_checkpoint(path, state, metadata)
     return True
 

@@ -211,6 +211,11 @@ def check_choices(profile: Profile) -> None:
             hint = f" (did you mean {str(value).lower()!r}?)" if str(value).lower() in allowed else ""
             raise ValueError(f"--set {key}={value}: expected one of {', '.join(allowed)}, found {value!r}{hint}")
     finetune = profile.finetune  # the weights gate 4 judges must exist (else it fails after pretraining)
+    for key, value, ok, expected in (
+            ("finetune.swa_fraction", finetune.swa_fraction, 0 <= finetune.swa_fraction < 1, "a share in [0, 1)"),
+            ("finetune.ema_half_life", finetune.ema_half_life, finetune.ema_half_life >= 0, "steps >= 0 (0 = off)")):
+        if not ok:
+            raise ValueError(f"--set {key}={value}: expected {expected}, found {value!r}")
     needs = {"swa": ("finetune.swa_fraction", finetune.swa_fraction), "ema": ("finetune.ema_half_life", finetune.ema_half_life)}
     if finetune.select in needs and not needs[finetune.select][1] > 0:
         key, value = needs[finetune.select]

@@ -13,7 +13,12 @@ def latest_run(path: Path, run_id: str | None = None) -> list[dict]:
     if not lines:
         raise ValueError(f"{path}: expected results lines, found none; run pytest gates first")
     wanted = run_id or lines[-1]["run_id"]
-    return [line for line in lines if line["run_id"] == wanted]
+    chosen = [line for line in lines if line["run_id"] == wanted]
+    if not chosen:
+        runs = list(dict.fromkeys(line["run_id"] for line in lines))
+        raise ValueError(f"{path}: expected a run with id {wanted!r}, found runs {', '.join(runs[-5:])}"
+                         f"{' (the last 5)' if len(runs) > 5 else ''}")
+    return chosen
 
 
 def verdict(ci) -> str:

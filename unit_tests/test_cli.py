@@ -75,3 +75,24 @@ def test_report_says_how_many_problems_more_and_full_prints_them_all(tmp_path, c
     assert main(["report", str(results), "--full"]) == 0
     full = capsys.readouterr().out
     assert all(f"file{i}.parquet" in full for i in range(3))
+
+
+def test_make_split_never_cuts_between_windows_of_one_timestamp(data_folder, capsys):
+    import numpy as np
+    import pandas as pd
+
+    data_folder.labeled["timestamp"] = np.repeat(pd.date_range("2024-01-01", periods=4, freq="D").values, 5)
+    root = data_folder.write()
+    assert main(["make-split", str(root), "--val-fraction", "0.3"]) == 0  # 6 val rows would cut day 3 in two
+    split = json.loads((root / "artifacts/splits/v1/fold_0.json").read_text())
+    assert split["val_indices"] == list(range(10, 20)) and split["train_indices"] == list(range(10))
+    assert check_data(root, DataConfig())[1] == []
+
+
+def test_report_on_an_unknown_run_id_lists_the_runs(tmp_path, capsys):
+    from moola.results import append_line, build_line
+
+    results = tmp_path / "r.jsonl"
+    append_line(results, build_line("0_verify_env", "passed", run_id="abc"))
+    assert main(["report", str(results), "--run-id", "abd"]) == 2
+    assert "expected a run with id 'abd', found runs abc" in capsys.readouterr().err

@@ -74,3 +74,16 @@ def test_a_selected_average_that_would_never_be_kept_is_refused_at_start(items, 
     with pytest.raises(ValueError, match=message):
         apply_overrides(quick_profile(), items)
     assert apply_overrides(quick_profile(), [*items, "finetune.select=raw"]).finetune.select == "raw"
+
+
+@pytest.mark.parametrize("item", ["finetune.swa_fraction=1", "finetune.swa_fraction=-0.1", "finetune.ema_half_life=-3"])
+def test_out_of_range_averaging_settings_are_refused_at_start(item):
+    with pytest.raises(ValueError, match="expected"):
+        apply_overrides(quick_profile(), [item, "finetune.select=raw"])
+
+
+def test_a_swa_share_near_one_leaves_an_epoch_before_averaging():
+    from moola.stages.classifiers import finetune_options
+
+    profile = apply_overrides(quick_profile(), ["finetune.swa_fraction=0.99"])
+    assert finetune_options(profile.finetune, {}, 25).swa_epochs == 24

@@ -138,6 +138,18 @@ def _file_variant(name):
         "meta_bad_json": lambda f, r: (r / "moola_dataset.json").write_text("{"),
         "meta_classes_not_a_list": lambda f, r: (r / "moola_dataset.json").write_text('{"classes": 5}'),
         "meta_channels_upper": lambda f, r: (r / "moola_dataset.json").write_text('{"channels": "OHLC"}'),
+        "meta_unknown_key": lambda f, r: (r / "moola_dataset.json").write_text('{"chanels": "generic"}'),
+        "labeled_int_bars_with_null": lambda f, r: write_table(r / LABELED, {
+            **labeled_columns(f), "features": pa.array([[[None if (i, t, c) == (5, 1, 2) else int(v) for c, v in enumerate(bar)]
+                                                         for t, bar in enumerate(w)]
+                                                        for i, w in enumerate(f.labeled["features"].tolist())])}),
+        "labeled_float32_overflow": lambda f, r: write_table(r / LABELED, {
+            **labeled_columns(f), "features": nested(np.where(np.arange(12)[None, :, None] == 2, 1e39,
+                                                              f.labeled["features"]))}),
+        "labeled_one_class_no_classes_set": lambda f, r: (
+            write_table(r / LABELED, {**labeled_columns(f), "label": pa.array(["consolidation"] * 20)}),
+            (r / "moola_dataset.json").write_text('{"classes": []}')),
+        "pool_shape_and_no_split": lambda f, r: ((r / SPLIT).unlink(), pool(f, r, nested(f.unlabeled["features"][:, :10]))),
     }
     return variants[name]
 
@@ -148,7 +160,8 @@ FILE_VARIANTS = ["labeled_zero_bytes", "labeled_text", "labeled_csv", "labeled_e
                  "split_strings", "split_empty_file", "split_latin1", "split_list", "split_floats", "split_nulls",
                  "split_out_of_range", "split_flat_at_root", "split_huge_int", "split_folder", "labeled_null_bar",
                  "labeled_zero_bars", "labeled_zero_channels", "labeled_duplicate_columns", "meta_bad_json",
-                 "meta_classes_not_a_list", "meta_channels_upper"]
+                 "meta_classes_not_a_list", "meta_channels_upper", "meta_unknown_key", "labeled_int_bars_with_null",
+                 "labeled_float32_overflow", "labeled_one_class_no_classes_set", "pool_shape_and_no_split"]
 
 
 def corrupted_folder(tmp_path: Path, variant: tuple) -> Path:
@@ -446,3 +459,67 @@ def test_a_data_root_that_is_not_a_folder_is_one_problem(tmp_path, make):
         root.write_text("x")
     [problem] = [str(p) for p in check_data(root, DataConfig())[1]]
     assert ("a file" if make == "file" else "no such folder") in problem and "--data-dir" in problem
+
+
+
+def test_gate_0s_line_has_the_data_summary_with_q_too(pytester, tmp_path):
+    """pytest -q skips the report header, where the data used to be read."""
+    root = DataFolder(tmp_path / "data").write()
+    results = tmp_path / "results.jsonl"
+    pytester.runpytest_inprocess(
+        str(REPO / "gates"), "--rootdir", str(REPO), "-c", str(REPO / "pytest.ini"), "--data-dir", str(root),
+        "--artifacts-dir", str(tmp_path / "artifacts"), "--results", str(results), "--end-gate", "0", "-q",
+        "-p", "no:cacheprovider")
+    [line] = read_lines(results)
+    assert line["data"]["n_train"] == 14 and "fingerprint" in line["data"]
+
+
+def test_collect_only_writes_no_results_line(pytester, tmp_path):
+    root = DataFolder(tmp_path / "data").write()
+    results = tmp_path / "results.jsonl"
+    pytester.runpytest_inprocess(
+        str(REPO / "gates"), "--rootdir", str(REPO), "-c", str(REPO / "pytest.ini"), "--data-dir", str(root),
+        "--artifacts-dir", str(tmp_path / "artifacts"), "--results", str(results), "--co", "-p", "no:cacheprovider")
+    assert not results.exists()
+
+
+def test_a_data_dir_one_level_too_deep_names_the_right_one(data_folder):
+    root = data_folder.write()
+    problems = [str(p) for p in check_data(root / "processed", DataConfig())[1]]
+    assert any(f"pass --data-dir {root}" in p for p in problems) and not any("mkdir" in p for p in problems), problems
+
+
+def test_a_bad_dataset_settings_file_stops_a_run_that_skips_gate_0(tmp_path):
+    from moola.stages.context import build_context
+
+    root = DataFolder(tmp_path / "data").write()
+    (root / "moola_dataset.json").write_text('{"cv": "Holdout"}')
+    with pytest.raises(ValueError, match="moola_dataset.json.*did you mean 'holdout'"):
+        build_context(settings(root, tmp_path))
+
+
+def test_legacy_test_idx_is_read_and_a_null_test_list_is_none(data_folder):
+    from moola.data.split import read_split
+
+    data_folder.split = {"train_idx": list(range(10)), "val_idx": list(range(10, 15)), "test_idx": list(range(15, 20))}
+    root = data_folder.write()
+    split, problems = read_split(root / SPLIT)
+    assert not problems and split.test.tolist() == list(range(15, 20))
+    (root / SPLIT).write_text(json.dumps({"train_indices": [0, 1], "val_indices": [2], "test_indices": None}))
+    split, problems = read_split(root / SPLIT)
+    assert not problems and len(split.test) == 0
+
+
+def test_a_model_whose_gate_this_session_does_not_run_is_not_saved(tmp_path):
+    import dataclasses
+
+    from moola.artifacts import BASELINE
+    from moola.stages.classifiers import run_baseline
+    from moola.stages.context import build_context
+
+    root = DataFolder(tmp_path / "data").write()
+    ctx = build_context(settings(root, tmp_path, "evaluation.cv=holdout", "baseline.epochs=1"))
+    narrowed = dataclasses.replace(ctx, judged=frozenset({"7_ensemble"}))  # e.g. pytest gates -k ensemble
+    assert run_baseline(narrowed.for_fit(ctx.folds[0], ctx.seed)).artifact is None
+    assert not (tmp_path / "artifacts" / BASELINE).exists()
+    assert run_baseline(ctx.for_fit(ctx.folds[0], ctx.seed)).artifact == tmp_path / "artifacts" / BASELINE

@@ -216,3 +216,14 @@ def test_the_baseline_is_never_the_deliverable(tmp_path):
                            {"gate": {"gate": "6_baseline_simplelstm", "status": "pending", "run_id": "r"}})
     assert mark_gate(path, "r", "warning", "SimpleLSTM no worse")
     assert load_checkpoint(path)[1]["gate"]["deliverable"] is False
+
+
+def test_a_negative_control_model_is_never_the_deliverable(tmp_path):
+    import torch
+
+    from moola.artifacts import load_checkpoint, mark_gate, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "n.pt", {"w": torch.zeros(1)}, {"train_labels_shuffled": True, "gate": {
+        "gate": "4_finetune_enhanced", "status": "pending", "run_id": "r"}})
+    assert mark_gate(path, "r", "passed", None)
+    assert load_checkpoint(path)[1]["gate"]["deliverable"] is False

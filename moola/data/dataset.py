@@ -69,7 +69,13 @@ def check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pro
 
 
 def misplaced(root: Path, expected: Path) -> list[Problem]:
-    """A file expected at `root/expected` that sits elsewhere (the data root, or one folder down)."""
+    """A file expected at `root/expected` that sits elsewhere: `--data-dir` one level too deep (the
+    file is under the parent's layout), or the file at the data root or one folder down."""
+    for parent in list(root.parents)[:2]:
+        if (parent / expected).is_file():
+            return [Problem(str(root / expected), "the file at this path",
+                            f"{parent / expected}: --data-dir points inside the data root",
+                            f"pass --data-dir {parent}")]
     found = [p for p in (root / expected.name, *root.glob(f"*/{expected.name}")) if p.is_file()]
     return [Problem(str(root / expected), "the file at this path", f"{found[0].relative_to(root)} under the data root",
                     f"move it: mkdir -p {root / expected.parent} && mv {found[0]} {root / expected}")] if found else []
@@ -126,6 +132,11 @@ def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pr
         usable.append(table)
     if labeled is not None:  # the label set needs no split
         problems += validate.check_label_set(labeled, tuple(config.classes))
+    if labeled in usable and unlabeled in usable and unlabeled.features.shape[1:] != labeled.features.shape[1:]:
+        problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]} "
+                                "(bars × values, as in the labeled file)", f"{unlabeled.features.shape[1:]}",
+                                "cut the pool with the labeled window length"))
+        unlabeled = None  # nothing below can compare the two
     if labeled is None or split is None or labeled not in usable:
         return None, problems
     split_problems = check_split(split, len(labeled), labeled.timestamps)

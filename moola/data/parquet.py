@@ -107,11 +107,16 @@ def decode_features(column: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.
         missing[np.flatnonzero(np.asarray(values.is_null())) // per_window] = True
         problems.append(Problem(where, "no null values inside windows", f"null values in {_rows(missing)}",
                                 "fill or drop those windows"))
-        values = values.fill_null(np.nan)
-    flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    features = flat.reshape(n, n_bars, n_channels)  # (N * T * C,) -> (N, T, C)
+    values = values.cast(pa.float64()).fill_null(np.nan)  # ints and decimals too: a null becomes NaN
+    wide = values.to_numpy(zero_copy_only=False).reshape(n, n_bars, n_channels)  # (N * T * C,) -> (N, T, C) float64
+    huge = (np.isfinite(wide) & (np.abs(wide) > np.finfo(np.float32).max)).any(axis=(1, 2))
+    if huge.any():
+        problems.append(Problem(where, f"values within float32 range (|x| <= {np.finfo(np.float32).max:.2e})",
+                                f"larger values in {_rows(huge)}", "fix the export of those windows"))
+    with np.errstate(over="ignore"):
+        features = wide.astype(np.float32)
     for name, bad in (("NaN", np.isnan(features).any(axis=(1, 2)) & ~missing),
-                      ("inf", np.isinf(features).any(axis=(1, 2)))):
+                      ("inf", np.isinf(wide).any(axis=(1, 2)))):
         if bad.any():
             problems.append(Problem(where, "finite values", f"{name} in {_rows(bad)}",
                                     "drop those windows or fill the gaps before export"))
@@ -194,7 +199,7 @@ def read_windows(path: Path, labeled: bool) -> tuple[WindowTable | None, list[Pr
     try:
         return _decode(path, table, labeled)
     except Exception as exc:  # noqa: BLE001 -- a layout no check above foresaw: still a problem, never a crash
-        return None, [Problem(str(path), "windows in the data contract (README 'Data')",
+        return None, [Problem(str(path), "windows in the data contract (README 'Data contract')",
                               f"a file moola could not decode ({type(exc).__name__}: {exc})",
                               "compare its columns and types with python -m moola demo-data OUT")]
 

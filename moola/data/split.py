@@ -11,7 +11,7 @@ import numpy as np
 
 from moola.data.errors import Problem
 
-KEY_STYLES = (("train_indices", "val_indices"), ("train_idx", "val_idx"))
+KEY_STYLES = (("train_indices", "val_indices", "test_indices"), ("train_idx", "val_idx", "test_idx"))
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         return None, [Problem(str(path), "valid JSON", f"{type(exc).__name__}: {exc}",
                               "rewrite it with: python -m moola make-split DATA_DIR")]
-    for train_key, val_key in KEY_STYLES:
+    for train_key, val_key, test_key in KEY_STYLES:
         if isinstance(raw, dict) and train_key in raw and val_key in raw:
             break
     else:
@@ -42,8 +42,9 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
                               f"{found}", "rename the keys, or run python -m moola make-split DATA_DIR")]
     lists = {}
     problems = []
-    for key in (train_key, val_key, "test_indices"):
-        values = raw.get(key, [])
+    for key in (train_key, val_key, test_key):
+        values = raw.get(key)
+        values = [] if values is None and key == test_key else values  # no test rows: absent or null
         if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             wrong = next((v for v in values if not isinstance(v, int) or isinstance(v, bool)), None) \
                 if isinstance(values, list) else values
@@ -61,7 +62,7 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
         lists[key] = np.asarray(values, dtype=np.int64)
     if problems:  # a list that cannot be read is not checked further (no spurious "empty list")
         return None, problems
-    return Split(path, lists[train_key], lists[val_key], lists["test_indices"]), problems
+    return Split(path, lists[train_key], lists[val_key], lists[test_key]), problems
 
 
 def check_split(split: Split, n_rows: int, timestamps: np.ndarray | None) -> list[Problem]:
@@ -114,7 +115,14 @@ def temporal_split(n_rows: int, val_fraction: float, timestamps: np.ndarray | No
     n_val = max(1, round(n_rows * val_fraction))
     if n_val >= n_rows:
         raise ValueError(f"{n_rows} rows cannot give a non-empty train and val split at {val_fraction}")
-    return {"train_indices": sorted(order[:-n_val].tolist()), "val_indices": sorted(order[-n_val:].tolist())}
+    cut = n_rows - n_val
+    if timestamps is not None:  # rows sharing the boundary's time all go to val: train must end before val starts
+        times = np.asarray(timestamps)[order]
+        cut = int(np.searchsorted(times, times[cut], side="left"))
+        if cut == 0:
+            raise ValueError(f"every row up to the last {n_val} shares the timestamp {times[0]}: no temporal split "
+                             "exists; give the windows distinct times, or drop the timestamp column")
+    return {"train_indices": sorted(order[:cut].tolist()), "val_indices": sorted(order[cut:].tolist())}
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

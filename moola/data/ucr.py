@@ -79,6 +79,9 @@ def dataset_overrides(data_root: Path) -> tuple[list[str], list[str]]:
     if not isinstance(meta, dict):
         return [], [f"{path}: expected a JSON object, found {type(meta).__name__}. Fix: {fix}"]
     overrides, problems = [], []
+    unknown = sorted(set(meta) - {"source", "channels", "classes", "cv"})
+    if unknown:
+        problems.append(f"{path}: expected keys among source, channels, classes, cv, found {unknown}. Fix: {fix}")
     for key, setting in (("channels", "data.channels"), ("cv", "evaluation.cv")):
         if key in meta:
             if isinstance(meta[key], str):

@@ -47,6 +47,9 @@ def check_ids(table: WindowTable) -> list[Problem]:
 def check_label_set(table: WindowTable, classes: tuple) -> list[Problem]:
     """The labels are exactly the expected classes (when the profile names them)."""
     found = sorted(set(table.labels.tolist()))
+    if not classes and len(found) < 2:
+        return [Problem(f"{table.path} column 'label'", "at least two classes", f"only {found}",
+                        "label windows of another class, or set --set data.classes=a,b")]
     if classes and found != sorted(classes):
         near = {c.lower(): c for c in classes}
         hint = [f"{f!r} -> {near[f.strip().lower()]!r}" for f in found if f not in classes and f.strip().lower() in near]
@@ -115,9 +118,7 @@ def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Sp
     if unlabeled is None:
         return problems
     if unlabeled.features.shape[1:] != labeled.features.shape[1:]:
-        problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]}",
-                                f"{unlabeled.features.shape[1:]}", "cut the pool with the labeled window length"))
-        return problems
+        return problems  # reported by check_data
     if not len(unlabeled):
         return problems
     pool_copies = same_window(_model_inputs(unlabeled, shared_channels), inputs[held_out]).any(axis=0)

@@ -143,7 +143,8 @@ def finetune_options(config: FinetuneConfig, lrs: dict, total_epochs: int) -> Fi
         config.batch_size, lrs, config.grad_clip,
         augmentation=Augmentation(config.jitter_sigma, config.scale_sigma, config.time_warp_sigma, config.aug_prob),
         loss=config.loss, focal_gamma=config.focal_gamma, ema_half_life=config.ema_half_life,
-        swa_epochs=max(1, round(total_epochs * config.swa_fraction)) if config.swa_fraction > 0 else 0,
+        # at least one epoch, and one epoch before averaging starts (a share near 1 of a short schedule)
+        swa_epochs=min(max(1, round(total_epochs * config.swa_fraction)), total_epochs - 1) if config.swa_fraction > 0 else 0,
         swa_lr_factor=config.swa_lr_factor)
 
 
@@ -208,8 +209,14 @@ def input_contract(ctx: RunContext) -> dict:
             "shared_channels": ctx.shared_channels}
 
 
-def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path:
-    """The deliverable of a recipe: which rows trained it, and which protocol scored the recipe."""
+def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path | None:
+    """The deliverable of a recipe: which rows trained it, and which protocol scored the recipe.
+
+    Not saved (None) when this session does not run the model's gate (`-k ensemble` refits gate 4's
+    model for gate 7): the file at that path keeps the model its gate judged.
+    """
+    if ctx.judged is not None and artifacts.GATE_OF[relative] not in ctx.judged:
+        return None
     trained_on = {"rows": len(ctx.train), "which": "every labeled row (refit)" if not ctx.holdout else
                   "the split file's train rows", "protocol": ctx.protocol(),
                   "scored_by": "pooled out-of-fold predictions of the same recipe (the gate line)"

@@ -114,6 +114,7 @@ class RunContext:
     folds: tuple = ()  # the protocol's folds (holdout: one, the split file's)
     fold: Fold | None = None  # the fit this view trains: its train rows and scored rows
     fit_seed: int | None = None
+    judged: frozenset | None = None  # gates this session runs (None: all); a model whose gate is not among them is not saved
 
     def __repr__(self) -> str:
         fold = "all folds" if self.fold is None else f"fold {self.fold.index}"
@@ -266,11 +267,14 @@ def protocol_folds(dataset: Dataset, windows: np.ndarray, profile: Profile) -> t
     return folds, problems
 
 
-def build_context(settings: Settings, dataset: Dataset | None = None) -> RunContext:
+def build_context(settings: Settings, dataset: Dataset | None = None, judged: frozenset | None = None) -> RunContext:
     """Resolve the device and load + normalise the data (raises with every data problem).
 
     `dataset`: already loaded and checked for these settings (the pytest header reads it once).
+    `judged`: the gates this session runs (a narrowed run never overwrites another gate's model).
     """
+    if settings.setup_problems:  # gate 0 lists them; a run that skips gate 0 must not go on without them
+        raise ValueError("; ".join(settings.setup_problems))
     device = resolve_device(settings.requested_device)
     dataset = dataset or load_dataset(data_root(settings), settings.profile.data)
     shared = settings.profile.data.channels == "ohlc"
@@ -278,4 +282,4 @@ def build_context(settings: Settings, dataset: Dataset | None = None) -> RunCont
     folds, problems = protocol_folds(dataset, windows, settings.profile)
     if problems:
         raise ValueError("; ".join(problems))
-    return RunContext(settings, device, dataset, windows, folds)
+    return RunContext(settings, device, dataset, windows, folds, judged=judged)

@@ -18,7 +18,7 @@ def encoder_parameters(n_channels: int, profile: Profile) -> int:
     return sum(p.numel() for p in BiLSTMEncoder(n_channels, config.hidden_size, config.num_layers).parameters())
 
 
-def small_pool_warning(n_pool: int, window_shape: tuple, profile: Profile) -> str | None:
+def small_pool_warning(n_pool: int, window_shape: tuple, profile: Profile, path=UNLABELED) -> str | None:
     """Why a pool this small cannot pretrain the encoder: it holds fewer values than the encoder has weights.
 
     A pool of N windows of T × C values holds N·T·C numbers; an encoder with more parameters than
@@ -31,7 +31,7 @@ def small_pool_warning(n_pool: int, window_shape: tuple, profile: Profile) -> st
     if used * n_bars * n_channels >= weights:
         return None
     needed = -(-weights // (n_bars * n_channels))
-    return (f"{UNLABELED}: pretraining would use {used} pool window(s) ({used * n_bars * n_channels:,} values), fewer "
+    return (f"{path}: pretraining would use {used} pool window(s) ({used * n_bars * n_channels:,} values), fewer "
             f"values than the encoder's {weights:,} parameters (hidden {profile.pretrain.hidden_size}, "
             f"{profile.pretrain.num_layers} layers): it can memorise the pool instead of learning bar structure. "
             f"Add windows ({needed:,} or more in all; README 'The unlabeled pool' cuts them from bars); gate 3's probe "
@@ -49,8 +49,12 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
         device = describe_device(resolve_device(settings.requested_device))
     except (RuntimeError, ValueError) as exc:
         problems.append(str(exc))
-    root = data_root(settings)
-    dataset, data_problems = data_check if data_check is not None else check_data(root, settings.profile.data)
+    if data_check is None:
+        root = data_root(settings)
+        data_check = check_data(root, settings.profile.data)
+    else:
+        root = data_check[0].root if data_check[0] is not None else settings.data_root
+    dataset, data_problems = data_check
     problems += [str(p) for p in data_problems]
     if dataset is not None and not data_problems:
         try:
@@ -72,6 +76,6 @@ def _protocol_problems(dataset, profile: Profile) -> tuple[list, list]:
         if len(candidates) < MIN_POOL:
             problems.append(empty_pool_message(counts, profile.evaluation.cv))
         else:
-            small = small_pool_warning(len(candidates), windows.shape[1:], profile)
+            small = small_pool_warning(len(candidates), windows.shape[1:], profile, dataset.unlabeled.path)
             warnings += [small] if small else []
     return problems, warnings
