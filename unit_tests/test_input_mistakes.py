@@ -181,8 +181,11 @@ def corrupted_folder(tmp_path: Path, variant: tuple) -> Path:
 ALL_VARIANTS = [("column", c, n) for c, n in COLUMN_VARIANTS] + [("file", name) for name in FILE_VARIANTS]
 
 
-def test_the_family_has_at_least_30_generated_variants():
+def test_the_family_has_at_least_30_generated_variants_and_the_readme_says_how_many():
     assert len(ALL_VARIANTS) >= 30 and len(set(ALL_VARIANTS)) == len(ALL_VARIANTS)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"runs {len(ALL_VARIANTS)} corrupted folders — {len(COLUMN_VARIANTS)} generated column corruptions of "
+            f"the labeled file, {len(FILE_VARIANTS)} broken files") in readme
 
 
 def gate0_line(pytester, root: Path, tmp_path: Path):
