@@ -338,8 +338,9 @@ class ResultsPlugin:
         self.lines.append(line)
 
     def pytest_sessionfinish(self, session):
-        if self.config.option.collectonly:  # --co lists the gates; it is not a run and writes no line
-            return
+        option = self.config.option
+        if option.collectonly or getattr(option, "setupplan", False) or getattr(option, "setuponly", False):
+            return  # --co, --setup-plan, --setup-only inspect the suite: not a run, no lines
         for nodeid in list(self.pending):  # an item whose protocol never returned (interrupted)
             self.flush(nodeid)
         stopped = [g for g, s in self.written.items() if s in ("failed", "error")]
@@ -353,7 +354,7 @@ class ResultsPlugin:
 
     def mark_unjudged_models(self) -> None:
         """A model this run saved whose gate never ruled on it (a fixture that crashed after the save,
-        a narrowed run such as -k augment refitting gate 4's model): its file says so."""
+        a session stopped before the gate ran): its file says so."""
         artifacts_dir = self.settings.artifacts_dir
         for folder in (artifacts_dir, artifacts_dir / "negative_control"):
             for relative, gate in GATE_OF.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from moola.data.errors import DataContractError
 from moola.seeding import deterministic_cuda, seed_everything
 from moola.stages import augmented, classifiers, control, encoder
 from moola.stages.context import build_context
@@ -23,7 +24,7 @@ def settings(request):
 
 @pytest.fixture(scope="session")
 def data_check(request):
-    """(dataset or None, every data problem), as read for the pytest header; None if not read."""
+    """(dataset or None, every data problem), read once per session by the results plugin."""
     return request.config.pluginmanager.get_plugin("moola-results").data_check()
 
 
@@ -32,8 +33,10 @@ def run(request, settings):
     """Device, data (validated, normalised) and profile, with CUDA determinism set for the session
     (`runtime.deterministic`); registers the run-wide line fields."""
     plugin = request.config.pluginmanager.get_plugin("moola-results")
-    checked = plugin.data_check()
-    ctx = build_context(settings, checked[0] if checked else None, judged=plugin.judged_gates())
+    dataset, problems = plugin.data_check()
+    if dataset is None:  # a run that skipped gate 0 (--start-gate, -k): the same problems, not a second read
+        raise DataContractError(problems)
+    ctx = build_context(settings, dataset, judged=plugin.judged_gates())
     with deterministic_cuda(ctx.device, ctx.profile.runtime.deterministic) as runtime:
         plugin.context = {**ctx.line_context(), "runtime": runtime}
         yield ctx

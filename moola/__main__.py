@@ -54,8 +54,12 @@ def make_split(args) -> int:
         print(f"kept the previous split as {backup}")
     write_json_atomic(out, split)
     by = "timestamp" if table.timestamps is not None else "row order (no timestamp column)"
+    asked = max(1, round(len(table) * args.val_fraction))
+    moved = "" if len(split["val_indices"]) <= asked else (
+        f" ({len(split['val_indices']) - asked} more val rows than --val-fraction asks: rows sharing the boundary's "
+        "timestamp all go to val)")
     print(f"temporal split by {by}: {len(split['train_indices'])} train rows, "
-          f"{len(split['val_indices'])} val rows -> {out}")
+          f"{len(split['val_indices'])} val rows{moved} -> {out}")
     return 0
 
 

@@ -8,6 +8,7 @@ epochs and a subsample of the unlabeled pool so a 2-core CPU finishes in minutes
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -213,7 +214,9 @@ def check_choices(profile: Profile) -> None:
     finetune = profile.finetune  # the weights gate 4 judges must exist (else it fails after pretraining)
     for key, value, ok, expected in (
             ("finetune.swa_fraction", finetune.swa_fraction, 0 <= finetune.swa_fraction < 1, "a share in [0, 1)"),
-            ("finetune.ema_half_life", finetune.ema_half_life, finetune.ema_half_life >= 0, "steps >= 0 (0 = off)")):
+            ("finetune.ema_half_life", finetune.ema_half_life,
+             math.isfinite(finetune.ema_half_life) and finetune.ema_half_life >= 0, "finite steps >= 0 (0 = off)"),
+            ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]")):
         if not ok:
             raise ValueError(f"--set {key}={value}: expected {expected}, found {value!r}")
     needs = {"swa": ("finetune.swa_fraction", finetune.swa_fraction), "ema": ("finetune.ema_half_life", finetune.ema_half_life)}

@@ -146,9 +146,7 @@ def _file_variant(name):
         "labeled_float32_overflow": lambda f, r: write_table(r / LABELED, {
             **labeled_columns(f), "features": nested(np.where(np.arange(12)[None, :, None] == 2, 1e39,
                                                               f.labeled["features"]))}),
-        "labeled_one_class_no_classes_set": lambda f, r: (
-            write_table(r / LABELED, {**labeled_columns(f), "label": pa.array(["consolidation"] * 20)}),
-            (r / "moola_dataset.json").write_text('{"classes": []}')),
+        "meta_classes_empty": lambda f, r: (r / "moola_dataset.json").write_text('{"classes": []}'),
         "pool_shape_and_no_split": lambda f, r: ((r / SPLIT).unlink(), pool(f, r, nested(f.unlabeled["features"][:, :10]))),
     }
     return variants[name]
@@ -161,7 +159,7 @@ FILE_VARIANTS = ["labeled_zero_bytes", "labeled_text", "labeled_csv", "labeled_e
                  "split_out_of_range", "split_flat_at_root", "split_huge_int", "split_folder", "labeled_null_bar",
                  "labeled_zero_bars", "labeled_zero_channels", "labeled_duplicate_columns", "meta_bad_json",
                  "meta_classes_not_a_list", "meta_channels_upper", "meta_unknown_key", "labeled_int_bars_with_null",
-                 "labeled_float32_overflow", "labeled_one_class_no_classes_set", "pool_shape_and_no_split"]
+                 "labeled_float32_overflow", "meta_classes_empty", "pool_shape_and_no_split"]
 
 
 def corrupted_folder(tmp_path: Path, variant: tuple) -> Path:
@@ -526,3 +524,67 @@ def test_a_model_whose_gate_this_session_does_not_run_is_not_saved(tmp_path):
     assert run_baseline(narrowed.for_fit(ctx.folds[0], ctx.seed)).artifact is None
     assert not (tmp_path / "artifacts" / BASELINE).exists()
     assert run_baseline(ctx.for_fit(ctx.folds[0], ctx.seed)).artifact == tmp_path / "artifacts" / BASELINE
+
+
+
+def test_a_narrowed_run_writes_neither_the_augmented_model_nor_its_synthetic_rows(tmp_path):
+    import dataclasses
+
+    from moola.stages.augmented import PROVENANCE, run_augmented
+    from moola.stages.classifiers import run_finetune
+    from moola.stages.context import build_context
+
+    from .gate_runs import TINY
+
+    root = DataFolder(tmp_path / "data").write()
+    ctx = build_context(settings(root, tmp_path, "evaluation.cv=holdout", *TINY))
+    narrowed = dataclasses.replace(ctx, judged=frozenset({"7_ensemble"})).for_fit(ctx.folds[0], ctx.seed)
+    augmented = run_augmented(narrowed, None, run_finetune(narrowed, None))
+    assert augmented.artifact is None and "provenance" not in augmented.extra
+    assert not (tmp_path / "artifacts" / PROVENANCE).exists()
+
+
+def test_a_pool_of_another_window_length_is_reported_even_without_a_split(data_folder):
+    root = data_folder.write()
+    (root / SPLIT).unlink()
+    write_table(root / UNLABELED, {"window_id": [f"u{i}" for i in range(30)],
+                                   "features": nested(data_folder.unlabeled["features"][:, :10])})
+    problems = [str(p) for p in check_data(root, DataConfig())[1]]
+    assert any("no such file" in p for p in problems)
+    assert any("unlabeled_windows.parquet column 'features'" in p and "(10, 4)" in p and "labeled window length" in p
+               for p in problems), problems
+
+
+def test_one_class_with_no_class_list_is_a_problem(data_folder):
+    data_folder.labeled["label"] = ["consolidation"] * 20
+    problems = [str(p) for p in check_data(data_folder.write(), DataConfig(classes=()))[1]]
+    assert any("at least two classes" in p and "only ['consolidation']" in p for p in problems), problems
+
+
+def test_a_data_root_nested_in_another_keeps_its_own_hint(tmp_path):
+    outer = DataFolder(tmp_path / "data").write()
+    inner = DataFolder(outer / "mine").write()
+    (inner / LABELED).rename(inner / LABELED.name)  # flat at its own root
+    [problem] = [str(p) for p in check_data(inner, DataConfig())[1]]
+    assert f"mv {inner / LABELED.name}" in problem and "--data-dir" not in problem
+
+
+@pytest.mark.parametrize("keys", [("train_idx", "val_idx", "test_indices"), ("train_indices", "val_indices", "test_idx")])
+def test_either_test_key_goes_with_either_key_style(data_folder, keys):
+    from moola.data.split import read_split
+
+    data_folder.split = dict(zip(keys, [list(range(10)), list(range(10, 15)), list(range(15, 20))]))
+    split, problems = read_split(data_folder.write() / SPLIT)
+    assert not problems and split.test.tolist() == list(range(15, 20))
+
+
+def test_integer_bars_beyond_float_precision_still_get_specific_problems(data_folder):
+    root = data_folder.write()
+    windows = np.round(data_folder.labeled["features"]).astype(np.int64)
+    windows[4, 2, 1] = 2**53 + 1  # a high no float64 can hold exactly: decoded with rounding, as before
+    columns = labeled_columns(data_folder)
+    columns["window_id"] = pa.array(["same"] * 2 + data_folder.labeled["window_id"][2:])
+    write_table(root / LABELED, {**columns, "features": nested(windows)})
+    problems = [str(p) for p in check_data(root, DataConfig())[1]]
+    assert any("column 'window_id'" in p and "1 repeated" in p for p in problems), problems
+    assert not any("could not decode" in p for p in problems), problems

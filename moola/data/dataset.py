@@ -69,14 +69,17 @@ def check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pro
 
 
 def misplaced(root: Path, expected: Path) -> list[Problem]:
-    """A file expected at `root/expected` that sits elsewhere: `--data-dir` one level too deep (the
-    file is under the parent's layout), or the file at the data root or one folder down."""
-    for parent in list(root.parents)[:2]:
-        if (parent / expected).is_file():
-            return [Problem(str(root / expected), "the file at this path",
-                            f"{parent / expected}: --data-dir points inside the data root",
-                            f"pass --data-dir {parent}")]
+    """A file expected at `root/expected` that sits elsewhere: at the data root or one folder down,
+    or (a root named processed/raw/artifacts holding none of it) under the parent's layout:
+    `--data-dir` one level too deep."""
     found = [p for p in (root / expected.name, *root.glob(f"*/{expected.name}")) if p.is_file()]
+    for parent in list(root.parents)[:2]:
+        target = parent / expected
+        # the file found is the parent's own (DATA/processed given for DATA), or nothing else is there
+        if target.is_file() and (any(f.resolve() == target.resolve() for f in found)
+                                 or (not found and root.name in ("processed", "raw", "artifacts"))):
+            return [Problem(str(root / expected), "the file at this path",
+                            f"{target}: --data-dir points inside the data root", f"pass --data-dir {parent}")]
     return [Problem(str(root / expected), "the file at this path", f"{found[0].relative_to(root)} under the data root",
                     f"move it: mkdir -p {root / expected.parent} && mv {found[0]} {root / expected}")] if found else []
 

@@ -107,7 +107,7 @@ def decode_features(column: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.
         missing[np.flatnonzero(np.asarray(values.is_null())) // per_window] = True
         problems.append(Problem(where, "no null values inside windows", f"null values in {_rows(missing)}",
                                 "fill or drop those windows"))
-    values = values.cast(pa.float64()).fill_null(np.nan)  # ints and decimals too: a null becomes NaN
+    values = values.cast(pa.float64(), safe=False).fill_null(np.nan)  # ints and decimals too: a null becomes NaN
     wide = values.to_numpy(zero_copy_only=False).reshape(n, n_bars, n_channels)  # (N * T * C,) -> (N, T, C) float64
     huge = (np.isfinite(wide) & (np.abs(wide) > np.finfo(np.float32).max)).any(axis=(1, 2))
     if huge.any():

@@ -11,7 +11,8 @@ import numpy as np
 
 from moola.data.errors import Problem
 
-KEY_STYLES = (("train_indices", "val_indices", "test_indices"), ("train_idx", "val_idx", "test_idx"))
+KEY_STYLES = (("train_indices", "val_indices"), ("train_idx", "val_idx"))
+TEST_KEYS = ("test_indices", "test_idx")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         return None, [Problem(str(path), "valid JSON", f"{type(exc).__name__}: {exc}",
                               "rewrite it with: python -m moola make-split DATA_DIR")]
-    for train_key, val_key, test_key in KEY_STYLES:
+    for train_key, val_key in KEY_STYLES:
         if isinstance(raw, dict) and train_key in raw and val_key in raw:
             break
     else:
@@ -42,6 +43,11 @@ def read_split(path: Path) -> tuple[Split | None, list[Problem]]:
                               f"{found}", "rename the keys, or run python -m moola make-split DATA_DIR")]
     lists = {}
     problems = []
+    given = [key for key in TEST_KEYS if isinstance(raw, dict) and key in raw]
+    if len(given) > 1:
+        return None, [Problem(str(path), "one test list (test_indices or test_idx)", f"both keys {given}",
+                              "keep one of them")]
+    test_key = given[0] if given else TEST_KEYS[0]
     for key in (train_key, val_key, test_key):
         values = raw.get(key)
         values = [] if values is None and key == test_key else values  # no test rows: absent or null

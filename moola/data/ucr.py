@@ -67,7 +67,7 @@ def write_ucr(name: str, out_dir: Path) -> dict:
 
 def dataset_overrides(data_root: Path) -> tuple[list[str], list[str]]:
     """`--set`-style data overrides a folder declares about itself (applied before the user's own),
-    and the problems with that file (a gate-0 answer: the run goes on without it)."""
+    and the problems with that file (gate 0 lists them; a run that skips gate 0 stops on them)."""
     path = Path(data_root) / META
     if not path.is_file():
         return [], []

@@ -31,7 +31,7 @@ def run_augmented(ctx: RunContext, encoder_state: dict, finetuned: Trained) -> T
     )
     trained = run_finetune(ctx, encoder_state, samples.windows, samples.y, artifact=artifacts.AUGMENTED)
     trained.extra["samples"] = samples
-    if ctx.saves_models:
+    if ctx.saves_models and trained.artifact is not None:  # beside the model it describes, never alone
         trained.extra["provenance"] = write_provenance(ctx, samples)
     return trained
 
