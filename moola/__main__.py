@@ -64,15 +64,13 @@ def make_split(args) -> int:
 
 
 def leaking_rows(table, train: np.ndarray, val: np.ndarray) -> np.ndarray:
-    """Train rows that are a val row as the model sees it, or share a run of bars with one."""
-    from moola.data.normalize import normalize_windows
-    from moola.data.overlap import same_window, shared_bars
+    """Train rows that are a val row as the model sees it, or share a run of bars with one (gate 0's rule)."""
+    from moola.data.validate import train_leaks
 
-    shared = table.features.shape[2] == 4  # OHLC: one scale for the four channels
-    inputs = normalize_windows(table.features, shared_channels=shared)
-    copies = same_window(inputs[train], inputs[val]).any(axis=1)
-    copies[np.unique(shared_bars(table.features[train], table.features[val])[:, 0]).astype(int)] = True
-    return train[copies]
+    copies, shifted = train_leaks(table, train, val, shared_channels=table.features.shape[2] == 4)
+    leaks = copies.any(axis=1)
+    leaks[shifted[:, 0]] = True
+    return train[leaks]
 
 
 def free_name(path: Path) -> Path:

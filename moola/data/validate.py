@@ -85,6 +85,19 @@ def window_hashes(features: np.ndarray) -> np.ndarray:
     return np.array([hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in contiguous], dtype=object)
 
 
+def train_leaks(labeled: WindowTable, train: np.ndarray, held_out: np.ndarray,
+                shared_channels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """How train rows leak into held-out rows: `(copies, shifted)`.
+
+    `copies` (n_train, n_held) bool: equal after per-window normalisation. `shifted` (m, 3) rows
+    `(i, j, offset)` of `overlap.shared_bars` on the prices, offset 0 (a copy) left out.
+    """
+    inputs = _model_inputs(labeled, shared_channels)
+    copies = same_window(inputs[train], inputs[held_out])
+    shifted = shared_bars(labeled.features[train], labeled.features[held_out])
+    return copies, shifted[shifted[:, 2] != 0]
+
+
 def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Split,
                   shared_channels: bool = True) -> list[Problem]:
     """No window on both sides of the split; no val/test window inside the pretraining pool.
@@ -94,11 +107,9 @@ def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Sp
     by a bar, cut from the same history; `moola.data.overlap`, from the prices alone).
     """
     held_out = np.concatenate([split.val, split.test])
-    inputs = _model_inputs(labeled, shared_channels)
     problems = []
-    copies = same_window(inputs[held_out], inputs[split.train]).any(axis=1)
-    pairs = shared_bars(labeled.features[split.train], labeled.features[held_out])
-    pairs = pairs[pairs[:, 2] != 0]  # offset 0 is a copy: reported above, as the model sees it
+    copy_matrix, pairs = train_leaks(labeled, split.train, held_out, shared_channels)
+    copies = copy_matrix.any(axis=0)  # held-out rows equal to some train row
     if copies.any():
         rows = held_out[copies].tolist()
         problems.append(Problem(f"{labeled.path} / {split.path}", "no identical window in train and val/test "
@@ -121,6 +132,7 @@ def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Sp
         return problems  # reported by check_data
     if not len(unlabeled):
         return problems
+    inputs = _model_inputs(labeled, shared_channels)
     pool_copies = same_window(_model_inputs(unlabeled, shared_channels), inputs[held_out]).any(axis=0)
     if pool_copies.any():
         rows = held_out[pool_copies].tolist()
