@@ -16,7 +16,8 @@ def test_smoke_run_loads_encoder(run, pretrained, smoke, overfit, gate_record):
     gate_record.metrics = {**pooled_metrics(run, smoke), "steps": first.steps,
                            **{k: first.extra[k] for k in ("encoder_match_ratio", "encoder_matched", "encoder_tensors")},
                            **overfit}
-    gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint}
+    gate_record.extra = {"encoder_source": pretrained.source, "encoder_fingerprint": pretrained.fingerprint,
+                         "history": first.history, "history_of": "the first fold's fit"}
     gate_record.artifacts = {"encoder": str(pretrained.path)}
     failures = smoke_failures(first.extra, run.profile.thresholds, overfit)
     assert not failures, "; ".join(failures)

@@ -28,7 +28,8 @@ def test_finetune_improves_on_gate1_and_majority(run, pretrained, smoke, finetun
     gate_record.comparison = {**compare(run, finetuned, smoke, "1_smoke_enhanced"),
                               "majority_f1": finetuned.majority.val_f1, "chance": chance}
     gate_record.extra = {"encoder_source": pretrained.source, "phase_lrs": first.extra["phase_lrs"],
-                         "trainable_groups": first.extra["trainable"], "swa_bn_refreshed": first.extra["swa_bn_refreshed"]}
+                         "trainable_groups": first.extra["trainable"], "swa_bn_refreshed": first.extra["swa_bn_refreshed"],
+                         "history": finetuned.final.history, "history_of": "the saved model's fit"}
     gate_record.artifacts = {"model": str(finetuned.final.artifact)}
     failures = finetune_failures(metrics, smoke.val_f1, run.n_classes, run.profile.thresholds.gate_policy,
                                  gate_record.comparison["delta_ci95"], chance)

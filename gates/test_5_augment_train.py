@@ -13,7 +13,7 @@ from moola.stages.protocol import pooled_metrics
 def test_augmented_training_holds_val_f1(run, pretrained, finetuned, augmented_run, gate_record):
     failures, verdict = augment_verdict(run, augmented_run, finetuned)
     final = augmented_run.final
-    numbers, samples = verdict["saved"]
+    numbers, samples, statistics = verdict["saved"]
     quality = samples.quality
     gate_record.model = augmented_run.name
     gate_record.config = dataclasses.asdict(run.profile.augment)
@@ -27,6 +27,7 @@ def test_augmented_training_holds_val_f1(run, pretrained, finetuned, augmented_r
                                                              return_counts=True)))}
     gate_record.comparison = verdict["comparison"]
     gate_record.extra = {"encoder_source": pretrained.source,
-                         "synthetic_rows_of": "the saved model's fit (per_fit: every fold's)"}
+                         "synthetic_rows_of": "the saved model's fit (per_fit: every fold's)",
+                         "synthetic_stats": statistics, "history": final.history}
     gate_record.artifacts = {"model": str(final.artifact), "synthetic_provenance": str(final.extra["provenance"])}
     assert not failures, "; ".join(failures)

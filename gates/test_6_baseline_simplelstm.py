@@ -17,6 +17,7 @@ def test_simplelstm_stays_below_gate4(run, finetuned, baseline, gate_record):
     gate_record.comparison = {**compare(run, finetuned, baseline, "6_baseline_simplelstm"),
                               "candidate_gate": "4_finetune_enhanced"}
     gate_record.artifacts = {"model": str(baseline.final.artifact)}
+    gate_record.extra = {"history": baseline.final.history, "history_of": "the saved model's fit"}
     warning = baseline_warning(baseline.val_f1, finetuned.val_f1, run.profile.thresholds.gate_policy,
                                gate_record.comparison["delta_ci95"])
     if warning:

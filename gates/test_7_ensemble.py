@@ -1,48 +1,51 @@
-"""Gate 7 (advisory): calibrated averaging of the models that passed their own gates this session."""
+"""Gate 7 (advisory): calibrated averaging of the configured models that passed their own gates
+this session; the approved ensemble is saved as one weights-only file (`python -m moola predict`)."""
 
 import dataclasses
 
 import pytest
 
-from moola.stages.augmented import augment_verdict
+from moola.stages.deliverable import save_deliverable
 from moola.stages.ensemble import run_crossfit_ensemble, run_ensemble
-from moola.stages.protocol import compare
-from moola.stages.rules import baseline_warning, ensemble_warning
+from moola.stages.members import GATE_OF_MEMBER, choose_members
+from moola.stages.rules import ensemble_warning
 
 
 @pytest.mark.dependency(name="gate7", depends=["gate6"], scope="session")
-def test_ensemble_matches_best_member(run, finetuned, augmented_run, baseline, minirocket, gate_record):
-    members, left_out = [finetuned], {}
-    policy = run.profile.thresholds.gate_policy
-    # Each member must pass its own gate's rule on this session's numbers (also in -k runs).
-    aug_failures, _ = augment_verdict(run, augmented_run, finetuned)
-    if aug_failures:
-        left_out[augmented_run.name] = "; ".join(aug_failures)
-    else:
-        members.append(augmented_run)
-    base_warning = baseline_warning(baseline.val_f1, finetuned.val_f1, policy,
-                                    compare(run, finetuned, baseline, "6_baseline_simplelstm")["delta_ci95"])
-    if base_warning:
-        left_out[baseline.name] = base_warning
-    else:
-        members.append(baseline)
-    if run.holdout:  # the split file's rows, exactly as before: the base seed's models
-        fit = (run.settings.seed, run.folds[0].index)
-        renamed = [dataclasses.replace(m.fits[fit], name=m.name) for m in members]
-        report = run_ensemble(run, renamed, dataclasses.replace(minirocket.fits[fit], name=minirocket.name))
-    else:
-        report = run_crossfit_ensemble(run, members, minirocket)
+def test_ensemble_matches_best_member(run, smoke, finetuned, augmented_run, baseline, minirocket, gate_record):
+    stages = {"finetuned": finetuned, "augmented": augmented_run, "baseline": baseline, "minirocket": minirocket}
+    members, left_out = choose_members(run, stages, smoke)
     gate_record.model = "calibrated_average"
     gate_record.config = dataclasses.asdict(run.profile.ensemble)
+    gate_record.extra = {"members_used": list(members), "left_out": left_out, "member_gates": GATE_OF_MEMBER}
+    if not members:
+        pytest.skip("nothing to average: no model in ensemble.members passed its own gate in this session: "
+                    + "; ".join(f"{name}: {why}" for name, why in left_out.items()))
+    if run.holdout:  # the split file's rows, exactly as before: the base seed's fits
+        fit = (run.settings.seed, run.folds[0].index)
+        report = run_ensemble(run, {name: stage.fits[fit] for name, stage in stages.items()}, list(members))
+    else:
+        report = run_crossfit_ensemble(run, {name: stage.evaluation_of("val_score_proba") if name == "minirocket"
+                                             else stage.evaluation for name, stage in stages.items()}, list(members))
     gate_record.metrics = {"val_f1": report["f1"], **{k: report[k] for k in (
         "f1_uncalibrated", "ece_before", "ece_after", "brier_before", "brier_after", "n_members", "best_member",
-        "best_member_f1", "members", "f1_other_minirocket_choice")}}
-    gate_record.comparison = {"baseline_gate": report["best_member"], "baseline_f1": report["best_member_f1"],
-                              **{k: report[k] for k in ("delta", "delta_ci95", "ci_half_width")}, "policy": policy}
-    gate_record.extra = {"members_used": report["members_used"], "left_out": left_out,
-                         "scored_on": report["scored_on"], "calibration_notes": report.get("calibration_notes", []),
-                         "note": None if report["averaged"] else "one member: calibrated only, nothing averaged"}
+        "best_member_f1")}, "members": {name: {k: v for k, v in numbers.items() if k != "reliability"}
+                                        for name, numbers in report["members"].items()}}
+    gate_record.comparison = {"baseline_gate": GATE_OF_MEMBER[report["best_member"]],
+                              "baseline_f1": report["best_member_f1"], "candidate_gate": "7_ensemble",
+                              **{k: report[k] for k in ("delta", "delta_ci95", "ci_half_width") if k in report},
+                              **{k: report[k] for k in ("per_fold_delta", "per_seed_delta") if k in report},
+                              "policy": run.profile.thresholds.gate_policy}
+    gate_record.extra.update({
+        "scored_on": report["scored_on"], "calibration_notes": report.get("calibration_notes", []),
+        "calibration": {"bins": 10, "models": {**{name: numbers["reliability"] for name, numbers in
+                                                  report["members"].items()}, "ensemble": report["reliability"]}},
+        "note": None if report["averaged"] else "one member: calibrated only, nothing averaged"})
+    _, saved = save_deliverable(run, members)
+    gate_record.extra["artifact"] = saved
+    if saved["saved"]:
+        gate_record.artifacts = {"model": saved["path"]}
     warning = ensemble_warning(report["f1"], report["best_member"], report["best_member_f1"],
-                               run.profile.ensemble.tolerance, policy, report["delta_ci95"])
+                               run.profile.ensemble.tolerance, run.profile.thresholds.gate_policy, report["delta_ci95"])
     if warning:
         gate_record.warn(warning)

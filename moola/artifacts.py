@@ -33,8 +33,11 @@ ENCODER_CACHE = Path("pretrained/cache")  # one encoder per fingerprint: switchi
 FINETUNED = Path("models/enhanced_finetuned_v1.pt")
 AUGMENTED = Path("models/enhanced_augmented_v1.pt")
 BASELINE = Path("models/simple_lstm_baseline_v1.pt")
-GATE_OF = {FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train", BASELINE: "6_baseline_simplelstm"}
-DELIVERABLE_GATES = ("4_finetune_enhanced", "5_augment_train")  # SimpleLSTM is gate 6's baseline, never delivered
+ENSEMBLE = Path("models/ensemble_v1.pt")  # gate 7's calibrated average (moola.deployment)
+GATE_OF = {FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train", BASELINE: "6_baseline_simplelstm",
+           ENSEMBLE: "7_ensemble"}
+# SimpleLSTM is gate 6's baseline, never delivered on its own
+DELIVERABLE_GATES = ("4_finetune_enhanced", "5_augment_train", "7_ensemble")
 
 
 def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:

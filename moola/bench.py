@@ -5,7 +5,8 @@ B, ...), and reports medians and their ratio: shared machines drift, ratios meas
 do not. Targets: (a) fine-tuning with every technique on ≤ 1.3× a bare step, (b) pretraining
 throughput ≤ 1.1× slower than a bare masked-reconstruction loop; (c) vectorised parquet
 decoding of the 11,873-window pool against a per-row Python decode; on CUDA also (d)
-pretraining in fp16 autocast + GradScaler against fp32 (`pretrain.mixed_precision`).
+pretraining in fp16 autocast + GradScaler against fp32 (`pretrain.mixed_precision`); (e) `moola
+predict` on 10,000 windows with a two-member ensemble against one member's bare forward pass.
 """
 
 from __future__ import annotations
@@ -141,6 +142,33 @@ def bench_parquet(features: np.ndarray, repeats: int) -> dict:
     return {"n_windows": len(features), "read_windows_s": fast, "per_row_s": slow, "speedup": slow / fast}
 
 
+def bench_predict(raw: np.ndarray, device: torch.device, repeats: int) -> dict:
+    """Seconds for `moola predict`'s scoring of raw windows by a two-member calibrated ensemble at the
+    full profile's size, vs one member's bare forward pass over the same windows."""
+    from moola.deployment import Deployed, Member
+    from moola.training.classifier import predict_proba
+
+    config = PretrainConfig()
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = EnhancedSimpleLSTM(raw.shape[2], 2, config.hidden_size, config.num_layers).to(device).eval()
+        knots = np.linspace(0, 1, 20)
+        members.append(Member(f"m{seed}", model, [(knots, knots ** 2), (knots, np.sqrt(knots))]))
+    deployed = Deployed("ensemble", members, ["a", "b"], {"shared_channels": True, "window_shape": list(raw.shape[1:])})
+    windows = normalize_windows(raw)
+
+    def ensemble():
+        deployed.predict_proba(raw, device)
+
+    def one_member():
+        predict_proba(members[0].model, windows, device, batch_size=1024)
+
+    full, bare = _interleaved(ensemble, one_member, repeats)
+    return {"n_windows": len(raw), "ensemble_s": full, "one_member_forward_s": bare, "ratio": full / bare,
+            "windows_per_s": len(raw) / full}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moola.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -163,8 +191,12 @@ def main(argv=None) -> int:
     parquet = bench_parquet(pool, args.repeats)
     print(f"(c) decode {parquet['n_windows']} windows: read_windows {parquet['read_windows_s']:.3f} s vs per-row "
           f"{parquet['per_row_s']:.3f} s -> {parquet['speedup']:.1f}x faster")
+    scoring = bench_predict(pool[:10_000], device, args.repeats)
+    print(f"(e) predict {scoring['n_windows']} windows: 2-member calibrated ensemble {scoring['ensemble_s']:.2f} s "
+          f"({scoring['windows_per_s']:.0f} windows/s) vs one member's forward pass {scoring['one_member_forward_s']:.2f} s "
+          f"-> {scoring['ratio']:.2f}x")
     numbers = {"device": str(device), "torch": torch.__version__, "repeats": args.repeats,
-               "finetune": finetune, "pretrain": pretrain, "parquet": parquet}
+               "finetune": finetune, "pretrain": pretrain, "parquet": parquet, "predict": scoring}
     if device.type == "cuda":
         precision = bench_precision(normalize_windows(pool[: args.pool]), device, args.repeats)
         numbers["precision"] = precision

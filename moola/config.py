@@ -105,7 +105,11 @@ class BaselineConfig:
 @dataclass(frozen=True)
 class EnsembleConfig:
     calibration_folds: int = 5  # cross-fitting folds on val when there is no test split
-    include_minirocket: bool = False  # average MiniRocket's calibrated ridge scores too (fixed, not chosen on val)
+    # Models averaged, each only when it passed its own gate this session: "finetuned" (gate 4),
+    # "augmented" (gate 5), "baseline" (SimpleLSTM, gate 6's comparison model), "minirocket"
+    # (gate 2's control, its calibrated ridge scores). Fixed before the run, never chosen on the
+    # rows the ensemble is scored on.
+    members: tuple = ("finetuned", "augmented")
     tolerance: float = 0.01  # ensemble may be this much below the best member (1 pp)
 
 
@@ -201,6 +205,8 @@ CHOICES = {
     "thresholds.gate_policy": ("point", "ci"),
     "evaluation.cv": ("holdout", "blocked", "walk-forward"),  # moola.evaluation.folds.PROTOCOLS
 }
+ENSEMBLE_MEMBERS = ("finetuned", "augmented", "baseline", "minirocket")  # ensemble.members' allowed values
+RENAMED = {"ensemble.include_minirocket": "ensemble.members=finetuned,augmented,minirocket"}
 
 
 def check_choices(profile: Profile) -> None:
@@ -211,6 +217,11 @@ def check_choices(profile: Profile) -> None:
         if value not in allowed:
             hint = f" (did you mean {str(value).lower()!r}?)" if str(value).lower() in allowed else ""
             raise ValueError(f"--set {key}={value}: expected one of {', '.join(allowed)}, found {value!r}{hint}")
+    members = profile.ensemble.members
+    unknown = [m for m in members if m not in ENSEMBLE_MEMBERS]
+    if unknown or not members or len(set(members)) != len(members):
+        raise ValueError(f"--set ensemble.members={','.join(members)}: expected a comma-separated list of distinct "
+                         f"names from {', '.join(ENSEMBLE_MEMBERS)}, found {list(members)!r}")
     finetune = profile.finetune  # the weights gate 4 judges must exist (else it fails after pretraining)
     for key, value, ok, expected in (
             ("finetune.swa_fraction", finetune.swa_fraction, 0 <= finetune.swa_fraction < 1, "a share in [0, 1)"),
@@ -249,6 +260,8 @@ def apply_overrides(profile: Profile, overrides: typing.Iterable[str]) -> Profil
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
+        if key in RENAMED:
+            raise ValueError(f"--set {item!r}: {key} was replaced; use --set {RENAMED[key]}")
         if not sep or key not in valid_keys(profile):
             raise ValueError(
                 f"--set {item!r}: unknown key {key!r}. Valid keys: {', '.join(valid_keys(profile))}"

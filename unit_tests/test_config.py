@@ -87,3 +87,22 @@ def test_a_swa_share_near_one_leaves_an_epoch_before_averaging():
 
     profile = apply_overrides(quick_profile(), ["finetune.swa_fraction=0.99"])
     assert finetune_options(profile.finetune, {}, 25).swa_epochs == 24
+
+
+@pytest.mark.parametrize("item", ["ensemble.members=finetuned,simplelstm", "ensemble.members=",
+                                  "ensemble.members=finetuned,finetuned"])
+def test_ensemble_members_are_distinct_known_names(item):
+    with pytest.raises(ValueError, match="expected a comma-separated list of distinct names from finetuned, "
+                                         "augmented, baseline, minirocket"):
+        apply_overrides(quick_profile(), [item])
+
+
+def test_ensemble_members_default_to_the_gate4_and_gate5_models_and_parse_a_list():
+    assert quick_profile().ensemble.members == ("finetuned", "augmented")
+    profile = apply_overrides(quick_profile(), ["ensemble.members=finetuned, baseline"])
+    assert profile.ensemble.members == ("finetuned", "baseline")
+
+
+def test_the_replaced_include_minirocket_key_names_its_successor():
+    with pytest.raises(ValueError, match="use --set ensemble.members=finetuned,augmented,minirocket"):
+        apply_overrides(quick_profile(), ["ensemble.include_minirocket=true"])

@@ -90,7 +90,7 @@ def member(name, val_proba, test_proba=None):
 def test_one_member_is_reported_as_not_averaged():
     y = np.array([0, 1] * 10)
     proba = np.eye(2)[y] * 0.7 + 0.15
-    report = run_ensemble(fake_context(y, np.arange(20)), [member("only", proba)])
+    report = run_ensemble(fake_context(y, np.arange(20)), {"only": member("only", proba)}, ["only"])
     assert report["n_members"] == 1 and report["averaged"] is False and report["members_used"] == ["only"]
 
 
@@ -100,7 +100,37 @@ def test_with_test_rows_calibration_is_fitted_on_val_and_scored_on_test():
     val, test = np.arange(20), np.arange(20, 30)
     proba = np.clip(np.eye(2)[y] * 0.5 + rng.uniform(0, 0.5, (30, 2)), 0, None)
     proba /= proba.sum(1, keepdims=True)
-    report = run_ensemble(fake_context(y, val, test), [member("a", proba[val], proba[test]),
-                                                       member("b", proba[val][::-1].copy(), proba[test])])
+    report = run_ensemble(fake_context(y, val, test), {"a": member("a", proba[val], proba[test]),
+                                                       "b": member("b", proba[val][::-1].copy(), proba[test])}, ["a", "b"])
     assert report["scored_on"].startswith("test rows")
     assert report["members"]["a"]["f1"] == pytest.approx(macro_f1(y[test], proba[test].argmax(1), 2))
+
+
+def members_with(monkeypatch, members: tuple, gate4_failures=(), gate5_failures=()):
+    """`choose_members` with gate 4's and gate 5's rules stubbed to the given failures."""
+    from moola.config import EnsembleConfig
+    from moola.stages import members as module
+
+    monkeypatch.setattr(module, "finetune_verdict", lambda ctx, finetuned, smoke: (list(gate4_failures), {}, {}))
+    monkeypatch.setattr(module, "augment_verdict", lambda ctx, augmented, finetuned: (list(gate5_failures), {}))
+    ctx = SimpleNamespace(profile=Profile(ensemble=EnsembleConfig(members=members)))
+    stages = {name: SimpleNamespace(name=name) for name in ("finetuned", "augmented", "baseline", "minirocket")}
+    return module.choose_members(ctx, stages, smoke=None)
+
+
+def test_default_members_are_the_gate4_and_gate5_models_never_the_baseline(monkeypatch):
+    chosen, left_out = members_with(monkeypatch, ("finetuned", "augmented"))
+    assert list(chosen) == ["finetuned", "augmented"]
+    assert left_out["baseline"].startswith("not in ensemble.members") and "minirocket" in left_out
+
+
+def test_a_member_whose_gate_rule_fails_is_left_out_with_the_rule(monkeypatch):
+    chosen, left_out = members_with(monkeypatch, ("finetuned", "augmented"), gate5_failures=["val_f1 0.70 < 0.75"])
+    assert list(chosen) == ["finetuned"] and left_out["augmented"] == "gate 5_augment_train: val_f1 0.70 < 0.75"
+    chosen, left_out = members_with(monkeypatch, ("finetuned", "augmented"), gate4_failures=["delta CI crosses 0"])
+    assert chosen == {} and "gate 4_finetune_enhanced: delta CI crosses 0" in left_out["augmented"]
+
+
+def test_baseline_and_minirocket_join_only_when_configured(monkeypatch):
+    chosen, _ = members_with(monkeypatch, ("baseline", "minirocket", "finetuned"))
+    assert list(chosen) == ["baseline", "minirocket", "finetuned"]  # the configured order

@@ -14,7 +14,7 @@ from moola.stages.context import RunContext
 from moola.stages.protocol import CrossFitted, compare
 from moola.stages.rules import no_worse_failures, synthetic_failures
 from moola.training.classifier import predict_proba
-from moola.training.pseudo import PseudoSamples, make_pseudo_samples, synthetic_cap
+from moola.training.pseudo import PseudoSamples, make_pseudo_samples, statistic_quantiles, synthetic_cap
 
 PROVENANCE = Path("models/enhanced_augmented_v1.synthetic.parquet")
 
@@ -95,7 +95,8 @@ def augment_verdict(ctx: RunContext, augmented: CrossFitted, finetuned: CrossFit
         failures += [f"{where}: {failure}" for failure in synthetic_failures(numbers, config, view.saves_models)]
         per_fit.append({"fit": where, **numbers})
         if view.saves_models:
-            saved = (numbers, trained.extra["samples"])
+            samples = trained.extra["samples"]
+            saved = (numbers, samples, statistic_quantiles(samples.windows, view.windows[view.train]))
     comparison = compare(ctx, augmented, finetuned, "4_finetune_enhanced")
     failures += [f"{failure}: augmentation degrades real scored rows" for failure in no_worse_failures(
         augmented.val_f1, finetuned.val_f1, "gate-4", config.tolerance, ctx.profile.thresholds.gate_policy,

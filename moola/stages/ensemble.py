@@ -11,69 +11,66 @@ from __future__ import annotations
 import numpy as np
 
 from moola.evaluation.crossfit import Evaluation, paired_block_bootstrap
-from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
-from moola.stages.protocol import CrossFitted
+from moola.stages.protocol import spread
 from moola.training.calibration import (
     brier_score,
     calibrate_across_folds,
     cross_fit_calibrate,
     expected_calibration_error,
     fit_then_score,
+    reliability_bins,
 )
 from moola.training.metrics import macro_f1, paired_bootstrap_delta
 
 
-def _scores(member: Trained) -> tuple[np.ndarray, np.ndarray | None]:
-    """Val and test probabilities; MiniRocket contributes its ridge scores (softmaxed), not one-hots."""
-    val = member.extra.get("val_score_proba", member.val_proba)
-    return val, member.test_proba
-
-
-def run_ensemble(ctx: RunContext, members: list, minirocket: Trained | None = None) -> dict:
-    """Holdout: calibrated probability averaging of the base seed's `members` (Trained) and
-    MiniRocket when the config includes it, on the split file's rows exactly as before."""
+def run_ensemble(ctx: RunContext, candidates: dict, used: list) -> dict:
+    """Holdout: calibrated probability averaging of the base seed's fits, on the split file's rows
+    exactly as before. `candidates`: name -> Trained (every model calibrated and reported);
+    `used`: the names averaged. MiniRocket contributes its ridge scores (softmaxed), not one-hots."""
     config = ctx.profile.ensemble
     y = ctx.dataset.y
     y_val, test = y[ctx.val], ctx.test
     has_test = len(test) > 0
     y_scored = y[test] if has_test else y_val
     k = ctx.n_classes
-    candidates = list(members) + ([minirocket] if minirocket is not None else [])
     before, after, per_member = {}, {}, {}
-    for member in candidates:
-        val_proba, test_proba = _scores(member)
+    for name, member in candidates.items():
+        val_proba, test_proba = member.extra.get("val_score_proba", member.val_proba), member.test_proba
         if has_test:
             raw, calibrated = test_proba, fit_then_score(val_proba, y_val, test_proba)
         else:
             raw, (calibrated, _) = val_proba, cross_fit_calibrate(val_proba, y_val, config.calibration_folds, ctx.seed)
-        before[member.name], after[member.name] = raw, calibrated
-        per_member[member.name] = {
-            "f1": macro_f1(y_scored, raw.argmax(1), k), "f1_calibrated": macro_f1(y_scored, calibrated.argmax(1), k),
-            "ece_before": expected_calibration_error(raw, y_scored), "ece_after": expected_calibration_error(calibrated, y_scored),
-            "brier_before": brier_score(raw, y_scored), "brier_after": brier_score(calibrated, y_scored),
-        }
-    used = [m.name for m in members] + ([minirocket.name] if minirocket is not None and config.include_minirocket else [])
+        before[name], after[name] = raw, calibrated
+        per_member[name] = _calibration_numbers(raw, calibrated, y_scored, macro_f1(y_scored, raw.argmax(1), k),
+                                                macro_f1(y_scored, calibrated.argmax(1), k))
     average = np.mean([after[name] for name in used], axis=0)  # (n_scored, K)
     average_raw = np.mean([before[name] for name in used], axis=0)
-    best_name = max((m.name for m in members), key=lambda n: per_member[n]["f1"])
-    best_pred = before[best_name].argmax(1)
-    delta = paired_bootstrap_delta(y_scored, average.argmax(1), best_pred, k,
+    best_name = max(used, key=lambda n: per_member[n]["f1"])
+    delta = paired_bootstrap_delta(y_scored, average.argmax(1), before[best_name].argmax(1), k,
                                    ctx.profile.thresholds.bootstrap_resamples, ctx.seed)
-    report = {
+    numbers = _calibration_numbers(average_raw, average, y_scored, macro_f1(y_scored, average_raw.argmax(1), k),
+                                   macro_f1(y_scored, average.argmax(1), k))
+    return {
         "scored_on": "test rows (calibrated on val)" if has_test else
                      f"val rows, out-of-fold ({config.calibration_folds}-fold cross-fitted calibration)",
-        "members": per_member, "members_used": used, "n_members": len(used), "averaged": len(used) > 1,
-        "f1": macro_f1(y_scored, average.argmax(1), k), "f1_uncalibrated": macro_f1(y_scored, average_raw.argmax(1), k),
-        "ece_before": expected_calibration_error(average_raw, y_scored), "ece_after": expected_calibration_error(average, y_scored),
-        "brier_before": brier_score(average_raw, y_scored), "brier_after": brier_score(average, y_scored),
+        "members": per_member, "members_used": list(used), "n_members": len(used), "averaged": len(used) > 1,
+        "f1": numbers["f1_calibrated"], "f1_uncalibrated": numbers["f1"], **_without_f1(numbers),
         "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
         "ci_half_width": (delta["delta_ci95"][1] - delta["delta_ci95"][0]) / 2,
     }
-    if minirocket is not None:  # recorded either way, so a user can see whether its scores would help
-        other = used[:-1] if config.include_minirocket else used + [minirocket.name]
-        report["f1_other_minirocket_choice"] = macro_f1(y_scored, np.mean([after[n] for n in other], 0).argmax(1), k)
-    return report
+
+
+def _without_f1(numbers: dict) -> dict:
+    return {key: value for key, value in numbers.items() if key not in ("f1", "f1_calibrated")}
+
+
+def _calibration_numbers(before: np.ndarray, after: np.ndarray, y: np.ndarray, f1: float, f1_calibrated: float) -> dict:
+    """F1, ECE, Brier and reliability bins of `(n, K)` probabilities before and after calibration."""
+    return {"f1": f1, "f1_calibrated": f1_calibrated,
+            "ece_before": expected_calibration_error(before, y), "ece_after": expected_calibration_error(after, y),
+            "brier_before": brier_score(before, y), "brier_after": brier_score(after, y),
+            "reliability": {"before": reliability_bins(before, y), "after": reliability_bins(after, y)}}
 
 
 def _calibrated(ctx: RunContext, ev: Evaluation) -> tuple[Evaluation, list]:
@@ -102,52 +99,41 @@ def _stacked(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
     return ev.proba.reshape(-1, ev.n_classes), np.tile(ev.y, len(ev.seeds))
 
 
-def _calibration_numbers(raw: Evaluation, calibrated: Evaluation) -> dict:
+def _evaluation_numbers(raw: Evaluation, calibrated: Evaluation) -> dict:
     (before, y), (after, _) = _stacked(raw), _stacked(calibrated)
-    return {"f1": raw.val_f1, "f1_calibrated": calibrated.val_f1,
-            "ece_before": expected_calibration_error(before, y), "ece_after": expected_calibration_error(after, y),
-            "brier_before": brier_score(before, y), "brier_after": brier_score(after, y)}
+    return _calibration_numbers(before, after, y, raw.val_f1, calibrated.val_f1)
 
 
-def run_crossfit_ensemble(ctx: RunContext, members: list, minirocket: CrossFitted | None = None) -> dict:
+def run_crossfit_ensemble(ctx: RunContext, candidates: dict, used: list) -> dict:
     """Calibrated probability averaging over the folds' pooled out-of-fold predictions, per seed.
 
-    `members`: CrossFitted stages; MiniRocket contributes its ridge scores (softmaxed) when given,
-    and joins the average only when `ensemble.include_minirocket` says so.
+    `candidates`: name -> Evaluation (MiniRocket's: its softmaxed ridge scores), every one
+    calibrated and reported; `used`: the names averaged.
     """
-    config = ctx.profile.ensemble
-    raw = {m.name: m.evaluation for m in members}
-    if minirocket is not None:
-        raw[minirocket.name] = minirocket.evaluation_of("val_score_proba")
     calibrated, notes = {}, []
-    for name, ev in raw.items():
+    for name, ev in candidates.items():
         calibrated[name], member_notes = _calibrated(ctx, ev)
         notes += [f"{name}: {note}" for note in member_notes]
-    per_member = {name: _calibration_numbers(raw[name], calibrated[name]) for name in raw}
-    used = [m.name for m in members] + ([minirocket.name] if minirocket is not None and config.include_minirocket else [])
+    per_member = {name: _evaluation_numbers(candidates[name], calibrated[name]) for name in candidates}
     first = calibrated[used[0]]
 
-    def average(evaluations: dict, names: list, label: str) -> Evaluation:
+    def average(evaluations: dict, label: str) -> Evaluation:
         return Evaluation(label, first.rows, first.y, first.fold_of, first.seeds,
-                          np.mean([evaluations[name].proba for name in names], axis=0))
+                          np.mean([evaluations[name].proba for name in used], axis=0))
 
-    ensemble, ensemble_raw = average(calibrated, used, "ensemble"), average(raw, used, "ensemble_raw")
-    best_name = max((m.name for m in members), key=lambda n: per_member[n]["f1"])
-    delta = paired_block_bootstrap(ensemble, raw[best_name], ctx.profile.thresholds.bootstrap_resamples,
+    ensemble, ensemble_raw = average(calibrated, "ensemble"), average(candidates, "ensemble_raw")
+    best_name = max(used, key=lambda n: per_member[n]["f1"])
+    delta = paired_block_bootstrap(ensemble, candidates[best_name], ctx.profile.thresholds.bootstrap_resamples,
                                    ctx.settings.seed)
-    numbers = _calibration_numbers(ensemble_raw, ensemble)
+    numbers = _evaluation_numbers(ensemble_raw, ensemble)
     fitted_on = ("earlier folds' rows minus its purged rows; the first scored fold, with no past, cross-fitted "
                  "within its own rows" if ctx.profile.evaluation.cv == "walk-forward"
                  else "other folds' rows minus its purged rows")
-    report = {
+    return {
         "scored_on": f"every scored row, out of fold ({len(ctx.folds)} folds: each fold calibrated by isotonic "
                      f"maps fitted on the {fitted_on})", "calibration_notes": notes,
-        "members": per_member, "members_used": used, "n_members": len(used), "averaged": len(used) > 1,
+        "members": per_member, "members_used": list(used), "n_members": len(used), "averaged": len(used) > 1,
         "f1": ensemble.val_f1, "f1_uncalibrated": ensemble_raw.val_f1, "per_seed_f1": ensemble.per_seed_f1,
-        **{key: numbers[key] for key in ("ece_before", "ece_after", "brier_before", "brier_after")},
-        "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
+        **_without_f1(numbers), "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
+        **spread(ensemble, candidates[best_name]),
     }
-    if minirocket is not None:  # recorded either way, so a user can see whether its scores would help
-        other = used[:-1] if config.include_minirocket else used + [minirocket.name]
-        report["f1_other_minirocket_choice"] = average(calibrated, other, "other").val_f1
-    return report

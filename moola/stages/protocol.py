@@ -84,10 +84,28 @@ def pooled_metrics(ctx: RunContext, stage: CrossFitted) -> dict:
                "n_fits": len(stage.fits),
                "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes))) for p in ev.pred],
                "train_acc": float(np.mean([t.metrics["train_acc"] for t in stage.fits.values()])),
-               "majority_f1": stage.majority.val_f1}
+               "majority_f1": stage.majority.val_f1, "confusion": confusion(ev, ctx.dataset.classes)}
     if stage.final is not None and not ctx.holdout:
         metrics["refit"] = {"rows": len(ctx.dataset.y), "train_acc": stage.final.metrics["train_acc"]}
     return metrics
+
+
+def confusion(ev: Evaluation, classes) -> dict:
+    """Pooled out-of-fold confusion counts, summed over seeds: rows the true class, columns the predicted."""
+    k = ev.n_classes
+    counts = np.zeros((k, k), dtype=np.int64)
+    for pred in ev.pred:
+        np.add.at(counts, (ev.y, pred), 1)
+    return {"classes": list(classes), "counts": counts.tolist(), "seeds": len(ev.seeds)}
+
+
+def spread(candidate: Evaluation, baseline: Evaluation) -> dict:
+    """The delta per fold (averaged over seeds) and per seed (pooled over folds): the dots of the
+    report's forest plot. Small blocks are noisy: read them, do not judge by them."""
+    if not np.array_equal(candidate.fold_of, baseline.fold_of):
+        return {}
+    return {"per_fold_delta": (np.asarray(candidate.per_fold_f1) - np.asarray(baseline.per_fold_f1)).tolist(),
+            "per_seed_delta": (np.asarray(candidate.per_seed_f1) - np.asarray(baseline.per_seed_f1)).tolist()}
 
 
 def compare(ctx: RunContext, candidate: CrossFitted, baseline: CrossFitted, baseline_gate: str) -> dict:
@@ -100,7 +118,8 @@ def compare(ctx: RunContext, candidate: CrossFitted, baseline: CrossFitted, base
     thresholds = ctx.profile.thresholds
     delta = paired_block_bootstrap(candidate.evaluation, baseline.evaluation, thresholds.bootstrap_resamples,
                                    ctx.settings.seed, run_length=1 if ctx.holdout else None)
-    return {"baseline_gate": baseline_gate, "baseline_f1": baseline.val_f1, **delta, "policy": thresholds.gate_policy}
+    return {"baseline_gate": baseline_gate, "baseline_f1": baseline.val_f1, **delta, "policy": thresholds.gate_policy,
+            **spread(candidate.evaluation, baseline.evaluation)}
 
 
 def compare_to_chance(ctx: RunContext, candidate: CrossFitted) -> dict:

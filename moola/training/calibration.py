@@ -14,10 +14,41 @@ def _fit_isotonic(proba: np.ndarray, y: np.ndarray) -> list:
 
 
 def _apply(maps: list, proba: np.ndarray) -> np.ndarray:
-    calibrated = np.stack([m.predict(proba[:, k]) for k, m in enumerate(maps)], axis=1)  # (n, K)
+    return _renormalised(np.stack([m.predict(proba[:, k]) for k, m in enumerate(maps)], axis=1))  # (n, K)
+
+
+def _renormalised(calibrated: np.ndarray) -> np.ndarray:
+    """One-vs-rest calibrated scores `(n, K)` as probabilities that sum to 1 per row."""
     total = calibrated.sum(axis=1, keepdims=True)
     # A row every map sends to 0 has no calibrated evidence: fall back to uniform.
-    return np.where(total > 0, calibrated / np.where(total > 0, total, 1), 1.0 / proba.shape[1])
+    return np.where(total > 0, calibrated / np.where(total > 0, total, 1), 1.0 / calibrated.shape[1])
+
+
+def fit_calibrator(proba: np.ndarray, y: np.ndarray) -> list:
+    """One-vs-rest isotonic maps as plain arrays, one `(x, y)` pair of increasing knots per class:
+    what a weights-only artifact can hold (no pickled estimator). `apply_calibrator` reproduces
+    `IsotonicRegression(out_of_bounds="clip").predict` from them (linear between knots, flat beyond)."""
+    return [(np.asarray(m.X_thresholds_, dtype=np.float64), np.asarray(m.y_thresholds_, dtype=np.float64))
+            for m in _fit_isotonic(proba, y)]
+
+
+def apply_calibrator(calibrator: list, proba: np.ndarray) -> np.ndarray:
+    """`(n, K)` probabilities through `fit_calibrator`'s knots, renormalised per row."""
+    if len(calibrator) != proba.shape[1]:
+        raise ValueError(f"calibrator has maps for {len(calibrator)} classes, probabilities have {proba.shape[1]}")
+    return _renormalised(np.stack([np.interp(proba[:, k], x, y) for k, (x, y) in enumerate(calibrator)], axis=1))
+
+
+def reliability_bins(proba: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict:
+    """A reliability diagram's numbers, on `expected_calibration_error`'s bins: per equal-width bin of
+    the top-class probability, the mean confidence, the accuracy and the row count (None when empty)."""
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(float)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    return {"confidence": [float(confidence[bins == b].mean()) if count[b] else None for b in range(n_bins)],
+            "accuracy": [float(correct[bins == b].mean()) if count[b] else None for b in range(n_bins)],
+            "count": count.tolist()}
 
 
 def cross_fit_calibrate(proba: np.ndarray, y: np.ndarray, n_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,7 +67,7 @@ class FitOptions:
 @dataclass
 class FitResult:
     model: nn.Module  # raw weights, eval mode
-    history: list  # per epoch: {"phase", "epoch", "loss", "train_acc", "lr"}
+    history: list  # per epoch: {"phase", "epoch", "loss", "train_acc", "lr", "lrs": {group: lr}}
     steps: dict = field(default_factory=dict)  # optimizer steps per phase
     lrs: dict = field(default_factory=dict)  # phase -> group -> lr at the phase's first step
     trainable: dict = field(default_factory=dict)  # phase -> groups that trained
@@ -196,7 +196,10 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
                     swa.update_parameters(model)
                     swa_scheduler.step()
                 result.history.append({"phase": phase.name, "epoch": epoch, "loss": loss_sum / len(x_all),
-                                       "train_acc": correct / len(x_all), "lr": optimizer.param_groups[-1]["lr"]})
+                                       "train_acc": correct / len(x_all), "lr": optimizer.param_groups[-1]["lr"],
+                                       # every training group's LR at the epoch's end (frozen groups left out)
+                                       "lrs": {g["name"]: g["lr"] for g in optimizer.param_groups
+                                               if g["name"] in trainable}})
                 elapsed = time.monotonic() - started
                 log.info("%s epoch %d/%d loss %.4f acc %.3f (%.0fs, eta %.0fs)", phase.name, epoch, phase.epochs,
                          loss_sum / len(x_all), correct / len(x_all), elapsed,

@@ -159,6 +159,16 @@ def ks_report(synthetic: np.ndarray, real: np.ndarray) -> dict:
     return report
 
 
+def statistic_quantiles(synthetic: np.ndarray, real: np.ndarray, n_levels: int = 21) -> dict:
+    """The KS statistics' distributions as quantiles, real vs synthetic windows, for a report's CDF plot:
+    name -> {"quantiles": levels, "real", "synthetic", "n_real", "n_synthetic"}."""
+    levels = np.linspace(0, 1, n_levels)
+    real_stats, synth_stats = per_window_statistics(real), per_window_statistics(synthetic)
+    return {name: {"quantiles": levels.tolist(), "real": np.quantile(real_stats[name], levels).tolist(),
+                   "synthetic": np.quantile(synth_stats[name], levels).tolist() if len(synthetic) else [],
+                   "n_real": len(real), "n_synthetic": len(synthetic)} for name in real_stats}
+
+
 def _rms_to(flat: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Smallest RMS distance from each row of `flat (n, D)` to any row of `reference (m, D)`."""
     if not len(reference):

@@ -1,0 +1,189 @@
+"""The approved model as a file: save gate 7's ensemble, load it (or one gate's model), predict.
+
+An ensemble artifact is a moola checkpoint (`artifacts.save_checkpoint`: tensors plus JSON
+metadata, loadable with `torch.load(weights_only=True)`): every member's weights under
+`member.<name>.`, its isotonic calibrator as knot arrays under `calibrator.<name>.<class>.x/.y`,
+and a few raw reference windows with the probabilities the saving session computed for them
+(`reference.*`). Loading recomputes those probabilities: a file that no longer gives them (other
+numerics, a damaged copy) is refused, never used silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from moola import artifacts, models
+from moola.data.normalize import normalize_windows
+from moola.training.calibration import apply_calibrator
+from moola.training.classifier import predict_proba
+
+FORMAT = 1  # bump when the layout below changes; a file of another format is refused with the fix
+KIND = "moola-ensemble"
+REFERENCE_ROWS = 32  # raw windows kept in the file to check, at load, that it still computes what it did
+REFERENCE_ATOL = 1e-4  # probabilities; CPU vs CUDA fp32 LSTMs differ by ~1e-6
+MODELS = {"ensemble": artifacts.ENSEMBLE, "finetuned": artifacts.FINETUNED, "augmented": artifacts.AUGMENTED,
+          "baseline": artifacts.BASELINE}
+
+
+class DeploymentError(ValueError):
+    """No usable approved model: the message says which file, why, and the fix."""
+
+
+@dataclass
+class Member:
+    """One model of a deployed predictor: the network, and its calibrator (None: softmax as is)."""
+
+    name: str
+    model: nn.Module
+    calibrator: list | None = None  # per class (x knots, y knots), `training.calibration.fit_calibrator`
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class Deployed:
+    """A predictor read from a file (or built in a session): members averaged after calibration."""
+
+    kind: str  # "ensemble", "finetuned", "augmented", "baseline"
+    members: list
+    classes: list
+    input: dict  # window_shape [T, C], channels, shared_channels, normalisation
+    metadata: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        return all(member.calibrator is not None for member in self.members)
+
+    def member_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu") -> dict:
+        """Each member's probabilities `(n, K)` before calibration, for raw windows `(n, T, C)`."""
+        windows = normalize_windows(raw_windows, shared_channels=bool(self.input["shared_channels"]))
+        device = torch.device(device)
+        return {m.name: predict_proba(m.model, windows, device, batch_size=1024) for m in self.members}
+
+    def predict_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+        """Calibrated, averaged class probabilities `(n, K)` for raw windows `(n, T, C)`."""
+        raw = self.member_proba(raw_windows, device)
+        calibrated = [apply_calibrator(m.calibrator, raw[m.name]) if m.calibrator is not None else raw[m.name]
+                      for m in self.members]
+        return np.mean(calibrated, axis=0)
+
+
+def save_ensemble(path: Path, deployed: Deployed, reference_windows: np.ndarray, metadata: dict,
+                  device: torch.device | str = "cpu") -> Path:
+    """Write `deployed` as one weights-only file, with `reference_windows` `(n, T, C)` (raw) and the
+    probabilities this session computes for them."""
+    reference = np.asarray(reference_windows[:REFERENCE_ROWS], dtype=np.float64)
+    state = {"reference.windows": torch.from_numpy(reference),
+             "reference.proba": torch.from_numpy(deployed.predict_proba(reference, device))}
+    for name, proba in deployed.member_proba(reference, device).items():
+        state[f"reference.member.{name}"] = torch.from_numpy(proba)
+    for member in deployed.members:
+        state.update({f"member.{member.name}.{key}": value for key, value in member.model.state_dict().items()})
+        for k, (x, y) in enumerate(member.calibrator or []):
+            state[f"calibrator.{member.name}.{k}.x"] = torch.from_numpy(np.asarray(x, dtype=np.float64))
+            state[f"calibrator.{member.name}.{k}.y"] = torch.from_numpy(np.asarray(y, dtype=np.float64))
+    metadata = {**metadata, "kind": KIND, "format": FORMAT, "classes": list(deployed.classes), "input": deployed.input,
+                "members": [{"name": m.name, "architecture": models.architecture(m.model),
+                             "calibrated": m.calibrator is not None, **m.info} for m in deployed.members],
+                "reference": {"rows": len(reference), "device": str(device), "atol": REFERENCE_ATOL}}
+    return artifacts.save_checkpoint(path, state, metadata)
+
+
+def load_deployed(path: Path, kind: str = "ensemble") -> Deployed:
+    """Read an ensemble artifact or one gate's model checkpoint; refuse what cannot be trusted."""
+    path = Path(path)
+    try:
+        state, metadata = artifacts.load_checkpoint(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- a damaged or foreign file: say so, with the fix
+        raise DeploymentError(f"{path}: expected a moola checkpoint readable with torch.load(weights_only=True), "
+                              f"found one that is not ({type(exc).__name__}: {str(exc)[:200]}). Fix: rerun the gates "
+                              "that write it (pytest gates -x), or copy the file again") from None
+    made_by = (metadata.get("versions") or {})
+    if kind == "ensemble":
+        return _load_ensemble(path, state, metadata, made_by)
+    try:
+        model = models.rebuild(metadata.get("architecture"))
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 -- an architecture this moola cannot build
+        raise _incompatible(path, made_by, f"its network cannot be rebuilt here ({str(exc)[:200]})") from None
+    input_contract = metadata.get("input") or {}
+    if "shared_channels" not in input_contract or not metadata.get("classes"):
+        raise _incompatible(path, made_by, "it lacks the input contract or class names (written before they were recorded)")
+    return Deployed(kind, [Member(kind, model.eval())], list(metadata["classes"]), input_contract, metadata, path)
+
+
+def _load_ensemble(path: Path, state: dict, metadata: dict, made_by: dict) -> Deployed:
+    if metadata.get("kind") != KIND or metadata.get("format") != FORMAT:
+        raise _incompatible(path, made_by, f"expected a {KIND} file of format {FORMAT}, found kind "
+                                           f"{metadata.get('kind')!r} format {metadata.get('format')!r}")
+    members = []
+    try:
+        for info in metadata["members"]:
+            name = info["name"]
+            model = models.rebuild(info["architecture"])
+            prefix = f"member.{name}."
+            model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            calibrator = None
+            if info.get("calibrated"):
+                calibrator = [(state[f"calibrator.{name}.{k}.x"].numpy(), state[f"calibrator.{name}.{k}.y"].numpy())
+                              for k in range(len(metadata["classes"]))]
+            extra = {key: value for key, value in info.items() if key not in ("name", "architecture", "calibrated")}
+            members.append(Member(name, model.eval(), calibrator, extra))
+    except Exception as exc:  # noqa: BLE001 -- missing tensors, other shapes: not this version's layout
+        raise _incompatible(path, made_by, f"its members cannot be rebuilt here ({type(exc).__name__}: "
+                                           f"{str(exc)[:200]})") from None
+    deployed = Deployed("ensemble", members, list(metadata["classes"]), metadata["input"], metadata, path)
+    check_reference(deployed, state, path, made_by)
+    return deployed
+
+
+def check_reference(deployed: Deployed, state: dict, path: Path, made_by: dict) -> float:
+    """Recompute the saved reference windows' probabilities, each member's before calibration (an
+    isotonic map is flat over stretches and would hide a change) and the ensemble's; refuse the
+    file when any moved beyond `REFERENCE_ATOL`. Returns the largest difference."""
+    windows = state["reference.windows"].numpy()
+    found = deployed.member_proba(windows)
+    pairs = [(f"member {name}", state[f"reference.member.{name}"].numpy(), found[name]) for name in found]
+    pairs.append(("ensemble", state["reference.proba"].numpy(), deployed.predict_proba(windows)))
+    worst, where = 0.0, ""
+    for name, expected, now in pairs:
+        gap = float(np.abs(now - expected).max()) if len(windows) else 0.0
+        if not gap <= worst:  # NaN counts as worst
+            worst, where = gap, name
+    if not worst <= REFERENCE_ATOL:
+        raise _incompatible(path, made_by, f"on its {len(windows)} reference windows it now gives probabilities up "
+                                           f"to {worst:.2g} away ({where}) from those the saving session computed "
+                                           f"(tolerance {REFERENCE_ATOL:g})")
+    return worst
+
+
+def _incompatible(path: Path, made_by: dict, why: str) -> DeploymentError:
+    from moola.results import versions
+
+    here = versions()
+    saved = ", ".join(f"{k} {made_by.get(k)}" for k in ("moola", "git", "torch", "numpy") if made_by.get(k)) or "unknown"
+    now = ", ".join(f"{k} {here.get(k)}" for k in ("moola", "git", "torch", "numpy") if here.get(k))
+    return DeploymentError(f"{path}: made by {saved}; this is {now}: {why}. Fix: rerun the gate that writes it with "
+                           "this installation (pytest gates -x, or pytest gates -k ensemble), or predict with the "
+                           "versions that made it")
+
+
+def approval(metadata: dict, kind: str) -> tuple[bool, str]:
+    """Whether the file's gate approved it, and the words saying so (`metadata["gate"]`, written by
+    the results plugin once its gate ruled)."""
+    gate = metadata.get("gate") or {}
+    status, reason = gate.get("status"), gate.get("reason")
+    said = f"gate {gate.get('gate')} {status}" + (f" ({reason})" if reason else "") + f" in run {gate.get('run_id')}"
+    if metadata.get("train_labels_shuffled"):
+        return False, said + ": a negative-control model (train labels shuffled)"
+    if kind == "baseline":  # gate 6's comparison model: usable once its gate ruled, never the deliverable
+        return status in ("passed", "warning"), said
+    return bool(gate.get("deliverable")), said
+
