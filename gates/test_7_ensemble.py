@@ -43,8 +43,7 @@ def test_ensemble_matches_best_member(run, smoke, finetuned, augmented_run, base
         "note": None if report["averaged"] else "one member: calibrated only, nothing averaged"})
     _, saved = save_deliverable(run, members)
     gate_record.extra["artifact"] = saved
-    if saved["saved"]:
-        gate_record.artifacts = {"model": saved["path"]}
+    gate_record.artifacts = {"model": saved["path"]}
     warning = ensemble_warning(report["f1"], report["best_member"], report["best_member_f1"],
                                run.profile.ensemble.tolerance, run.profile.thresholds.gate_policy, report["delta_ci95"])
     if warning:

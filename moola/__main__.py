@@ -1,4 +1,4 @@
-"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `report [RESULTS]` (run as `python -m moola`)."""
+"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `import-ucr`, `report [RESULTS]`, `predict WINDOWS` (run as `python -m moola`)."""
 
 from __future__ import annotations
 
@@ -94,14 +94,39 @@ def import_ucr(args) -> int:
 def report(args) -> int:
     from moola.report import completeness_problems, format_run, latest_run
 
-    lines = latest_run(Path(args.results), args.run_id)
+    if args.compare and args.run_id:
+        raise ValueError("report: expected --run-id RUN or --compare RUN_A RUN_B, found both; "
+                         "--compare reports RUN_B, so drop --run-id")
+    compared = latest_run(Path(args.results), args.compare[0]) if args.compare else None
+    lines = latest_run(Path(args.results), args.compare[1] if args.compare else args.run_id)
     print(format_run(lines, full=args.full, results=args.results))
+    if args.html:
+        from moola.report_html import count_parts, render_html
+
+        page = render_html(lines, results=args.results, compared=compared)
+        Path(args.html).write_text(page, encoding="utf-8")
+        sections, plots = count_parts(page)
+        print(f"report written to {args.html} ({sections} sections, {plots} plots)")
+    elif compared is not None:
+        from moola.report_compare import compare_runs, format_comparison
+
+        print(format_comparison(compare_runs(compared, lines)))
     problems = completeness_problems(lines, args.expect) if args.expect else []
     if args.require_pass:
         problems += [f"{line['gate']} {line['status']}" for line in lines if line["status"] not in ("passed", "warning")]
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def predict(args) -> int:
+    from moola.predict import approved_model, score, summary, write_output
+
+    deployed, notice = approved_model(Path(args.artifacts_dir), args.model, Path(args.results))
+    scored = score(Path(args.windows), deployed)
+    out = write_output(scored, Path(args.out))
+    print("\n".join(summary(scored, out, notice)))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -129,7 +154,20 @@ def main(argv=None) -> int:
     summary.add_argument("--expect", type=int, default=0, metavar="N",
                          help="exit 1 unless the run has N gate lines and no gate crashed (status error)")
     summary.add_argument("--require-pass", action="store_true", help="exit 1 unless every gate passed or warned")
+    summary.add_argument("--html", default=None, metavar="PATH",
+                         help="also write the run as one self-contained HTML page with plots")
+    summary.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"),
+                         help="run B against run A: status, val_f1, settings, deltas (--html: a section)")
     summary.set_defaults(run=report)
+    scorer = commands.add_parser("predict", help="score windows with the approved model (gate 7's ensemble by default)")
+    scorer.add_argument("windows", help="a parquet file of windows in the data contract (a label column is optional)")
+    scorer.add_argument("--out", required=True, help="where to write the predictions: .parquet or .csv")
+    scorer.add_argument("--model", default="ensemble", choices=("ensemble", "finetuned", "augmented", "baseline"),
+                        help="which approved artifact (default: gate 7's calibrated ensemble)")
+    scorer.add_argument("--artifacts-dir", default="artifacts", help="where the gates saved models (default: artifacts)")
+    scorer.add_argument("--results", default="gated_workflow_results.jsonl",
+                        help="the results file, to say which gate failed when no approved model exists")
+    scorer.set_defaults(run=predict)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

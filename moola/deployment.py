@@ -19,6 +19,7 @@ from torch import nn
 
 from moola import artifacts, models
 from moola.data.normalize import normalize_windows
+from moola.models.minirocket import MiniRocketArrays
 from moola.training.calibration import apply_calibrator
 from moola.training.classifier import predict_proba
 
@@ -39,7 +40,7 @@ class Member:
     """One model of a deployed predictor: the network, and its calibrator (None: softmax as is)."""
 
     name: str
-    model: nn.Module
+    model: nn.Module | MiniRocketArrays
     calibrator: list | None = None  # per class (x knots, y knots), `training.calibration.fit_calibrator`
     info: dict = field(default_factory=dict)
 
@@ -63,7 +64,8 @@ class Deployed:
         """Each member's probabilities `(n, K)` before calibration, for raw windows `(n, T, C)`."""
         windows = normalize_windows(raw_windows, shared_channels=bool(self.input["shared_channels"]))
         device = torch.device(device)
-        return {m.name: predict_proba(m.model, windows, device, batch_size=1024) for m in self.members}
+        return {m.name: predict_proba(m.model, windows, device, batch_size=1024) if isinstance(m.model, nn.Module)
+                else m.model.predict_proba(windows) for m in self.members}
 
     def predict_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
         """Calibrated, averaged class probabilities `(n, K)` for raw windows `(n, T, C)`."""
@@ -88,10 +90,25 @@ def save_ensemble(path: Path, deployed: Deployed, reference_windows: np.ndarray,
             state[f"calibrator.{member.name}.{k}.x"] = torch.from_numpy(np.asarray(x, dtype=np.float64))
             state[f"calibrator.{member.name}.{k}.y"] = torch.from_numpy(np.asarray(y, dtype=np.float64))
     metadata = {**metadata, "kind": KIND, "format": FORMAT, "classes": list(deployed.classes), "input": deployed.input,
-                "members": [{"name": m.name, "architecture": models.architecture(m.model),
+                "members": [{"name": m.name, "architecture": _architecture(m.model),
                              "calibrated": m.calibrator is not None, **m.info} for m in deployed.members],
                 "reference": {"rows": len(reference), "device": str(device), "atol": REFERENCE_ATOL}}
     return artifacts.save_checkpoint(path, state, metadata)
+
+
+def _architecture(model) -> dict:
+    if isinstance(model, MiniRocketArrays):
+        return {"class": "MiniRocketArrays", "args": {}}
+    return models.architecture(model)
+
+
+def _rebuild(spec: dict, state: dict):
+    """The member network (or MiniRocket's arrays) `spec` describes, loaded with `state`."""
+    if isinstance(spec, dict) and spec.get("class") == "MiniRocketArrays":
+        return MiniRocketArrays.from_state_dict(state)
+    model = models.rebuild(spec)
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def load_deployed(path: Path, kind: str = "ensemble") -> Deployed:
@@ -127,15 +144,14 @@ def _load_ensemble(path: Path, state: dict, metadata: dict, made_by: dict) -> De
     try:
         for info in metadata["members"]:
             name = info["name"]
-            model = models.rebuild(info["architecture"])
             prefix = f"member.{name}."
-            model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            model = _rebuild(info["architecture"], {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
             calibrator = None
             if info.get("calibrated"):
                 calibrator = [(state[f"calibrator.{name}.{k}.x"].numpy(), state[f"calibrator.{name}.{k}.y"].numpy())
                               for k in range(len(metadata["classes"]))]
             extra = {key: value for key, value in info.items() if key not in ("name", "architecture", "calibrated")}
-            members.append(Member(name, model.eval(), calibrator, extra))
+            members.append(Member(name, model, calibrator, extra))
     except Exception as exc:  # noqa: BLE001 -- missing tensors, other shapes: not this version's layout
         raise _incompatible(path, made_by, f"its members cannot be rebuilt here ({type(exc).__name__}: "
                                            f"{str(exc)[:200]})") from None

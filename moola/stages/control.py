@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moola.models.minirocket import MiniRocketClassifier
+from moola.models.minirocket import MiniRocketClassifier, score_proba
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.training.metrics import classification_metrics, majority_baseline
@@ -21,16 +21,7 @@ def run_minirocket(ctx: RunContext) -> Trained:
     metrics["ridge_alpha"] = float(model.head_[-1].alpha_)
     metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
     test = ctx.test
-    test_proba = _score_proba(model.decision_function(ctx.windows[test])) if len(test) else None
+    test_proba = score_proba(model.decision_function(ctx.windows[test])) if len(test) else None
     return Trained("minirocket_ridge", model, proba, metrics, test_proba,
-                   extra={"val_scores": scores, "val_score_proba": _score_proba(scores)})
+                   extra={"val_scores": scores, "val_score_proba": score_proba(scores)})
 
-
-def _score_proba(scores: np.ndarray) -> np.ndarray:
-    """Ridge decision scores as an `(n, K)` softmax: monotone, so isotonic calibration can map them
-    to probabilities; on their own they are not probabilities."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim == 1:  # binary: one score for class 1
-        scores = np.stack([-scores, scores], axis=1) / 2
-    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
