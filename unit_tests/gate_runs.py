@@ -9,6 +9,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
+import torch
+
+from moola import artifacts
+from moola.__main__ import main
 from moola.data import demo
 from moola.results import read_lines
 
@@ -47,3 +52,26 @@ def run_gates(pytester, data_root: Path, *args: str, plugin: str | None = None, 
         command += ["-p", module]
     pytester.runpytest_subprocess(*command, timeout=600)
     return {line["gate"]: line for line in read_lines(results)}
+
+
+def ensemble_round_trip(pytester, data_root: Path, out_dir: Path, device: str, members: str = "finetuned,augmented"):
+    """Gate 7 alone (`--start-gate 7`, tiny profile, point policy so a tiny model's gates can pass) on
+    `device`, then `python -m moola predict` on the labeled file, on the CPU.
+
+    Returns (gate 7's line, the predictions table, the reference probabilities the session computed).
+    """
+    lines = run_gates(pytester, data_root, "--start-gate", "7", "--device", device, name=f"ensemble_{device}",
+                      overrides=[*TINY, "thresholds.gate_policy=point", f"ensemble.members={members}"])
+    line = lines["7_ensemble"]
+    assert line["status"] in ("passed", "warning"), (line["status"], line["reason"])
+    assert line["members_used"] and line["artifact"]["max_abs_diff_reloaded"] <= 1e-4, line["artifact"]
+    path = Path(line["artifacts"]["model"])
+    assert artifacts.load_checkpoint(path)[1]["gate"]["deliverable"] is True  # the plugin wrote gate 7's verdict
+    session = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["reference.proba"].numpy()
+    out = out_dir / "predictions.parquet"
+    results = pytester.path / f"ensemble_{device}" / "results.jsonl"
+    assert main(["predict", str(data_root / "processed/train_clean.parquet"), "--out", str(out),
+                 "--artifacts-dir", str(path.parents[1]), "--results", str(results)]) == 0
+    table = pd.read_parquet(out)
+    assert len(table) == 98
+    return line, table, session

@@ -116,19 +116,37 @@ def comparable(lines: dict) -> dict:
 @needs_cuda
 @pytest.mark.slow
 def test_every_gate_runs_on_cuda_with_every_technique_and_reruns_identically(pytester, tmp_path_factory):
+    # -p no:dependency: every gate runs whatever its upstream gate did (the tiny profile's gate 2
+    # fails honestly on the small demo, and would skip gates 3-7, leaving their CUDA paths untried).
     data = copy_data(small_demo(tmp_path_factory), tmp_path_factory.mktemp("cuda"))
-    first = run_gates(pytester, data, "--device", "cuda", overrides=EVERY_TECHNIQUE, name="first")
-    second = run_gates(pytester, data, "--device", "cuda", overrides=EVERY_TECHNIQUE, name="second")
+    first = run_gates(pytester, data, "--device", "cuda", "-p", "no:dependency", overrides=EVERY_TECHNIQUE,
+                      name="first")
+    second = run_gates(pytester, data, "--device", "cuda", "-p", "no:dependency", overrides=EVERY_TECHNIQUE,
+                       name="second")
     assert len(first) == 8, sorted(first)
-    assert not [g for g, line in first.items() if line["status"] in ("error", "not_run")], \
+    assert not [g for g, line in first.items() if line["status"] in ("error", "not_run", "skipped")], \
         {g: (line["status"], line["reason"]) for g, line in first.items()}
     assert first["3_pretrain_bilstm"]["metrics"].get("precision") == "fp16"
     assert first["4_finetune_enhanced"]["runtime"]["cudnn_deterministic"] is True
+    assert first["7_ensemble"]["artifact"]["max_abs_diff_reloaded"] <= 1e-4  # saved on CUDA, read back on the CPU
     # Gate runs only record warnings: these two would mean a CUDA path regressed.
     telling = [(g, w["message"][:120]) for g, line in first.items() for w in line.get("warnings", [])
                if "contiguous chunk" in w["message"] or "deterministic" in w["message"]]
     assert not telling, telling
     assert comparable(first) == comparable(second)
+
+
+@needs_cuda
+@pytest.mark.slow
+def test_the_ensemble_gate7_saves_on_cuda_predicts_the_same_on_the_cpu(pytester, tmp_path_factory, tmp_path):
+    from .gate_runs import ensemble_round_trip
+
+    data = small_demo(tmp_path_factory)
+    line, table, session = ensemble_round_trip(pytester, data, tmp_path, "cuda",
+                                               members="finetuned,augmented,baseline,minirocket")
+    assert line["device"].startswith("cuda") and set(line["members_used"]) >= {"baseline", "minirocket"}
+    np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].to_numpy()[: len(session)], session,
+                               atol=1e-4)  # the session ran on CUDA, predict on the CPU
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

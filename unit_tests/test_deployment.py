@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -261,22 +259,10 @@ def test_predict_on_a_missing_windows_file_says_so(tmp_path, demo_tables, capsys
 
 @pytest.mark.slow
 def test_gate7_saves_the_ensemble_and_predict_gives_the_probabilities_of_the_session_that_saved_it(
-        pytester, tmp_path_factory, tmp_path, capsys):
-    from .gate_runs import TINY, run_gates, small_demo
+        pytester, tmp_path_factory, tmp_path):
+    from .gate_runs import ensemble_round_trip, small_demo
 
-    data = small_demo(tmp_path_factory)
-    lines = run_gates(pytester, data, "--start-gate", "7", overrides=[*TINY, "thresholds.gate_policy=point"])
-    line = lines["7_ensemble"]
-    assert line["status"] in ("passed", "warning"), line["reason"]
-    assert line["members_used"] and line["artifact"]["path"], line["artifact"]
-    assert line["artifact"]["max_abs_diff_reloaded"] <= 1e-6
-    path = Path(line["artifacts"]["model"])
-    session = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["reference.proba"].numpy()
-    assert artifacts.load_checkpoint(path)[1]["gate"]["deliverable"] is True  # the plugin wrote gate 7's verdict
-    out = tmp_path / "predictions.parquet"
-    assert main(["predict", str(data / "processed/train_clean.parquet"), "--out", str(out),
-                 "--artifacts-dir", str(path.parents[1]), "--results", str(pytester.path / "run/results.jsonl")]) == 0
-    table = pd.read_parquet(out)
-    assert len(table) == 98 and set(table["members"]) == {"+".join(line["members_used"])}
+    line, table, session = ensemble_round_trip(pytester, small_demo(tmp_path_factory), tmp_path, "cpu")
+    assert set(table["members"]) == {"+".join(line["members_used"])}
     np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].to_numpy()[: len(session)], session,
                                atol=1e-6)
