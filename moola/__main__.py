@@ -121,9 +121,14 @@ def report(args) -> int:
 
 def predict(args) -> int:
     from moola.predict import approved_model, score, summary, write_output
+    from moola.seeding import resolve_device
 
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as exc:  # a missing device: a usage error, named
+        raise ValueError(str(exc)) from None
     deployed, notice = approved_model(Path(args.artifacts_dir), args.model, Path(args.results))
-    scored = score(Path(args.windows), deployed)
+    scored = score(Path(args.windows), deployed, str(device))
     out = write_output(scored, Path(args.out))
     print("\n".join(summary(scored, out, notice)))
     return 0
@@ -167,6 +172,9 @@ def main(argv=None) -> int:
     scorer.add_argument("--artifacts-dir", default="artifacts", help="where the gates saved models (default: artifacts)")
     scorer.add_argument("--results", default="gated_workflow_results.jsonl",
                         help="the results file, to say which gate failed when no approved model exists")
+    scorer.add_argument("--device", default="cpu",
+                        help="cpu (default), cuda, mps or auto: where the networks run (10,000 windows: ~10 s on a "
+                             "16-core CPU, well under a second on a GPU)")
     scorer.set_defaults(run=predict)
     args = parser.parse_args(argv)
     try:

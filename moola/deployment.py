@@ -64,7 +64,7 @@ class Deployed:
         """Each member's probabilities `(n, K)` before calibration, for raw windows `(n, T, C)`."""
         windows = normalize_windows(raw_windows, shared_channels=bool(self.input["shared_channels"]))
         device = torch.device(device)
-        return {m.name: predict_proba(m.model, windows, device, batch_size=1024) if isinstance(m.model, nn.Module)
+        return {m.name: predict_proba(m.model.to(device), windows, device) if isinstance(m.model, nn.Module)
                 else m.model.predict_proba(windows) for m in self.members}
 
     def predict_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:

@@ -37,7 +37,7 @@ class Scored:
     deployed: Deployed
     seconds: float
     f1: dict | None = None  # {"f1", "ci95", "n", "run_length", "in_sample"} when the windows carry labels
-    notice: str | None = None  # e.g. gate 7 warned; the model is approved all the same
+    device: str = "cpu"
 
 
 def approved_model(artifacts_dir: Path, kind: str, results: Path) -> tuple[Deployed, str | None]:
@@ -127,11 +127,11 @@ def contract_problems(table: WindowTable, deployed: Deployed) -> list:
     return problems
 
 
-def score(windows: Path, deployed: Deployed, resamples: int = 1000, seed: int = 17) -> Scored:
+def score(windows: Path, deployed: Deployed, device: str = "cpu", resamples: int = 1000, seed: int = 17) -> Scored:
     """Probabilities for every window of `windows`, and macro F1 with its CI when labels are present."""
     table = read_input(windows, deployed)
     started = time.monotonic()
-    proba = deployed.predict_proba(table.features)  # (n, K)
+    proba = deployed.predict_proba(table.features, device)  # (n, K)
     seconds = time.monotonic() - started
     classes = deployed.classes
     members = "+".join(m.name for m in deployed.members) + ("" if deployed.calibrated else " (uncalibrated softmax)")
@@ -144,7 +144,7 @@ def score(windows: Path, deployed: Deployed, resamples: int = 1000, seed: int = 
     if table.labels is not None:
         out["label"] = table.labels.astype(str)
         f1 = labeled_f1(table, proba, classes, deployed.metadata, resamples, seed)
-    return Scored(out, deployed, seconds, f1)
+    return Scored(out, deployed, seconds, f1, device)
 
 
 def labeled_f1(table: WindowTable, proba: np.ndarray, classes: list, metadata: dict, resamples: int, seed: int) -> dict:
@@ -180,7 +180,7 @@ def summary(scored: Scored, out: Path, notice: str | None) -> list:
     """The lines `predict` prints."""
     table, deployed = scored.table, scored.deployed
     counts = table["predicted"].value_counts().to_dict()
-    lines = [(f"{len(table)} windows scored in {scored.seconds:.2f} s with {deployed.kind} "
+    lines = [(f"{len(table)} windows scored in {scored.seconds:.2f} s on {scored.device} with {deployed.kind} "
               f"({deployed.path}; members {table['members'].iloc[0] if len(table) else '-'}) -> {out}"),
              "predicted: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in deployed.classes)]
     if notice:

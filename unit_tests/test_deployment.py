@@ -251,6 +251,13 @@ def test_predict_with_a_single_gate_model_reads_its_checkpoint(tmp_path, demo_ta
     np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].sum(axis=1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_predict_on_a_missing_device_says_so(tmp_path, demo_tables, capsys):
+    saved_ensemble(tmp_path, demo_tables)
+    err = predict_error(tmp_path, windows_file(tmp_path, demo_tables["unlabeled"]), capsys, "--device", "cuda")
+    assert "--device cuda: CUDA is not available" in err
+
+
 def test_predict_on_a_missing_windows_file_says_so(tmp_path, demo_tables, capsys):
     saved_ensemble(tmp_path, demo_tables)
     err = predict_error(tmp_path, tmp_path / "nowhere.parquet", capsys)
