@@ -273,3 +273,8 @@ def test_gate7_saves_the_ensemble_and_predict_gives_the_probabilities_of_the_ses
     assert set(table["members"]) == {"+".join(line["members_used"])}
     np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].to_numpy()[: len(session)], session,
                                atol=1e-6)
+    # The report draws the real line: its reliability diagrams come from the line alone.
+    from moola.report_html import count_parts, render_html
+
+    page = render_html([line])
+    assert "could not draw" not in page and count_parts(page)[1] >= 3  # forest plot, reliability, timings
