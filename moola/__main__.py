@@ -104,6 +104,7 @@ def report(args) -> int:
         from moola.report_html import count_parts, render_html
 
         page = render_html(lines, results=args.results, compared=compared)
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(page, encoding="utf-8")
         sections, plots = count_parts(page)
         print(f"report written to {args.html} ({sections} sections, {plots} plots)")
@@ -120,9 +121,10 @@ def report(args) -> int:
 
 
 def predict(args) -> int:
-    from moola.predict import approved_model, score, summary, write_output
+    from moola.predict import approved_model, check_output, score, summary, write_output
     from moola.seeding import resolve_device
 
+    check_output(Path(args.out), Path(args.windows))
     try:
         device = resolve_device(args.device)
     except RuntimeError as exc:  # a missing device: a usage error, named

@@ -105,10 +105,10 @@ class BaselineConfig:
 @dataclass(frozen=True)
 class EnsembleConfig:
     calibration_folds: int = 5  # cross-fitting folds on val when there is no test split
-    # Models averaged, each only when it passed its own gate this session: "finetuned" (gate 4),
-    # "augmented" (gate 5), "baseline" (SimpleLSTM, gate 6's comparison model), "minirocket"
-    # (gate 2's control, its calibrated ridge scores). Fixed before the run, never chosen on the
-    # rows the ensemble is scored on.
+    # Models averaged. The candidates "finetuned" (gate 4) and "augmented" (gate 5) join when they
+    # passed their own gate this session; the comparison models "baseline" (SimpleLSTM, gate 6) and
+    # "minirocket" (gate 2's control, its calibrated ridge scores) when listed, and only beside an
+    # approved candidate. Fixed before the run, never chosen on the rows the ensemble is scored on.
     members: tuple = ("finetuned", "augmented")
     tolerance: float = 0.01  # ensemble may be this much below the best member (1 pp)
 
@@ -222,6 +222,9 @@ def check_choices(profile: Profile) -> None:
     if unknown or not members or len(set(members)) != len(members):
         raise ValueError(f"--set ensemble.members={','.join(members)}: expected a comma-separated list of distinct "
                          f"names from {', '.join(ENSEMBLE_MEMBERS)}, found {list(members)!r}")
+    if not {"finetuned", "augmented"} & set(members):
+        raise ValueError(f"--set ensemble.members={','.join(members)}: expected finetuned or augmented among them "
+                         "(baseline and minirocket are comparison models, joined to a candidate, never delivered alone)")
     finetune = profile.finetune  # the weights gate 4 judges must exist (else it fails after pretraining)
     for key, value, ok, expected in (
             ("finetune.swa_fraction", finetune.swa_fraction, 0 <= finetune.swa_fraction < 1, "a share in [0, 1)"),

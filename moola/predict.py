@@ -16,10 +16,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from moola.data.dataset import fingerprint
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import WindowTable, read_windows
-from moola.data.validate import check_ohlc
+from moola.data.validate import check_ohlc, labeled_hashes
 from moola.deployment import MODELS, Deployed, DeploymentError, approval, load_deployed
 from moola.evaluation.crossfit import block_resample, default_run_length
 from moola.results import read_lines
@@ -55,11 +54,23 @@ def approved_model(artifacts_dir: Path, kind: str, results: Path) -> tuple[Deplo
         raise DeploymentError(f"{path} is not approved: {said}; " + latest_run_story(results, kind) +
                               ". Fix: get its gate to pass (pytest gates -x); predicting with an unapproved model "
                               "is what the gates exist to prevent")
-    status = (deployed.metadata.get("gate") or {}).get("status")
-    notice = f"{said}: approved with a warning" if status == "warning" else None
+    gate = deployed.metadata.get("gate") or {}
+    notices = [f"{said}: approved with a warning"] if gate.get("status") == "warning" else [f"{said}: approved"]
     if kind == "baseline":
-        notice = f"{said}: SimpleLSTM is gate 6's comparison model, not the deliverable"
-    return deployed, notice
+        notices.append("SimpleLSTM is gate 6's comparison model, not the deliverable")
+    latest = _latest_run_id(results)
+    if latest and latest != gate.get("run_id"):
+        notices.append(f"it comes from run {gate.get('run_id')}, not from the latest run in {results} ({latest}: "
+                       + latest_run_story(results, kind) + ")")
+    return deployed, "; ".join(notices)
+
+
+def _latest_run_id(results: Path) -> str | None:
+    try:
+        lines = read_lines(results)
+    except Exception:  # noqa: BLE001 -- the model's own verdict stands; the story says the file is unreadable
+        return None
+    return lines[-1]["run_id"] if lines else None
 
 
 def latest_run_story(results: Path, kind: str) -> str:
@@ -68,6 +79,8 @@ def latest_run_story(results: Path, kind: str) -> str:
         lines = read_lines(results)
     except Exception as exc:  # noqa: BLE001 -- a damaged results file must not hide the real error
         return f"the results file {results} could not be read ({type(exc).__name__})"
+    if not Path(results).is_file():
+        return f"there is no results file at {results} (pass --results FILE to name the one the gates wrote)"
     if not lines:
         return f"no gate run is recorded in {results}"
     run_id = lines[-1]["run_id"]
@@ -75,13 +88,19 @@ def latest_run_story(results: Path, kind: str) -> str:
     stopped = [line for line in run if line["status"] in ("failed", "error")]
     if stopped:
         first = stopped[0]
-        reason = str(first.get("reason") or "").splitlines()[0][:200]
+        reason = _clause(first.get("reason"))
         return f"in the latest run ({run_id}, {results}) gate {first['gate']} {first['status']}: {reason}"
     skipped = [line for line in run if line["status"] in ("skipped", "not_run")]
     if skipped:
         return f"in the latest run ({run_id}) gate {skipped[0]['gate']} {skipped[0]['status']}: " \
-               f"{str(skipped[0].get('reason') or '')[:200]}"
+               f"{_clause(skipped[0].get('reason'))}"
     return f"the latest run ({run_id}) ran gates {', '.join(line['gate'] for line in run)} and none failed"
+
+
+def _clause(reason, limit: int = 200) -> str:
+    """A reason's first line, cut at a word."""
+    text = (str(reason or "").splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def read_input(path: Path, deployed: Deployed) -> WindowTable:
@@ -148,27 +167,45 @@ def score(windows: Path, deployed: Deployed, device: str = "cpu", resamples: int
 
 
 def labeled_f1(table: WindowTable, proba: np.ndarray, classes: list, metadata: dict, resamples: int, seed: int) -> dict:
-    """Macro F1 with a block-bootstrap 95% CI over the windows in time order (file order without timestamps)."""
+    """Macro F1 with a block-bootstrap 95% CI over the windows in time order (file order without
+    timestamps); and the same over the windows the model never saw (rows of the labeled file the
+    gates used are in-sample for a refit model and its calibrator)."""
     index = {name: k for k, name in enumerate(classes)}
     y = np.array([index[label] for label in table.labels])
-    pred = proba.argmax(axis=1)
+    seen = np.isin(labeled_hashes(table.features), metadata.get("labeled_window_hashes") or [])
     order = np.argsort(table.timestamps, kind="stable") if table.timestamps is not None else np.arange(len(y))
-    y, pred = y[order], pred[order]
+    result = {"n": len(y), "n_seen": int(seen.sum()), **_f1_ci(y[order], proba[order].argmax(1), len(classes),
+                                                              resamples, seed)}
+    unseen = order[~seen[order]]
+    if 0 < len(unseen) < len(y):
+        result["unseen"] = {"n": len(unseen), **_f1_ci(y[unseen], proba[unseen].argmax(1), len(classes),
+                                                       resamples, seed)}
+    return result
+
+
+def _f1_ci(y: np.ndarray, pred: np.ndarray, n_classes: int, resamples: int, seed: int) -> dict:
     run_length = default_run_length(len(y))
     rows = block_resample(len(y), resamples, run_length, np.random.default_rng(seed))  # (B, n)
-    low, high = np.percentile(macro_f1_rows(y[rows], pred[rows], len(classes)), [2.5, 97.5])
-    in_sample = fingerprint(np.asarray(table.features, dtype=np.float64)) == metadata.get("labeled_fingerprint")
-    return {"f1": macro_f1(y, pred, len(classes)), "ci95": [float(low), float(high)], "n": len(y),
-            "run_length": run_length, "in_sample": in_sample}
+    low, high = np.percentile(macro_f1_rows(y[rows], pred[rows], n_classes), [2.5, 97.5])
+    return {"f1": macro_f1(y, pred, n_classes), "ci95": [float(low), float(high)], "run_length": run_length}
+
+
+def check_output(out: Path, windows: Path) -> Path:
+    """`--out`: a .parquet or .csv file that is not the input (checked before any work)."""
+    out = Path(out)
+    if out.suffix.lower() not in OUTPUTS:
+        raise ValueError(f"--out {out}: expected a file ending in {' or '.join(OUTPUTS)}, found {out.suffix!r}")
+    if out.resolve() == Path(windows).resolve():
+        raise ValueError(f"--out {out} is the windows file it would read: expected another path "
+                         "(e.g. predictions.parquet); the windows are left as they are")
+    return out
 
 
 def write_output(scored: Scored, out: Path) -> Path:
     out = Path(out)
-    if out.suffix not in OUTPUTS:
-        raise ValueError(f"--out {out}: expected a file ending in {' or '.join(OUTPUTS)}, found {out.suffix!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".csv":
+    if out.suffix.lower() == ".csv":
         scored.table.to_csv(tmp, index=False)
     else:
         scored.table.to_parquet(tmp, index=False)
@@ -189,7 +226,12 @@ def summary(scored: Scored, out: Path, notice: str | None) -> list:
         f1 = scored.f1
         lines.append(f"macro F1 {f1['f1']:.3f} [{f1['ci95'][0]:.3f}, {f1['ci95'][1]:.3f}] over {f1['n']} labeled windows "
                      f"(95% block bootstrap, runs of {f1['run_length']} windows in time order)")
-        if f1["in_sample"]:
-            lines.append("note: these are the labeled windows the saved models trained on: this F1 is in-sample, not "
-                         "an estimate (the gate lines hold the out-of-fold one)")
+        if f1["n_seen"]:
+            lines.append(f"note: {f1['n_seen']} of these {f1['n']} windows are rows of the labeled file the gates used "
+                         "(to train, calibrate or score these models): their F1 is in-sample, not an estimate (the "
+                         "gate lines hold the out-of-fold one)")
+        if "unseen" in f1:
+            other = f1["unseen"]
+            lines.append(f"macro F1 on the {other['n']} windows never seen: {other['f1']:.3f} "
+                         f"[{other['ci95'][0]:.3f}, {other['ci95'][1]:.3f}]")
     return lines

@@ -108,4 +108,13 @@ def read_lines(path: Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {number} is not a JSON results line ({exc.msg}: a run killed mid-write, or "
+                             "an edited file). Fix: delete that line (the other runs' lines stay readable)") from None
+    return lines

@@ -103,6 +103,11 @@ def test_ensemble_members_default_to_the_gate4_and_gate5_models_and_parse_a_list
     assert profile.ensemble.members == ("finetuned", "baseline")
 
 
+def test_ensemble_members_need_a_candidate_not_only_comparison_models():
+    with pytest.raises(ValueError, match="expected finetuned or augmented among them"):
+        apply_overrides(quick_profile(), ["ensemble.members=baseline,minirocket"])
+
+
 def test_the_replaced_include_minirocket_key_names_its_successor():
     with pytest.raises(ValueError, match="use --set ensemble.members=finetuned,augmented,minirocket"):
         apply_overrides(quick_profile(), ["ensemble.include_minirocket=true"])

@@ -9,9 +9,9 @@ import torch
 
 from moola import artifacts
 from moola.__main__ import main
-from moola.data.dataset import fingerprint
 from moola.data.demo import generate
 from moola.data.parquet import write_windows
+from moola.data.validate import labeled_hashes
 from moola.deployment import Deployed, DeploymentError, Member, load_deployed, save_ensemble
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
@@ -47,7 +47,7 @@ def make_ensemble(seed: int = 0) -> Deployed:
 
 def gate_metadata(status: str = "passed", deliverable: bool = True, labeled=None, **more) -> dict:
     return {"run_id": "run1", "versions": {"moola": "0.1.0"}, "train_labels_shuffled": False,
-            "labeled_fingerprint": fingerprint(np.asarray(labeled, dtype=np.float64)) if labeled is not None else None,
+            "labeled_window_hashes": labeled_hashes(labeled) if labeled is not None else [],
             "gate": {"gate": "7_ensemble", "status": status, "run_id": "run1", "reason": None,
                      "deliverable": deliverable}, **more}
 
@@ -133,8 +133,34 @@ def test_predict_on_labeled_windows_prints_macro_f1_with_its_ci_and_says_when_it
                  "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
     out = capsys.readouterr().out
     assert "macro F1 " in out and "over 98 labeled windows (95% block bootstrap" in out
-    assert "in-sample" in out
+    assert "note: 98 of these 98 windows are rows of the labeled file the gates used" in out and "in-sample" in out
+    assert "never seen" not in out
     assert "label" in pd.read_parquet(tmp_path / "p.parquet").columns
+
+
+def test_predict_scores_the_windows_a_model_never_saw_apart_from_the_ones_it_did(tmp_path, demo_tables, capsys):
+    deployed, _ = saved_ensemble(tmp_path, demo_tables)
+    labeled = demo_tables["labeled"]
+    features = np.asarray(labeled["features"]).copy()
+    features[:40] *= 1.01  # 40 windows the models never saw (a scaled copy is a new window here), 58 seen
+    source = windows_file(tmp_path, labeled, features=features)
+    assert main(["predict", str(source), "--out", str(tmp_path / "p.parquet"),
+                 "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 58 of these 98 windows are rows of the labeled file" in out
+    pred = deployed.predict_proba(features[:40]).argmax(1)
+    y = (np.asarray(labeled["label"][:40]) == "retracement").astype(int)
+    from moola.training.metrics import macro_f1
+
+    assert f"macro F1 on the 40 windows never seen: {macro_f1(y, pred, 2):.3f}" in out
+
+
+def test_predict_never_writes_over_its_input(tmp_path, demo_tables, capsys):
+    saved_ensemble(tmp_path, demo_tables)
+    source = windows_file(tmp_path, demo_tables["unlabeled"])
+    before = source.read_bytes()
+    assert main(["predict", str(source), "--out", str(source), "--artifacts-dir", str(tmp_path / "artifacts")]) == 2
+    assert "is the windows file" in capsys.readouterr().err and source.read_bytes() == before
 
 
 def predict_error(tmp_path, source, capsys, *extra) -> str:
@@ -216,12 +242,24 @@ def test_predict_refuses_an_artifact_of_another_format(tmp_path, demo_tables, ca
     assert "made by moola 0.0.1, torch 1.13; this is moola" in err and "format 1" in err and "Fix: rerun" in err
 
 
+def test_predict_refuses_a_damaged_copy_by_its_digest(tmp_path, demo_tables, capsys):
+    _, path = saved_ensemble(tmp_path, demo_tables)
+    state, metadata = artifacts.load_checkpoint(path)
+    key = next(k for k in state if k.startswith("calibrator.baseline."))
+    state[key] = state[key].clone()
+    state[key][0] += 1e-7  # one knot, far from any reference window: only the digest can tell
+    artifacts.save_checkpoint(path, state, metadata)
+    assert "sha256 differs" in predict_error(tmp_path, windows_file(tmp_path, demo_tables["unlabeled"]), capsys)
+
+
 def test_predict_refuses_a_file_that_no_longer_computes_its_reference_probabilities(tmp_path, demo_tables, capsys):
+    from moola.deployment import digest
+
     _, path = saved_ensemble(tmp_path, demo_tables)
     state, metadata = artifacts.load_checkpoint(path)
     key = next(k for k in state if k.startswith("member.finetuned.classifier") and k.endswith("weight"))
-    state[key] = state[key] + 0.5  # other numerics, or a damaged copy
-    artifacts.save_checkpoint(path, state, metadata)
+    state[key] = state[key] + 0.5  # intact bytes computing other numbers (another kernel, another version)
+    artifacts.save_checkpoint(path, state, {**metadata, "sha256": digest(state)})
     with pytest.raises(DeploymentError, match="reference windows it now gives probabilities up to"):
         load_deployed(path)
     assert "reference windows" in predict_error(tmp_path, windows_file(tmp_path, demo_tables["unlabeled"]), capsys)

@@ -134,3 +134,28 @@ def test_a_member_whose_gate_rule_fails_is_left_out_with_the_rule(monkeypatch):
 def test_baseline_and_minirocket_join_only_when_configured(monkeypatch):
     chosen, _ = members_with(monkeypatch, ("baseline", "minirocket", "finetuned"))
     assert list(chosen) == ["baseline", "minirocket", "finetuned"]  # the configured order
+
+
+def test_comparison_models_are_never_delivered_without_an_approved_candidate(monkeypatch):
+    chosen, left_out = members_with(monkeypatch, ("finetuned", "baseline", "minirocket"),
+                                    gate4_failures=["delta CI crosses 0"])
+    assert chosen == {} and "joins only beside an approved candidate" in left_out["baseline"]
+
+
+def test_the_deployed_calibrator_is_fitted_on_every_seeds_out_of_fold_rows_with_their_labels():
+    from moola.evaluation.crossfit import Evaluation
+    from moola.stages.deliverable import calibration_rows
+
+    rows, y = np.array([4, 5, 0, 1, 2, 3]), np.array([1, 0, 0, 1, 1, 0, 1])  # labels of labeled rows 0..6
+    fold_of = np.array([1, 1, 0, 0, 0, 1])
+    proba = np.random.default_rng(0).dirichlet([1, 1], size=(2, 6))  # (S=2 seeds, n=6, K=2)
+    ev = Evaluation("m", rows, y[rows], fold_of, (17, 18), proba)
+    folds = [SimpleNamespace(index=0), SimpleNamespace(index=1)]
+    permuted = {0: y.copy(), 1: 1 - y}  # fold 1's fits saw flipped labels (as under --shuffle-labels)
+    ctx = SimpleNamespace(holdout=False, folds=folds, settings=SimpleNamespace(seed=17),
+                          for_fit=lambda fold, seed: SimpleNamespace(dataset=SimpleNamespace(y=permuted[fold.index])))
+    fitted_proba, fitted_y, where = calibration_rows(ctx, "finetuned", SimpleNamespace(evaluation=ev))
+    np.testing.assert_array_equal(fitted_proba, proba.reshape(12, 2))  # seed-major, as the labels below
+    seen = np.where(fold_of == 1, 1 - y[rows], y[rows])
+    np.testing.assert_array_equal(fitted_y, np.tile(seen, 2))
+    assert "6 rows x 2 seed(s)" in where

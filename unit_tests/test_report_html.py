@@ -249,6 +249,19 @@ def test_stopped_run_says_why_the_later_sections_are_empty():
     assert '<span class="status s-not_run">not_run</span>' in page
 
 
+def test_a_run_with_failed_skipped_and_not_run_gates_renders_each_reason():
+    # without -x: gate 2 failed, pytest-dependency skipped 3-6, the session was stopped before 7
+    lines = stopped_run("run_mixed")
+    skipped = "Skipped: test_pretrained_encoder_passes_linear_probe depends on gate2"
+    lines[3:7] = [build_line(GATES[n], "skipped", run_id="run_mixed", context=CONTEXT, reason=skipped)
+                  for n in range(3, 7)]
+    page = render_html(lines)
+    check_page(page)
+    assert "could not draw" not in page and count_parts(page) == (9, 4)
+    assert f"gate {GATES[3]} skipped: {skipped}." in page and f"gate {GATES[7]} not_run: {STOPPED}." in page
+    assert '<span class="status s-skipped">skipped</span>' in page
+
+
 def test_lines_of_an_older_moola_render_with_what_they_have():
     page = render_html(old_run())
     check_page(page)

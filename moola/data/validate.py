@@ -85,6 +85,11 @@ def window_hashes(features: np.ndarray) -> np.ndarray:
     return np.array([hashlib.blake2b(w.tobytes(), digest_size=16).digest() for w in contiguous], dtype=object)
 
 
+def labeled_hashes(features: np.ndarray) -> list:
+    """`window_hashes` as hex strings, for a checkpoint's JSON metadata: which windows a model has seen."""
+    return [digest.hex() for digest in window_hashes(features)]
+
+
 def train_leaks(labeled: WindowTable, train: np.ndarray, held_out: np.ndarray,
                 shared_channels: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """How train rows leak into held-out rows: `(copies, shifted)`.

@@ -69,6 +69,7 @@ class MiniRocketArrays:
 
     PARAMETERS = ("num_channels_per_combination", "channel_indices", "dilations", "num_features_per_dilation",
                   "biases")  # the order of sktime's `MiniRocketMultivariate.parameters` tuple
+    BATCH = 2048  # windows transformed at a time (~160 MB of float64 features)
 
     def __init__(self, arrays: dict):
         self.arrays = {name: np.asarray(value) for name, value in arrays.items()}
@@ -90,10 +91,14 @@ class MiniRocketArrays:
 
     def decision_function(self, windows: np.ndarray) -> np.ndarray:
         """Ridge scores of windows `(n, T, C)`: `(n,)` for two classes, else `(n, K)`."""
-        panel = np.ascontiguousarray(np.asarray(windows, dtype=np.float32).transpose(0, 2, 1))  # (n, C, T)
-        parameters = tuple(self.arrays[name] for name in self.PARAMETERS)
-        features = np.asarray(_transform_multi()(panel, parameters), dtype=np.float64)  # (n, ~10k)
-        scores = (features / self.arrays["scale"]) @ self.arrays["coef"].T + self.arrays["intercept"]  # (n, 1 or K)
+        transform, parameters = _transform_multi(), tuple(self.arrays[name] for name in self.PARAMETERS)
+        parts = []
+        for begin in range(0, len(windows), self.BATCH):  # ~10k float64 features a window: bounded memory
+            batch = np.asarray(windows[begin: begin + self.BATCH], dtype=np.float32)
+            panel = np.ascontiguousarray(batch.transpose(0, 2, 1))  # (b, T, C) -> (b, C, T)
+            features = np.asarray(transform(panel, parameters), dtype=np.float64)  # (b, ~10k)
+            parts.append((features / self.arrays["scale"]) @ self.arrays["coef"].T + self.arrays["intercept"])
+        scores = np.concatenate(parts) if parts else np.zeros((0, len(self.arrays["intercept"])))  # (n, 1 or K)
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, windows: np.ndarray) -> np.ndarray:

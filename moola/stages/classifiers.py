@@ -12,6 +12,7 @@ from torch import nn
 
 from moola import artifacts, models
 from moola.config import FinetuneConfig, to_dict
+from moola.data.validate import labeled_hashes
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
 from moola.results import versions
@@ -227,6 +228,7 @@ def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, 
                 "steps": trained.steps, "architecture": models.architecture(trained.model),
                 "input": input_contract(ctx),
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
+                "labeled_window_hashes": labeled_hashes(ctx.dataset.labeled.features),
                 "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions(),
                 "train_labels_shuffled": ctx.settings.shuffle_labels,
                 # The gate's verdict comes after the save: the results plugin rewrites this entry

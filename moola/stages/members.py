@@ -33,7 +33,7 @@ def choose_members(ctx: RunContext, stages: dict, smoke: CrossFitted) -> tuple[d
     Returns (members: name -> CrossFitted, in `ensemble.members` order; left_out: name -> why).
     finetuned joins when gate 4's rule holds; augmented when gate 5's does and the gate-4 recipe it
     is compared with passed too; baseline and minirocket (comparison models, not candidates) when
-    configured.
+    configured, and only beside at least one approved candidate: never delivered on their own.
     """
     configured = ctx.profile.ensemble.members
     gate4 = finetune_verdict(ctx, stages["finetuned"], smoke)[0] if {"finetuned", "augmented"} & set(configured) else []
@@ -52,4 +52,9 @@ def choose_members(ctx: RunContext, stages: dict, smoke: CrossFitted) -> tuple[d
             left_out[name] = "; ".join(failures)
         else:
             members[name] = stage
+    if not {"finetuned", "augmented"} & set(members):  # comparison models are never delivered on their own
+        for name in list(members):
+            left_out[name] = ("a comparison model joins only beside an approved candidate (finetuned or augmented), "
+                              "and none passed its gate")
+        members = {}
     return {name: members[name] for name in configured if name in members}, left_out
