@@ -124,11 +124,14 @@ def test_every_gate_runs_on_cuda_with_every_technique_and_reruns_identically(pyt
     second = run_gates(pytester, data, "--device", "cuda", "-p", "no:dependency", overrides=EVERY_TECHNIQUE,
                        name="second")
     assert len(first) == 8, sorted(first)
-    assert not [g for g, line in first.items() if line["status"] in ("error", "not_run", "skipped")], \
+    # gate 7 may skip on its own (no candidate passed its gate at this size); nothing else may
+    assert not [g for g, line in first.items() if line["status"] in ("error", "not_run", "skipped")
+                and not (g == "7_ensemble" and "nothing to average" in (line["reason"] or ""))], \
         {g: (line["status"], line["reason"]) for g, line in first.items()}
     assert first["3_pretrain_bilstm"]["metrics"].get("precision") == "fp16"
     assert first["4_finetune_enhanced"]["runtime"]["cudnn_deterministic"] is True
-    assert first["7_ensemble"]["artifact"]["max_abs_diff_reloaded"] <= 1e-4  # saved on CUDA, read back on the CPU
+    if first["7_ensemble"]["status"] != "skipped":  # saved on CUDA, read back on the CPU
+        assert first["7_ensemble"]["artifact"]["max_abs_diff_reloaded"] <= 1e-9
     # Gate runs only record warnings: these two would mean a CUDA path regressed.
     telling = [(g, w["message"][:120]) for g, line in first.items() for w in line.get("warnings", [])
                if "contiguous chunk" in w["message"] or "deterministic" in w["message"]]
@@ -146,7 +149,7 @@ def test_the_ensemble_gate7_saves_on_cuda_predicts_the_same_on_the_cpu(pytester,
                                                members="finetuned,augmented,baseline,minirocket")
     assert line["device"].startswith("cuda") and set(line["members_used"]) >= {"baseline", "minirocket"}
     np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].to_numpy()[: len(session)], session,
-                               atol=1e-4)  # the session ran on CUDA, predict on the CPU
+                               atol=1e-9)  # the session trained on CUDA; the reference and predict run on the CPU
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
