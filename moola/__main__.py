@@ -101,7 +101,7 @@ def report(args) -> int:
     lines = latest_run(Path(args.results), args.compare[1] if args.compare else args.run_id)
     print(format_run(lines, full=args.full, results=args.results))
     if args.html:
-        from moola.report_html import count_parts, render_html
+        from moola.report.page import count_parts, render_html
 
         page = render_html(lines, results=args.results, compared=compared)
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def report(args) -> int:
         sections, plots = count_parts(page)
         print(f"report written to {args.html} ({sections} sections, {plots} plots)")
     elif compared is not None:
-        from moola.report_compare import compare_runs, format_comparison
+        from moola.report.compare import compare_runs, format_comparison
 
         print(format_comparison(compare_runs(compared, lines)))
     problems = completeness_problems(lines, args.expect) if args.expect else []
@@ -121,7 +121,7 @@ def report(args) -> int:
 
 
 def predict(args) -> int:
-    from moola.predict import approved_model, check_output, score, summary, write_output
+    from moola.deploy.predict import approved_model, check_output, score, summary, write_output
     from moola.seeding import resolve_device
 
     check_output(Path(args.out), Path(args.windows))

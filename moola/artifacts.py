@@ -33,7 +33,7 @@ ENCODER_CACHE = Path("pretrained/cache")  # one encoder per fingerprint: switchi
 FINETUNED = Path("models/enhanced_finetuned_v1.pt")
 AUGMENTED = Path("models/enhanced_augmented_v1.pt")
 BASELINE = Path("models/simple_lstm_baseline_v1.pt")
-ENSEMBLE = Path("models/ensemble_v1.pt")  # gate 7's calibrated average (moola.deployment)
+ENSEMBLE = Path("models/ensemble_v1.pt")  # gate 7's calibrated average (moola.deploy.model)
 GATE_OF = {FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train", BASELINE: "6_baseline_simplelstm",
            ENSEMBLE: "7_ensemble"}
 # SimpleLSTM is gate 6's baseline, never delivered on its own

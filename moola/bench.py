@@ -145,7 +145,7 @@ def bench_parquet(features: np.ndarray, repeats: int) -> dict:
 def bench_predict(raw: np.ndarray, device: torch.device, repeats: int) -> dict:
     """Seconds for `moola predict`'s scoring of raw windows by a two-member calibrated ensemble at the
     full profile's size, vs one member's bare forward pass over the same windows."""
-    from moola.deployment import Deployed, Member
+    from moola.deploy.model import Deployed, Member
     from moola.training.classifier import predict_proba
 
     config = PretrainConfig()

@@ -1,4 +1,4 @@
-"""The approved model as a file (`moola.deployment`) and `python -m moola predict` (`moola.predict`)."""
+"""The approved model as a file (`moola.deploy.model`) and `python -m moola predict` (`moola.deploy.predict`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from moola.__main__ import main
 from moola.data.demo import generate
 from moola.data.parquet import write_windows
 from moola.data.validate import labeled_hashes
-from moola.deployment import Deployed, DeploymentError, Member, load_deployed, save_ensemble
+from moola.deploy.model import Deployed, DeploymentError, Member, load_deployed, save_ensemble
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
 from moola.results import append_line, build_line
@@ -253,7 +253,7 @@ def test_predict_refuses_a_damaged_copy_by_its_digest(tmp_path, demo_tables, cap
 
 
 def test_predict_refuses_a_file_that_no_longer_computes_its_reference_probabilities(tmp_path, demo_tables, capsys):
-    from moola.deployment import digest
+    from moola.deploy.model import digest
 
     _, path = saved_ensemble(tmp_path, demo_tables)
     state, metadata = artifacts.load_checkpoint(path)
@@ -312,7 +312,7 @@ def test_gate7_saves_the_ensemble_and_predict_gives_the_probabilities_of_the_ses
     np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].to_numpy()[: len(session)], session,
                                atol=1e-6)
     # The report draws the real line: its reliability diagrams come from the line alone.
-    from moola.report_html import count_parts, render_html
+    from moola.report.page import count_parts, render_html
 
     page = render_html([line])
     assert "could not draw" not in page and count_parts(page)[1] >= 3  # forest plot, reliability, timings

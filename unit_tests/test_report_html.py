@@ -9,8 +9,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from moola.__main__ import main
-from moola.report_compare import compare_runs, format_comparison
-from moola.report_html import PLOT_TAG, count_parts, forest_rows, lr_series, render_html
+from moola.report.compare import compare_runs, format_comparison
+from moola.report.page import PLOT_TAG, count_parts, forest_rows, lr_series, render_html
 from moola.results import GATES, append_line, build_line
 
 HEADINGS = ["Run", "Gates", "Comparisons (forest plot)", "Pretraining curves (gate 3)",

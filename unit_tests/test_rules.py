@@ -3,7 +3,7 @@
 import pytest
 
 from moola.config import AugmentConfig
-from moola.report import verdict
+from moola.report.text import verdict
 from moola.stages.rules import augment_failures, baseline_warning, control_failures, ensemble_warning, finetune_failures
 
 METRICS = {"val_f1": 0.80, "majority_f1": 0.41, "val_pred_counts": [12, 8]}

@@ -15,8 +15,9 @@ import time
 
 import numpy as np
 
-from moola import artifacts, deployment
+from moola import artifacts
 from moola.data.validate import labeled_hashes
+from moola.deploy import model as deployment
 from moola.models.minirocket import MiniRocketArrays
 from moola.results import versions
 from moola.seeding import seed_everything

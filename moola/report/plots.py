@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from moola.report import verdict
+from moola.report.text import verdict
 
 DPI = 100  # a 9-inch figure is 900 px wide: sharp in a browser, ~30-60 kB of PNG
 STATUS_COLOURS = {"passed": "#1a7f37", "warning": "#b58100", "failed": "#cf222e",

@@ -4,7 +4,7 @@ first section of the HTML report (the "iterate" step: what changed, and what it 
 
 from __future__ import annotations
 
-from moola.report_html import (
+from moola.report.cells import (
     ABSENT,
     delta_dict,
     esc,
@@ -16,7 +16,7 @@ from moola.report_html import (
     status_span,
     table,
 )
-from moola.report_plots import is_number
+from moola.report.plots import is_number
 
 
 def comparison_html(lines_a: list[dict], lines_b: list[dict]) -> str:

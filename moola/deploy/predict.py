@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import WindowTable, read_windows
 from moola.data.validate import check_ohlc, labeled_hashes
-from moola.deployment import MODELS, Deployed, DeploymentError, approval, load_deployed
+from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed
 from moola.evaluation.crossfit import block_resample, default_run_length
 from moola.results import read_lines
 from moola.training.metrics import macro_f1, macro_f1_rows
