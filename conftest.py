@@ -19,11 +19,13 @@ import pytest
 # MiniRocket's numba kernels compile once into a project-local cache (SPEC §7), not per run.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cache"))
 
-from moola.artifacts import GATE_OF, mark_gate
+from moola.artifacts import GATE_OF, mark_gate, mark_selected
 from moola.data.dataset import check_data
 from moola.data.errors import Problem
+from moola.deploy.select import choose
 from moola.report import format_run
-from moola.results import GateWarning, append_line, build_line, versions
+from moola.report.ending import ending
+from moola.results import GATES, GateWarning, append_line, build_line, versions
 from moola.stages.context import data_root, describe_protocol, resolve_settings
 
 GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
@@ -69,11 +71,33 @@ def _runs_gates(config) -> bool:
 
 
 def _narrowed(config) -> bool:
-    """True when the run selects part of the suite (-k, -m, a file, a node id, gate bounds)."""
+    """True when the run may select part of the suite (-k, -m, a file, a node id, gate bounds,
+    --lf/--sw: pytest's cache picks the tests)."""
     option = config.option
     if option.keyword or option.markexpr or option.start_gate is not None or option.end_gate is not None:
         return True
+    if getattr(option, "lf", False) or getattr(option, "stepwise", False):
+        return True
     return any("::" in arg or arg.endswith(".py") for arg in config.args)
+
+
+def _selection(config) -> str:
+    """How the run chose its gates, in the words of its command line."""
+    option, parts = config.option, []
+    if option.keyword:
+        parts.append(f"-k {option.keyword}")
+    if option.markexpr:
+        parts.append(f"-m {option.markexpr}")
+    if option.start_gate is not None:
+        parts.append(f"--start-gate {option.start_gate}")
+    if option.end_gate is not None:
+        parts.append(f"--end-gate {option.end_gate}")
+    if getattr(option, "lf", False):
+        parts.append("--lf")
+    if getattr(option, "stepwise", False):
+        parts.append("--sw")
+    parts += [arg for arg in config.args if "::" in arg or arg.endswith(".py")]
+    return " ".join(parts)
 
 
 def _option_overrides(option) -> list[str]:
@@ -165,6 +189,12 @@ class ResultsPlugin:
         self.pending: dict = {}  # nodeid -> the line's arguments, written once the item's warnings are in
         self.warnings: dict = {}  # nodeid -> third-party warnings raised while the gate ran
         self.session_warnings: list = []  # raised outside any gate (imports, reading the data): first line
+        self.scope: dict | None = None  # which gates this session runs (set once collected)
+        self.encoder = None  # the session's EncoderOutcome, once a fixture obtained it (gate 3's numbers)
+        self.encoder_unattributed = 0.0  # its seconds, still inside the duration of the gate that set it up
+        self.encoder_moved: dict = {}  # gate -> seconds of obtaining the encoder moved out of its duration
+        self.running: str | None = None  # the gate item in progress (a Ctrl-C names it)
+        self.selection = None  # moola select on this session's lines (terminal summary)
 
     def base_context(self) -> dict:
         settings = self.settings
@@ -182,7 +212,7 @@ class ResultsPlugin:
                     "description": describe_protocol(settings.profile), **dataclasses.asdict(settings.profile.evaluation),
                     "seeds": list(range(settings.seed, settings.seed + settings.profile.evaluation.seeds)),
                     "gate_policy": settings.profile.thresholds.gate_policy},
-                "versions": self.versions}
+                "scope": self.scope, "versions": self.versions}
 
     @property
     def versions(self) -> dict:
@@ -264,6 +294,17 @@ class ResultsPlugin:
 
     def pytest_collection_finish(self, session):
         self.gate_items = [item for item in session.items if _gate_of(item)]
+        gates = sorted({int(_gate_of(item).split("_")[0]) for item in self.gate_items})
+        # narrowed: this session judges part of the suite; `report`/`predict` read a run of the whole
+        # suite as "the latest run" and skip narrowed ones unless asked (`results.choose_run`)
+        self.scope = {"narrowed": gates != sorted(GATES), "gates": gates, "selection": _selection(self.config)
+                      or ("every gate" if gates == sorted(GATES) else "")}
+
+    def encoder_obtained(self, outcome) -> None:
+        """The `pretrained` fixture obtained the encoder (cache or pretraining): gate 3's numbers are
+        in `outcome.record`; its seconds move from the gate whose setup built it into gate 3's line."""
+        self.encoder = outcome
+        self.encoder_unattributed = outcome.duration_s + outcome.record.get("metrics", {}).get("probe_s", 0.0)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
@@ -273,6 +314,11 @@ class ResultsPlugin:
         if gate is None or gate in self.written:
             return
         item.stash[DURATION_KEY] = item.stash.get(DURATION_KEY, 0.0) + report.duration
+        if report.when == "setup" and self.encoder_unattributed and gate != GATES[3] and self._runs_gate(GATES[3]):
+            # pretraining ran in this gate's setup (a shared fixture): its time is gate 3's work
+            self.encoder_moved[gate] = self.encoder_unattributed
+            item.stash[DURATION_KEY] -= self.encoder_unattributed
+            self.encoder_unattributed = 0.0
         if report.when == "setup" and report.passed:
             return
         if report.when == "teardown" and report.passed:
@@ -288,12 +334,17 @@ class ResultsPlugin:
         self.written[gate] = status
         self.pending[item.nodeid] = (gate, status, reason, item.stash.get(DURATION_KEY, 0.0), record)
 
+    def _runs_gate(self, gate: str) -> bool:
+        return any(_gate_of(item) == gate for item in self.gate_items)
+
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_protocol(self, item, nextitem):
         # pytest's warnings plugin wraps this hook too (tryfirst) and reports the item's warnings
         # when its wrapper exits; this plugin registers later, so its wrapper runs outside that
         # one and resumes after them: the line is written once, with the gate's warnings in it.
+        self.running = _gate_of(item)
         yield
+        self.running = None
         self.flush(item.nodeid)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
@@ -328,7 +379,12 @@ class ResultsPlugin:
             except Exception as exc:  # noqa: BLE001 -- a line must still be written
                 warnings_seen.append({"category": type(exc).__name__, "where": str(model_path),
                                       "message": f"could not record the gate's verdict in the model: {exc}"[:500]})
-        extra = {**record.extra, "warnings": warnings_seen} if warnings_seen else record.extra
+        extra = {**record.extra, "warnings": warnings_seen} if warnings_seen else dict(record.extra)
+        if gate in self.encoder_moved:
+            extra["duration_excludes"] = {"encoder_obtained_s": self.encoder_moved[gate],
+                                          "counted_in": GATES[3]}
+        if gate == GATES[3] and self.encoder is not None and self.encoder_moved:
+            duration_s += sum(self.encoder_moved.values())  # pretraining (in another gate's setup) is gate 3's work
         line = build_line(gate, status, run_id=self.settings.run_id, reason=reason, duration_s=duration_s,
                           model=record.model, config=record.config, metrics=record.metrics,
                           comparison=record.comparison, artifacts=record.artifacts, extra=extra,
@@ -337,20 +393,53 @@ class ResultsPlugin:
         self.written[gate] = status
         self.lines.append(line)
 
-    def pytest_sessionfinish(self, session):
+    def pytest_sessionfinish(self, session, exitstatus):
         option = self.config.option
         if option.collectonly or getattr(option, "setupplan", False) or getattr(option, "setuponly", False):
             return  # --co, --setup-plan, --setup-only inspect the suite: not a run, no lines
         for nodeid in list(self.pending):  # an item whose protocol never returned (interrupted)
             self.flush(nodeid)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         stopped = [g for g, s in self.written.items() if s in ("failed", "error")]
         for item in self.gate_items:
             gate = _gate_of(item)
-            if gate not in self.written:
+            if gate in self.written:
+                continue
+            if interrupted:
+                why = ("interrupted (Ctrl-C) while this gate ran" if gate == self.running
+                       else "interrupted (Ctrl-C) before this gate ran")
+            else:
                 why = (f"session stopped after gate {stopped[-1]} {self.written[stopped[-1]]} (-x)" if stopped
                        else "session stopped before this gate ran")
-                self.write(gate, "not_run", why, 0.0, GateRecord())
+            self.write(gate, "not_run", why, 0.0, self.unjudged_record(gate, why))
         self.mark_unjudged_models()
+        if not interrupted and self.lines:
+            self.select()
+
+    def unjudged_record(self, gate: str, why: str) -> GateRecord:
+        """A gate that did not rule; gate 3's line still gets what pretraining did when the encoder was
+        obtained this session (in gate 1's fixture, say, before -x stopped at gate 2)."""
+        if gate != GATES[3] or self.encoder is None or not self.encoder.record:
+            return GateRecord()
+        record = GateRecord(**{key: value for key, value in self.encoder.record.items()})
+        record.extra = {**record.extra, "unjudged": f"{why}: the encoder was obtained in a shared fixture; its "
+                        "numbers are recorded here, and gate 3's rule did not judge them"}
+        return record
+
+    def select(self) -> None:
+        """`moola select` on this session's lines: the recommended model's file says so (the control
+        becomes deliverable this way), and the terminal summary ends with it."""
+        try:
+            self.selection = choose(self.lines)
+        except Exception as exc:  # noqa: BLE001 -- the lines are written; say it and go on
+            warnings.warn(f"moola select could not rank this run's models: {type(exc).__name__}: {exc}", stacklevel=1)
+            return
+        chosen = self.selection.recommended
+        if chosen is not None and chosen.path:
+            try:
+                mark_selected(Path(chosen.path), self.settings.run_id, self.selection.as_dict())
+            except Exception as exc:  # noqa: BLE001 -- the results are written; say it and go on
+                warnings.warn(f"{chosen.path}: could not record the recommendation: {exc}", stacklevel=1)
 
     def mark_unjudged_models(self) -> None:
         """A model this run saved whose gate never ruled on it (a fixture that crashed after the save,
@@ -374,4 +463,29 @@ class ResultsPlugin:
         # bootstrap 95% CI: an interval that crosses zero means the point rule decided within noise.
         terminalreporter.write_line(format_run(self.lines, results=self.settings.results_path))
         terminalreporter.write_line(f"results appended to {self.settings.results_path}")
+        if self.selection is not None:
+            terminalreporter.section("what happened, and what to do next")
+            terminalreporter.write_line(ending(self.lines, self.selection, self.command_options()))
+
+    def resolved_root(self) -> Path:
+        """The folder the data was read from (--demo: the generated dataset's own folder)."""
+        try:
+            return data_root(self.settings)
+        except Exception:  # noqa: BLE001 -- gate 0 said why; the hint falls back to the option
+            return self.settings.data_root
+
+    def command_options(self) -> dict:
+        """The options a next command must repeat to read the same data, models and results, and to
+        run the same recipe (so a rerun of later gates reuses this run's encoder)."""
+        option = self.config.option
+        given = [("--demo", option.demo), ("--data-dir", option.data_dir), ("--artifacts-dir", option.artifacts_dir),
+                 ("--results", option.results), ("--profile", option.profile if option.profile != "auto" else None),
+                 ("--device", option.device if option.device != "auto" else None),
+                 ("--seed", option.seed if option.seed != 17 else None), ("--cv", option.cv), ("--folds", option.folds),
+                 ("--seeds", option.seeds), ("--shuffle-labels", option.shuffle_labels),
+                 *(("--set", value) for value in option.moola_set)]
+        run_options = " ".join(name if value is True else f"{name} {value}" for name, value in given
+                               if value not in (None, False))
+        return {"run_options": run_options, "artifacts_dir": option.artifacts_dir, "results": option.results,
+                "data_root": str(self.resolved_root()), "narrowed": bool(self.scope and self.scope["narrowed"])}
 

@@ -51,9 +51,14 @@ def seeded(fit):
 
 
 @pytest.fixture(scope="session")
-def pretrained(run):
+def pretrained(request, run):
+    """The encoder (cache or pretrained now) with gate 3's numbers computed at once: when `-x` stops
+    before gate 3, its line still records what pretraining did (the results plugin writes it)."""
     seed_everything(run.seed)
-    return encoder.obtain_encoder(run)
+    outcome = encoder.obtain_encoder(run)
+    outcome.record = encoder.encoder_record(run, outcome)
+    request.config.pluginmanager.get_plugin("moola-results").encoder_obtained(outcome)
+    return outcome
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +76,8 @@ def overfit(run, pretrained):
 
 @pytest.fixture(scope="session")
 def minirocket(run):
-    return cross_fit_stage(run, "minirocket_ridge", seeded(control.run_minirocket), refit=False)
+    # refit on every labeled row too: gate 2 saves it (moola select may recommend the control)
+    return cross_fit_stage(run, "minirocket_ridge", seeded(control.run_minirocket))
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,20 @@
 this session; the approved ensemble is saved as one weights-only file (`python -m moola predict`)."""
 
 import dataclasses
+import time
 
 import pytest
 
 from moola.stages.deliverable import save_deliverable
 from moola.stages.ensemble import run_crossfit_ensemble, run_ensemble
-from moola.stages.members import GATE_OF_MEMBER, choose_members
+from moola.stages.members import GATE_OF_MEMBER, choose_members, cost_parts
+from moola.stages.protocol import recipe_cost
 from moola.stages.rules import ensemble_warning
 
 
 @pytest.mark.dependency(name="gate7", depends=["gate6"], scope="session")
-def test_ensemble_matches_best_member(run, smoke, finetuned, augmented_run, baseline, minirocket, gate_record):
+def test_ensemble_matches_best_member(run, pretrained, smoke, finetuned, augmented_run, baseline, minirocket,
+                                      gate_record):
     stages = {"finetuned": finetuned, "augmented": augmented_run, "baseline": baseline, "minirocket": minirocket}
     members, left_out = choose_members(run, stages, smoke)
     gate_record.model = "calibrated_average"
@@ -21,6 +24,7 @@ def test_ensemble_matches_best_member(run, smoke, finetuned, augmented_run, base
     if not members:
         pytest.skip("nothing to average: no model in ensemble.members passed its own gate in this session: "
                     + "; ".join(f"{name}: {why}" for name, why in left_out.items()))
+    started = time.monotonic()
     if run.holdout:  # the split file's rows, exactly as before: the base seed's fits
         fit = (run.settings.seed, run.folds[0].index)
         report = run_ensemble(run, {name: stage.fits[fit] for name, stage in stages.items()}, list(members))
@@ -29,7 +33,10 @@ def test_ensemble_matches_best_member(run, smoke, finetuned, augmented_run, base
                                              else stage.evaluation for name, stage in stages.items()}, list(members))
     gate_record.metrics = {"val_f1": report["f1"], **{k: report[k] for k in (
         "f1_uncalibrated", "ece_before", "ece_after", "brier_before", "brier_after", "n_members", "best_member",
-        "best_member_f1")}, "members": {name: {k: v for k, v in numbers.items() if k != "reliability"}
+        "best_member_f1")}, "cost": recipe_cost(**{part: seconds for name in members for part, seconds in
+                                                    cost_parts(name, stages, pretrained.pretrain_s).items()},
+                                                 calibration=time.monotonic() - started),
+        "members": {name: {k: v for k, v in numbers.items() if k != "reliability"}
                                         for name, numbers in report["members"].items()}}
     gate_record.comparison = {"baseline_gate": GATE_OF_MEMBER[report["best_member"]],
                               "baseline_f1": report["best_member_f1"], "candidate_gate": "7_ensemble",
@@ -40,7 +47,8 @@ def test_ensemble_matches_best_member(run, smoke, finetuned, augmented_run, base
         "scored_on": report["scored_on"], "calibration_notes": report.get("calibration_notes", []),
         "calibration": {"bins": 10, "models": {**{name: numbers["reliability"] for name, numbers in
                                                   report["members"].items()}, "ensemble": report["reliability"]}},
-        "note": None if report["averaged"] else "one member: calibrated only, nothing averaged"})
+        "note": None if report["averaged"] else "one member: calibrated only, nothing averaged",
+        "oof": report["oof"]})
     _, saved = save_deliverable(run, members)
     gate_record.extra["artifact"] = saved
     gate_record.artifacts = {"model": saved["path"]}

@@ -1,8 +1,10 @@
-"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `import-ucr`, `report [RESULTS]`, `predict WINDOWS` (run as `python -m moola`)."""
+"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `import-ucr`, `report [RESULTS]`, `select [RESULTS]`,
+`predict WINDOWS` (run as `python -m moola`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -10,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from moola.data.dataset import LABELED, SPLIT
-from moola.data.errors import DataContractError
+from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import read_windows
 from moola.data.split import temporal_split, write_json_atomic
+
+RESULTS = "gated_workflow_results.jsonl"
 
 
 def demo_data(args) -> int:
@@ -92,14 +96,19 @@ def import_ucr(args) -> int:
 
 
 def report(args) -> int:
+    from moola.deploy.select import choose, format_selection
     from moola.report import completeness_problems, format_run, latest_run
+    from moola.results import choose_run
 
     if args.compare and args.run_id:
         raise ValueError("report: expected --run-id RUN or --compare RUN_A RUN_B, found both; "
                          "--compare reports RUN_B, so drop --run-id")
     compared = latest_run(Path(args.results), args.compare[0]) if args.compare else None
-    lines = latest_run(Path(args.results), args.compare[1] if args.compare else args.run_id)
+    lines, which = choose_run(Path(args.results), args.compare[1] if args.compare else args.run_id,
+                              args.include_narrowed)
+    print(f"{args.results}: {which}")
     print(format_run(lines, full=args.full, results=args.results))
+    print(format_selection(choose(lines)))
     if args.html:
         from moola.report.page import count_parts, render_html
 
@@ -120,16 +129,39 @@ def report(args) -> int:
     return 1 if problems else 0
 
 
+def select(args) -> int:
+    import json
+
+    from moola.deploy.select import choose, format_selection
+    from moola.results import choose_run
+
+    lines, which = choose_run(Path(args.results), args.run_id, args.include_narrowed)
+    selection = choose(lines)
+    print(f"{args.results}: {which}")
+    print(format_selection(selection))
+    if args.json:
+        Path(args.json).write_text(json.dumps(selection.as_dict(), indent=1))
+    if selection.recommended is not None:
+        print(f"next: python -m moola predict WINDOWS.parquet --out predictions.parquet"
+              f"{'' if args.run_id is None else f' --run-id {args.run_id}'}"
+              f"{'' if args.results == RESULTS else f' --results {args.results}'}  (uses {selection.recommended.name})")
+    return 0
+
+
 def predict(args) -> int:
     from moola.deploy.predict import approved_model, check_output, score, summary, write_output
     from moola.seeding import resolve_device
 
     check_output(Path(args.out), Path(args.windows))
+    if not Path(args.windows).is_file():  # before loading a model (MiniRocket's kernels compile on first use)
+        raise DataContractError([Problem(args.windows, "a parquet file of windows in the data contract",
+                                         "no such file" if not Path(args.windows).exists() else "a folder",
+                                         "check the path (python -m moola demo-data OUT writes an example)")])
     try:
         device = resolve_device(args.device)
     except RuntimeError as exc:  # a missing device: a usage error, named
         raise ValueError(str(exc)) from None
-    deployed, notice = approved_model(Path(args.artifacts_dir), args.model, Path(args.results))
+    deployed, notice = approved_model(Path(args.artifacts_dir), args.model, Path(args.results), args.run_id)
     scored = score(Path(args.windows), deployed, str(device))
     out = write_output(scored, Path(args.out))
     print("\n".join(summary(scored, out, notice)))
@@ -137,6 +169,8 @@ def predict(args) -> int:
 
 
 def main(argv=None) -> int:
+    # MiniRocket's numba kernels compile once into the project's cache (as under pytest), not per command
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
     parser = argparse.ArgumentParser(prog="python -m moola", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo-data", help="write the embedded demo dataset in the user's layout")
@@ -154,9 +188,11 @@ def main(argv=None) -> int:
     ucr.add_argument("name", help="gunpoint, italy_power_demand, arrow_head, basic_motions, osuleaf, japanese_vowels")
     ucr.add_argument("out", help="folder to write into")
     ucr.set_defaults(run=import_ucr)
-    summary = commands.add_parser("report", help="summarise the latest run in a results file")
-    summary.add_argument("results", nargs="?", default="gated_workflow_results.jsonl")
-    summary.add_argument("--run-id", default=None, help="a run other than the latest")
+    summary = commands.add_parser("report", help="summarise the latest run of the gates in a results file")
+    summary.add_argument("results", nargs="?", default=RESULTS)
+    summary.add_argument("--run-id", default=None, help="a run other than the latest run of the whole suite")
+    summary.add_argument("--include-narrowed", action="store_true",
+                         help="the latest run even when it ran part of the suite (-k, --lf, --start-gate …)")
     summary.add_argument("--full", action="store_true", help="print every reason whole (every gate-0 problem)")
     summary.add_argument("--expect", type=int, default=0, metavar="N",
                          help="exit 1 unless the run has N gate lines and no gate crashed (status error)")
@@ -166,14 +202,24 @@ def main(argv=None) -> int:
     summary.add_argument("--compare", nargs=2, default=None, metavar=("RUN_A", "RUN_B"),
                          help="run B against run A: status, val_f1, settings, deltas (--html: a section)")
     summary.set_defaults(run=report)
-    scorer = commands.add_parser("predict", help="score windows with the approved model (gate 7's ensemble by default)")
+    chooser = commands.add_parser("select", help="rank the run's models and say which one the evidence supports")
+    chooser.add_argument("results", nargs="?", default=RESULTS)
+    chooser.add_argument("--run-id", default=None, help="a run other than the latest run of the whole suite")
+    chooser.add_argument("--include-narrowed", action="store_true",
+                         help="the latest run even when it ran part of the suite (-k, --lf, --start-gate …)")
+    chooser.add_argument("--json", default=None, metavar="PATH", help="also write the recommendation as JSON")
+    chooser.set_defaults(run=select)
+    scorer = commands.add_parser("predict", help="score windows with the recommended model (moola select)")
     scorer.add_argument("windows", help="a parquet file of windows in the data contract (a label column is optional)")
     scorer.add_argument("--out", required=True, help="where to write the predictions: .parquet or .csv")
-    scorer.add_argument("--model", default="ensemble", choices=("ensemble", "finetuned", "augmented", "baseline"),
-                        help="which approved artifact (default: gate 7's calibrated ensemble)")
+    scorer.add_argument("--model", default="recommended",
+                        choices=("recommended", "ensemble", "finetuned", "augmented", "minirocket", "baseline"),
+                        help="which model (default: the one moola select recommends for the latest run of the gates)")
+    scorer.add_argument("--run-id", default=None,
+                        help="with --model recommended: that run's recommendation instead of the latest run's")
     scorer.add_argument("--artifacts-dir", default="artifacts", help="where the gates saved models (default: artifacts)")
-    scorer.add_argument("--results", default="gated_workflow_results.jsonl",
-                        help="the results file, to say which gate failed when no approved model exists")
+    scorer.add_argument("--results", default=RESULTS,
+                        help="the results file: which model select recommends, which gate failed when none is approved")
     scorer.add_argument("--device", default="cpu",
                         help="cpu (default), cuda, mps or auto: where the networks run (10,000 windows: ~10 s on a "
                              "16-core CPU, well under a second on a GPU)")

@@ -34,9 +34,11 @@ FINETUNED = Path("models/enhanced_finetuned_v1.pt")
 AUGMENTED = Path("models/enhanced_augmented_v1.pt")
 BASELINE = Path("models/simple_lstm_baseline_v1.pt")
 ENSEMBLE = Path("models/ensemble_v1.pt")  # gate 7's calibrated average (moola.deploy.model)
-GATE_OF = {FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train", BASELINE: "6_baseline_simplelstm",
-           ENSEMBLE: "7_ensemble"}
-# SimpleLSTM is gate 6's baseline, never delivered on its own
+MINIROCKET = Path("models/minirocket_v1.pt")  # gate 2's control, refit on every labeled row (moola.deploy.model)
+GATE_OF = {MINIROCKET: "2_control_minirocket", FINETUNED: "4_finetune_enhanced", AUGMENTED: "5_augment_train",
+           BASELINE: "6_baseline_simplelstm", ENSEMBLE: "7_ensemble"}
+# SimpleLSTM is gate 6's baseline, never delivered on its own; MiniRocket is gate 2's control, delivered
+# only when `moola select` recommends it (`mark_selected`), whatever gate 2 said of the LSTM
 DELIVERABLE_GATES = ("4_finetune_enhanced", "5_augment_train", "7_ensemble")
 
 
@@ -77,6 +79,23 @@ def mark_gate(path: Path, run_id: str, status: str, reason: str | None, only_pen
     metadata["gate"] = {**gate, "status": status, "reason": reason,
                         "deliverable": status in ("passed", "warning") and gate.get("gate") in DELIVERABLE_GATES
                         and not metadata.get("train_labels_shuffled")}
+    save_checkpoint(path, state, metadata)
+    return True
+
+
+def mark_selected(path: Path, run_id: str, selection: dict) -> bool:
+    """Write `moola select`'s recommendation (`Selection.as_dict()`) into the recommended model's
+    file; the control becomes deliverable this way. False (file left alone) when the file is not
+    this run's model."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    state, metadata = load_checkpoint(path)
+    gate = metadata.get("gate") or {}
+    if gate.get("run_id") != run_id or metadata.get("train_labels_shuffled"):
+        return False
+    metadata["selected"] = selection
+    metadata["gate"] = {**gate, "deliverable": True}
     save_checkpoint(path, state, metadata)
     return True
 

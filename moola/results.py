@@ -86,7 +86,7 @@ def build_line(gate: str, status: str, *, run_id: str, reason: str | None = None
     }
     line.update(extra or {})
     context = context or {}
-    for key in ("profile", "device", "runtime", "seed", "data", "evaluation", "versions"):
+    for key in ("profile", "device", "runtime", "seed", "data", "evaluation", "scope", "versions"):
         line[key] = context.get(key)
     return jsonable(line)
 
@@ -118,3 +118,55 @@ def read_lines(path: Path) -> list[dict]:
             raise ValueError(f"{path}: line {number} is not a JSON results line ({exc.msg}: a run killed mid-write, or "
                              "an edited file). Fix: delete that line (the other runs' lines stay readable)") from None
     return lines
+
+
+def run_ids(lines: list[dict]) -> list[str]:
+    """Run ids in the order their first line was written."""
+    return list(dict.fromkeys(line["run_id"] for line in lines))
+
+
+def narrowed(run_lines: list[dict]) -> bool:
+    """A run that selected part of the suite (-k, --lf, a file, --start-gate/--end-gate …): its
+    `scope` says so; a line written before `scope` existed counts as narrowed when the run lacks a
+    line for some gate."""
+    scope = run_lines[0].get("scope") if run_lines else None
+    if isinstance(scope, dict) and "narrowed" in scope:
+        return bool(scope["narrowed"])
+    return {line["gate"] for line in run_lines} != set(GATES.values())
+
+
+def choose_run(path: Path, run_id: str | None = None, include_narrowed: bool = False) -> tuple[list[dict], str]:
+    """The lines of `run_id`, else of the latest run that ran the gates (narrowed runs skipped
+    unless `include_narrowed`, or unless no other run exists), and one sentence saying which."""
+    lines = read_lines(path)
+    if not lines:
+        raise ValueError(f"{path}: expected results lines, found none; run pytest gates first")
+    runs = run_ids(lines)
+    by_run = {run: [line for line in lines if line["run_id"] == run] for run in runs}
+    if run_id is not None:
+        if run_id not in by_run:
+            raise ValueError(f"{path}: expected a run with id {run_id!r}, found runs {', '.join(runs[-5:])}"
+                             f"{' (the last 5)' if len(runs) > 5 else ''}")
+        return by_run[run_id], f"run {run_id} (--run-id)"
+    full = [run for run in runs if not narrowed(by_run[run])]
+    if include_narrowed or not full:
+        chosen = runs[-1]
+        kind = "the latest run" + ("" if not narrowed(by_run[chosen]) else
+                                   f", a narrowed one ({describe_scope(by_run[chosen])}): no run of the whole suite "
+                                   "is recorded" if not full else f", narrowed ({describe_scope(by_run[chosen])})")
+        return by_run[chosen], f"run {chosen} ({kind})"
+    chosen = full[-1]
+    later = runs[runs.index(chosen) + 1:]
+    said = f"run {chosen} (the latest run of the whole suite"
+    if later:
+        said += (f"; {len(later)} later narrowed run(s) skipped: "
+                 + ", ".join(f"{run} ({describe_scope(by_run[run])})" for run in later[-3:])
+                 + "; pass --run-id RUN to see one")
+    return by_run[chosen], said + ")"
+
+
+def describe_scope(run_lines: list[dict]) -> str:
+    scope = run_lines[0].get("scope") if run_lines else None
+    if isinstance(scope, dict) and scope.get("selection"):
+        return str(scope["selection"])
+    return "gates " + ", ".join(line["gate"].split("_")[0] for line in run_lines)

@@ -71,7 +71,7 @@ def ensemble_round_trip(pytester, data_root: Path, out_dir: Path, device: str, m
     out = out_dir / "predictions.parquet"
     results = pytester.path / f"ensemble_{device}" / "results.jsonl"
     assert main(["predict", str(data_root / "processed/train_clean.parquet"), "--out", str(out),
-                 "--artifacts-dir", str(path.parents[1]), "--results", str(results)]) == 0
+                 "--artifacts-dir", str(path.parents[1]), "--results", str(results), "--model", "ensemble"]) == 0
     table = pd.read_parquet(out)
     assert len(table) == 98
     return line, table, session

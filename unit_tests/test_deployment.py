@@ -19,6 +19,8 @@ from moola.results import append_line, build_line
 from moola.training.calibration import _apply, _fit_isotonic, apply_calibrator, fit_calibrator
 
 CLASSES = ["consolidation", "retracement"]
+# the ensemble by name, and no results file (the working directory's must not leak into these tests)
+ENSEMBLE = ("--model", "ensemble", "--results", "/nonexistent/moola-results.jsonl")
 INPUT = {"window_shape": [105, 4], "channels": "ohlc", "shared_channels": True, "normalisation": "per-window z-score"}
 
 
@@ -113,7 +115,7 @@ def test_predict_writes_every_window_with_calibrated_probabilities(tmp_path, dem
     source = windows_file(tmp_path, demo_tables["unlabeled"])
     for out in ("p.parquet", "p.csv"):
         assert main(["predict", str(source), "--out", str(tmp_path / out),
-                     "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
+                     "--artifacts-dir", str(tmp_path / "artifacts"), *ENSEMBLE]) == 0
     table = pd.read_parquet(tmp_path / "p.parquet")
     assert list(table.columns) == ["window_id", "p_consolidation", "p_retracement", "predicted", "members"]
     expected = deployed.predict_proba(demo_tables["unlabeled"]["features"])
@@ -130,7 +132,7 @@ def test_predict_on_labeled_windows_prints_macro_f1_with_its_ci_and_says_when_it
     saved_ensemble(tmp_path, demo_tables)
     source = windows_file(tmp_path, demo_tables["labeled"])
     assert main(["predict", str(source), "--out", str(tmp_path / "p.parquet"),
-                 "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
+                 "--artifacts-dir", str(tmp_path / "artifacts"), *ENSEMBLE]) == 0
     out = capsys.readouterr().out
     assert "macro F1 " in out and "over 98 labeled windows (95% block bootstrap" in out
     assert "note: 98 of these 98 windows are rows of the labeled file the gates used" in out and "in-sample" in out
@@ -145,7 +147,7 @@ def test_predict_scores_the_windows_a_model_never_saw_apart_from_the_ones_it_did
     features[:40] *= 1.01  # 40 windows the models never saw (a scaled copy is a new window here), 58 seen
     source = windows_file(tmp_path, labeled, features=features)
     assert main(["predict", str(source), "--out", str(tmp_path / "p.parquet"),
-                 "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
+                 "--artifacts-dir", str(tmp_path / "artifacts"), *ENSEMBLE]) == 0
     out = capsys.readouterr().out
     assert "note: 58 of these 98 windows are rows of the labeled file" in out
     pred = deployed.predict_proba(features[:40]).argmax(1)
@@ -159,14 +161,15 @@ def test_predict_never_writes_over_its_input(tmp_path, demo_tables, capsys):
     saved_ensemble(tmp_path, demo_tables)
     source = windows_file(tmp_path, demo_tables["unlabeled"])
     before = source.read_bytes()
-    assert main(["predict", str(source), "--out", str(source), "--artifacts-dir", str(tmp_path / "artifacts")]) == 2
+    assert main(["predict", str(source), "--out", str(source), "--artifacts-dir", str(tmp_path / "artifacts"),
+                 *ENSEMBLE]) == 2
     assert "is the windows file" in capsys.readouterr().err and source.read_bytes() == before
 
 
 def predict_error(tmp_path, source, capsys, *extra) -> str:
     assert main(["predict", str(source), "--out", str(tmp_path / "p.parquet"),
                  "--artifacts-dir", str(tmp_path / "artifacts"), "--results", str(tmp_path / "results.jsonl"),
-                 *extra]) == 2
+                 "--model", "ensemble", *extra]) == 2
     assert not (tmp_path / "p.parquet").exists()
     return capsys.readouterr().err
 
@@ -195,7 +198,7 @@ def test_predict_refuses_a_model_its_gate_did_not_approve(tmp_path, demo_tables,
 def test_predict_says_an_ensemble_that_warned_is_approved_with_a_warning(tmp_path, demo_tables, capsys):
     saved_ensemble(tmp_path, demo_tables, status="warning")
     assert main(["predict", str(windows_file(tmp_path, demo_tables["unlabeled"])), "--out", str(tmp_path / "p.csv"),
-                 "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
+                 "--artifacts-dir", str(tmp_path / "artifacts"), *ENSEMBLE]) == 0
     assert "approved with a warning" in capsys.readouterr().out
 
 
@@ -282,8 +285,8 @@ def test_predict_with_a_single_gate_model_reads_its_checkpoint(tmp_path, demo_ta
                 "gate": {"gate": "4_finetune_enhanced", "status": "passed", "run_id": "r", "deliverable": True}}
     artifacts.save_checkpoint(tmp_path / "artifacts" / artifacts.FINETUNED, model.state_dict(), metadata)
     source = windows_file(tmp_path, demo_tables["unlabeled"])
-    assert main(["predict", str(source), "--out", str(tmp_path / "p.parquet"), "--model", "finetuned",
-                 "--artifacts-dir", str(tmp_path / "artifacts")]) == 0
+    assert main(["predict", str(source), "--out", str(tmp_path / "p.parquet"), "--artifacts-dir",
+                 str(tmp_path / "artifacts"), *ENSEMBLE, "--model", "finetuned"]) == 0
     table = pd.read_parquet(tmp_path / "p.parquet")
     assert set(table["members"]) == {"finetuned (uncalibrated softmax)"}
     np.testing.assert_allclose(table[["p_consolidation", "p_retracement"]].sum(axis=1), 1.0, rtol=1e-6)

@@ -34,7 +34,8 @@ REFERENCE_ROWS = 32  # raw windows kept in the file to check, at load, that it s
 # caught exactly by the tensors' digests, not by this.
 REFERENCE_ATOL = 1e-3
 MODELS = {"ensemble": artifacts.ENSEMBLE, "finetuned": artifacts.FINETUNED, "augmented": artifacts.AUGMENTED,
-          "baseline": artifacts.BASELINE}
+          "minirocket": artifacts.MINIROCKET, "baseline": artifacts.BASELINE}
+MEMBER_FILES = ("ensemble", "minirocket")  # written by `save_ensemble` (members + reference); the rest: one network
 
 
 class DeploymentError(ValueError):
@@ -55,7 +56,7 @@ class Member:
 class Deployed:
     """A predictor read from a file (or built in a session): members averaged after calibration."""
 
-    kind: str  # "ensemble", "finetuned", "augmented", "baseline"
+    kind: str  # "ensemble", "minirocket", "finetuned", "augmented", "baseline"
     members: list
     classes: list
     input: dict  # window_shape [T, C], channels, shared_channels, normalisation
@@ -148,8 +149,8 @@ def load_deployed(path: Path, kind: str = "ensemble") -> Deployed:
                               f"found one that is not ({type(exc).__name__}: {str(exc)[:200]}). Fix: rerun the gates "
                               "that write it (pytest gates -x), or copy the file again") from None
     made_by = (metadata.get("versions") or {})
-    if kind == "ensemble":
-        return _load_ensemble(path, state, metadata, made_by)
+    if kind in MEMBER_FILES:
+        return _load_ensemble(path, state, metadata, made_by, kind)
     try:
         model = models.rebuild(metadata.get("architecture"))
         model.load_state_dict(state)
@@ -161,7 +162,7 @@ def load_deployed(path: Path, kind: str = "ensemble") -> Deployed:
     return Deployed(kind, [Member(kind, model.eval())], list(metadata["classes"]), input_contract, metadata, path)
 
 
-def _load_ensemble(path: Path, state: dict, metadata: dict, made_by: dict) -> Deployed:
+def _load_ensemble(path: Path, state: dict, metadata: dict, made_by: dict, kind: str = "ensemble") -> Deployed:
     if metadata.get("kind") != KIND or metadata.get("format") != FORMAT:
         raise _incompatible(path, made_by, f"expected a {KIND} file of format {FORMAT}, found kind "
                                            f"{metadata.get('kind')!r} format {metadata.get('format')!r}")
@@ -184,7 +185,7 @@ def _load_ensemble(path: Path, state: dict, metadata: dict, made_by: dict) -> De
     except Exception as exc:  # noqa: BLE001 -- missing tensors, other shapes: not this version's layout
         raise _incompatible(path, made_by, f"its members cannot be rebuilt here ({type(exc).__name__}: "
                                            f"{str(exc)[:200]})") from None
-    deployed = Deployed("ensemble", members, list(metadata["classes"]), metadata["input"], metadata, path)
+    deployed = Deployed(kind, members, list(metadata["classes"]), metadata["input"], metadata, path)
     check_reference(deployed, state, path, made_by)
     return deployed
 
@@ -232,5 +233,11 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
         return False, said + ": a negative-control model (train labels shuffled)"
     if kind == "baseline":  # gate 6's comparison model: usable once its gate ruled, never the deliverable
         return status in ("passed", "warning"), said
+    if kind == "minirocket":  # gate 2's control: delivered when `moola select` recommends it
+        chosen = metadata.get("selected") or {}
+        if gate.get("deliverable") and chosen:
+            return True, f"recommended by moola select in run {chosen.get('run_id')} ({chosen.get('rule')})"
+        return False, (f"MiniRocket (gate 2's control) of run {gate.get('run_id')}: moola select did not recommend "
+                       "it (python -m moola select shows why)")
     return bool(gate.get("deliverable")), said
 

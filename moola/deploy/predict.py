@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from moola import artifacts
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import WindowTable, read_windows
 from moola.data.validate import check_ohlc, labeled_hashes
 from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed
 from moola.evaluation.crossfit import block_resample, default_run_length
-from moola.results import read_lines
+from moola.results import choose_run, read_lines
 from moola.training.metrics import macro_f1, macro_f1_rows
 
 log = logging.getLogger(__name__)
@@ -39,42 +40,100 @@ class Scored:
     device: str = "cpu"
 
 
-def approved_model(artifacts_dir: Path, kind: str, results: Path) -> tuple[Deployed, str | None]:
-    """The approved `kind` model under `artifacts_dir`, or a DeploymentError naming why not and the fix."""
+def approved_model(artifacts_dir: Path, kind: str, results: Path, run_id: str | None = None
+                   ) -> tuple[Deployed, str | None]:
+    """The `kind` model under `artifacts_dir` if its gate approved it ("recommended": the model
+    `moola select` recommends for the latest run of the whole suite, or `run_id`), or a
+    DeploymentError naming why not and the fix."""
+    if kind == "recommended":
+        return recommended_model(Path(artifacts_dir), Path(results), run_id)
     if kind not in MODELS:
-        raise DeploymentError(f"--model: expected one of {', '.join(MODELS)}, found {kind!r}")
+        raise DeploymentError(f"--model: expected recommended or one of {', '.join(MODELS)}, found {kind!r}")
     path = Path(artifacts_dir) / MODELS[kind]
     if not path.is_file():
         raise DeploymentError(f"no {kind} model at {path}: " + latest_run_story(results, kind) +
-                              f". Fix: get the gates to pass (pytest gates -x), or pass --artifacts-dir where a run "
-                              f"saved one{'' if kind != 'ensemble' else ', or try --model finetuned'}")
+                              f". {usable_models(Path(artifacts_dir))}. Fix: get the gates to pass (pytest gates -x), "
+                              "or pass --artifacts-dir where a run saved one")
     deployed = load_deployed(path, kind)
     approved, said = approval(deployed.metadata, kind)
     if not approved:
         raise DeploymentError(f"{path} is not approved: {said}; " + latest_run_story(results, kind) +
-                              ". Fix: get its gate to pass (pytest gates -x); predicting with an unapproved model "
-                              "is what the gates exist to prevent")
+                              f". {usable_models(Path(artifacts_dir))}. Fix: get its gate to pass (pytest gates -x); "
+                              "predicting with an unapproved model is what the gates exist to prevent")
     gate = deployed.metadata.get("gate") or {}
     notices = [f"{said}: approved with a warning"] if gate.get("status") == "warning" else [f"{said}: approved"]
+    if kind == "minirocket":
+        notices = [said]
     if kind == "baseline":
         notices.append("SimpleLSTM is gate 6's comparison model, not the deliverable")
     latest = _latest_run_id(results)
     if latest and latest != gate.get("run_id"):
-        notices.append(f"it comes from run {gate.get('run_id')}, not from the latest run in {results} ({latest}: "
-                       + latest_run_story(results, kind) + ")")
+        notices.append(f"it comes from run {gate.get('run_id')}, not from the latest run of the gates in {results} "
+                       f"({latest}: " + latest_run_story(results, kind) + ")")
     return deployed, "; ".join(notices)
+
+
+def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = None) -> tuple[Deployed, str]:
+    """The model `moola select` recommends for the run (computed from its results lines), read from
+    the file that run saved."""
+    from moola.deploy.select import choose
+
+    try:
+        lines, which = choose_run(results, run_id)
+    except ValueError as exc:
+        raise DeploymentError(f"--model recommended reads the gates' results to know which model to use: {exc}. "
+                              "Fix: pass --results FILE (the file the gates wrote), or name a model with --model "
+                              f"({usable_models(artifacts_dir)})") from None
+    selection = choose(lines)
+    chosen = selection.recommended
+    if chosen is None:
+        reasons = "; ".join(f"{r.name}: {r.why_not}" for r in selection.ranked if r.why_not)[:600]
+        raise DeploymentError(f"{which}: moola select recommends no model ({reasons}). Fix: python -m moola select "
+                              f"{results} shows the ranking; {latest_run_story(results, 'recommended', run_id)}")
+    path = artifacts_dir / MODELS[chosen.name]
+    if not path.is_file():
+        raise DeploymentError(f"{which} recommends {chosen.name}, and there is no file at {path}. Fix: copy the "
+                              "models folder of the machine that ran the gates (section After the gates), or pass "
+                              "--artifacts-dir where that run saved them")
+    deployed = load_deployed(path, chosen.name)
+    gate = deployed.metadata.get("gate") or {}
+    if gate.get("run_id") != selection.run_id or deployed.metadata.get("train_labels_shuffled"):
+        raise DeploymentError(f"{which} recommends {chosen.name}, but {path} was saved by run {gate.get('run_id')}: "
+                              "a later run replaced it. Fix: pass --run-id "
+                              f"{gate.get('run_id')} to use that run's recommendation (if it made one), or rerun the "
+                              "gates (pytest gates -x)")
+    ci = chosen.f1_ci95
+    return deployed, (f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
+                      f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s "
+                      f"(rule: {selection.rule})")
+
+
+def usable_models(artifacts_dir: Path) -> str:
+    """The models under `artifacts_dir` that predict would accept, in words."""
+    usable = []
+    for kind, relative in MODELS.items():
+        path = artifacts_dir / relative
+        if not path.is_file():
+            continue
+        try:
+            metadata = artifacts.load_checkpoint(path)[1]
+        except Exception:  # noqa: BLE001, S112 -- a damaged file is not usable; predicting with it says why
+            continue
+        if approval(metadata, kind)[0]:
+            usable.append(f"--model {kind}")
+    return ("models predict accepts here: " + ", ".join(usable)) if usable else \
+        f"no model under {artifacts_dir} is approved"
 
 
 def _latest_run_id(results: Path) -> str | None:
     try:
-        lines = read_lines(results)
+        return choose_run(results)[0][0]["run_id"]
     except Exception:  # noqa: BLE001 -- the model's own verdict stands; the story says the file is unreadable
         return None
-    return lines[-1]["run_id"] if lines else None
 
 
-def latest_run_story(results: Path, kind: str) -> str:
-    """Which gate stopped the latest run in `results`, in one clause."""
+def latest_run_story(results: Path, kind: str, run_id: str | None = None) -> str:
+    """Which gate stopped the latest run of the gates in `results`, in one clause."""
     try:
         lines = read_lines(results)
     except Exception as exc:  # noqa: BLE001 -- a damaged results file must not hide the real error
@@ -83,8 +142,8 @@ def latest_run_story(results: Path, kind: str) -> str:
         return f"there is no results file at {results} (pass --results FILE to name the one the gates wrote)"
     if not lines:
         return f"no gate run is recorded in {results}"
-    run_id = lines[-1]["run_id"]
-    run = [line for line in lines if line["run_id"] == run_id]
+    run, _ = choose_run(results, run_id)
+    run_id = run[0]["run_id"]
     stopped = [line for line in run if line["status"] in ("failed", "error")]
     if stopped:
         first = stopped[0]

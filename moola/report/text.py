@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moola.results import GATES, read_lines
+from moola.results import GATES, choose_run
 
 
-def latest_run(path: Path, run_id: str | None = None) -> list[dict]:
-    """Lines of `run_id`, or of the run that wrote the last line."""
-    lines = read_lines(path)
-    if not lines:
-        raise ValueError(f"{path}: expected results lines, found none; run pytest gates first")
-    wanted = run_id or lines[-1]["run_id"]
-    chosen = [line for line in lines if line["run_id"] == wanted]
-    if not chosen:
-        runs = list(dict.fromkeys(line["run_id"] for line in lines))
-        raise ValueError(f"{path}: expected a run with id {wanted!r}, found runs {', '.join(runs[-5:])}"
-                         f"{' (the last 5)' if len(runs) > 5 else ''}")
-    return chosen
+def latest_run(path: Path, run_id: str | None = None, include_narrowed: bool = False) -> list[dict]:
+    """Lines of `run_id`, or of the latest run that ran the gates (`results.choose_run`)."""
+    return choose_run(path, run_id, include_narrowed)[0]
 
 
 def verdict(ci) -> str:

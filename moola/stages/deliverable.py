@@ -1,27 +1,29 @@
-"""Gate 7's deliverable: the approved members' saved fits, each calibrated on its recipe's
-out-of-fold predictions, averaged, written as one weights-only file and read back to check it.
+"""The files `predict` reads: gate 7's ensemble and gate 2's MiniRocket control, each written as
+one weights-only file and read back to check it.
+
+Gate 7's deliverable: the approved members' saved fits, each calibrated on its recipe's
+out-of-fold predictions, averaged.
 
 The gate's numbers come from the folds' models (out of fold); the file holds the models trained
 on every labeled row (holdout: the base seed's fit) — what the member gates save — with isotonic
 maps fitted on all of the recipe's out-of-fold probabilities (every scored row, every seed): the
 refit has no unseen rows of its own to calibrate on, and its in-sample probabilities would be
-overconfident (scikit-learn's `CalibratedClassifierCV(ensemble=False)` does the same). MiniRocket,
-which gate 2 does not save, is refit the same way and kept as plain arrays.
+overconfident (scikit-learn's `CalibratedClassifierCV(ensemble=False)` does the same). MiniRocket
+(gate 2's refit) is kept as plain arrays.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from moola import artifacts
 from moola.data.validate import labeled_hashes
 from moola.deploy import model as deployment
-from moola.models.minirocket import MiniRocketArrays
+from moola.models.minirocket import MiniRocketArrays, score_proba
 from moola.results import versions
-from moola.seeding import seed_everything
-from moola.stages import control
 from moola.stages.classifiers import input_contract
 from moola.stages.context import RunContext
 from moola.stages.members import GATE_OF_MEMBER
@@ -48,16 +50,11 @@ def calibration_rows(ctx: RunContext, name: str, stage: CrossFitted) -> tuple[np
 
 
 def saved_fit(ctx: RunContext, name: str, stage: CrossFitted):
-    """The member's model as its gate saves it; MiniRocket (gate 2 saves none) refit the same way
-    (every labeled row; holdout: the base seed's fit) and turned into plain arrays."""
-    if name != "minirocket":
-        return stage.final.model
-    if ctx.holdout:
-        fit = stage.fits[(ctx.settings.seed, ctx.folds[0].index)]
-    else:
-        seed_everything(ctx.settings.seed)
-        fit = control.run_minirocket(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed))
-    return MiniRocketArrays.from_classifier(fit.model)
+    """The member's model as its gate saves it (every labeled row; holdout: the base seed's fit);
+    MiniRocket as plain arrays."""
+    if name == "minirocket":
+        return MiniRocketArrays.from_classifier(stage.final.model)
+    return stage.final.model
 
 
 def deployed_ensemble(ctx: RunContext, members: dict) -> deployment.Deployed:
@@ -76,24 +73,55 @@ def save_deliverable(ctx: RunContext, members: dict) -> tuple[deployment.Deploye
     for the gate line (path, members, the read-back check)."""
     started = time.monotonic()
     deployed = deployed_ensemble(ctx, members)
+    record = save_checked(ctx, deployed, artifacts.ENSEMBLE, "calibrated_average",
+                          {"averaging": "mean of the members' calibrated probabilities"})
+    return deployed, {**record, "save_s": time.monotonic() - started}
+
+
+def save_control(ctx: RunContext, stage: CrossFitted) -> dict | None:
+    """Gate 2's MiniRocket refit (every labeled row; holdout: the base seed's fit) as a one-member
+    file `predict` reads: its ridge scores as a softmax, uncalibrated, so its predicted classes are
+    exactly the ones the gate scored. Read back and checked against the in-session classifier on
+    every labeled window. None when this session does not judge gate 2 (its file is left alone)."""
+    if ctx.judged is not None and artifacts.GATE_OF[artifacts.MINIROCKET] not in ctx.judged:
+        return None
+    started = time.monotonic()
+    member = deployment.Member("minirocket", saved_fit(ctx, "minirocket", stage), None, {
+        "gate": GATE_OF_MEMBER["minirocket"], "model": stage.name,
+        "trained_on": "the split file's train rows (base seed)" if ctx.holdout else "every labeled row (refit)",
+        "output": "softmax of the ridge scores (not calibrated probabilities; the argmax is the ridge's class)"})
+    deployed = deployment.Deployed("minirocket", [member], list(ctx.dataset.classes), input_contract(ctx))
+    record = save_checked(ctx, deployed, artifacts.MINIROCKET, stage.name,
+                          {"trained_on": member.info["trained_on"], "scored_by": "the gate line's pooled out-of-fold "
+                           "predictions of the same recipe" if not ctx.holdout else "the split file's val rows"})
+    windows = ctx.windows  # normalised labeled windows, what the in-session classifier reads
+    session = score_proba(stage.final.model.decision_function(windows))
+    reread = deployment.load_deployed(Path(record["path"]), "minirocket").predict_proba(ctx.dataset.labeled.features)
+    worst = float(np.abs(session - reread).max())
+    if not worst <= 1e-6:  # float32 features either way; the sums may differ in the last bits
+        raise ValueError(f"{record['path']}: read back, it scores the labeled windows up to {worst:.2g} away from the "
+                         "session's MiniRocket: the file does not hold what gate 2 scored; report this as a moola bug")
+    return {**record, "max_abs_diff_vs_session": worst, "save_s": time.monotonic() - started}
+
+
+def save_checked(ctx: RunContext, deployed: deployment.Deployed, relative: Path, model: str, extra: dict) -> dict:
+    """Write `deployed` at `relative` under the run's models folder, read it back and check it gives
+    the labeled windows exactly what the session's models give on the CPU."""
     labeled = ctx.dataset.labeled.features
-    path = ctx.models_dir / artifacts.ENSEMBLE
-    metadata = {"model": "calibrated_average", "run_id": ctx.settings.run_id, "profile": ctx.profile.name,
+    path = ctx.models_dir / relative
+    metadata = {"model": model, "run_id": ctx.settings.run_id, "profile": ctx.profile.name,
                 "protocol": ctx.protocol(), "data_fingerprint": ctx.dataset.fingerprint,
                 # every labeled window the gates used (to train, calibrate or score): predict says when it sees them
-                "labeled_window_hashes": labeled_hashes(labeled),
-                "averaging": "mean of the members' calibrated probabilities", "seed": ctx.settings.seed,
+                "labeled_window_hashes": labeled_hashes(labeled), **extra, "seed": ctx.settings.seed,
                 "versions": versions(), "train_labels_shuffled": ctx.settings.shuffle_labels,
-                # rewritten by the results plugin once gate 7 rules (artifacts.mark_gate)
-                "gate": {"gate": artifacts.GATE_OF[artifacts.ENSEMBLE], "status": "pending",
-                         "run_id": ctx.settings.run_id}}
+                # rewritten by the results plugin once the gate rules (artifacts.mark_gate)
+                "gate": {"gate": artifacts.GATE_OF[relative], "status": "pending", "run_id": ctx.settings.run_id}}
     deployment.save_ensemble(path, deployed, labeled, metadata)
-    loaded = deployment.load_deployed(path)  # refuses a file that does not give the session's numbers
+    loaded = deployment.load_deployed(path, deployed.kind)  # refuses a file that does not give the session's numbers
     session, reread = deployment.on_cpu(deployed).predict_proba(labeled), loaded.predict_proba(labeled)
     worst = float(np.abs(session - reread).max())
     if not worst <= 1e-9:  # the same machine, the same CPU kernels: nothing may move
         raise ValueError(f"{path}: read back, it gives the labeled windows probabilities up to {worst:.2g} away from "
                          "the session's models: the file does not hold what was trained; report this as a moola bug")
-    return deployed, {"path": str(path), "members": list(members),
-                      "max_abs_diff_reloaded": worst, "rows_checked": len(labeled),
-                      "save_s": time.monotonic() - started}
+    return {"path": str(path), "members": [m.name for m in deployed.members],
+            "max_abs_diff_reloaded": worst, "rows_checked": len(labeled)}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,15 @@ class EncoderOutcome:
     duration_s: float  # time spent obtaining it in this run
     entry: Path | None = None  # its cache entry, pretrained/cache/encoder_<fingerprint>.pt
     pool_filter: dict | None = None  # pool windows dropped because a gate scores them (or shares their bars)
+    record: dict = field(default_factory=dict)  # gate 3's line fields (`encoder_record`)
+
+    def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every tensor
+        return f"EncoderOutcome({self.source}, fingerprint {self.fingerprint}, {self.duration_s:.1f} s)"
+
+    @property
+    def pretrain_s(self) -> float | None:
+        """Seconds the pretraining took when it ran (this run, or the run that filled the cache)."""
+        return self.metadata.get("pretrain_duration_s")
 
 
 def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
@@ -190,6 +200,32 @@ def build_encoder(ctx: RunContext, state: dict | None) -> BiLSTMEncoder:
     if state is not None:
         model.load_state_dict(state)
     return model
+
+
+def encoder_record(ctx: RunContext, outcome: EncoderOutcome) -> dict:
+    """Gate 3's line fields (model, config, metrics, comparison, extra, artifacts): the probe and the
+    reconstruction check of this encoder, its pretraining curves, time and pool."""
+    started = time.monotonic()
+    scores = {**probe(ctx, outcome.state), **reconstruction_check(ctx, outcome.autoencoder_state)}
+    meta = outcome.metadata
+    resumed = meta.get("resumed_from_epoch", 0)
+    return {
+        "model": "bilstm_masked_autoencoder", "config": dataclasses.asdict(ctx.profile.pretrain),
+        "metrics": {**scores, "best_epoch": meta.get("best_epoch"), "best_val_loss": meta.get("best_val_loss"),
+                    "steps": meta.get("steps"), "n_windows": meta.get("n_windows"),
+                    "epochs_run": len(meta.get("history", [])),
+                    # pretraining runs in the shared fixture (first used by gate 1), not in gate 3's test
+                    "pretrain_duration_s": meta.get("pretrain_duration_s"), "encoder_obtained_s": outcome.duration_s,
+                    "probe_s": time.monotonic() - started, "precision": meta.get("precision"),
+                    "resumed_from_epoch": resumed},
+        "comparison": {"baseline": "random_encoder", "baseline_balanced_acc": scores["probe_random_balanced_acc"],
+                       "delta": scores["probe_balanced_acc"] - scores["probe_random_balanced_acc"]},
+        "extra": {"encoder_source": outcome.source, "encoder_fingerprint": outcome.fingerprint,
+                  "pretraining": (f"resumed after epoch {resumed}" if resumed else "from scratch")
+                  if outcome.source == "trained" else "cached (trained by an earlier run)",
+                  "history": meta.get("history", []), "pool_filter": outcome.pool_filter},
+        "artifacts": {"encoder": str(outcome.path), "encoder_cache_entry": str(outcome.entry)},
+    }
 
 
 def reconstruction_check(ctx: RunContext, autoencoder_state: dict) -> dict:

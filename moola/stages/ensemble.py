@@ -12,7 +12,7 @@ import numpy as np
 
 from moola.evaluation.crossfit import Evaluation, paired_block_bootstrap
 from moola.stages.context import RunContext
-from moola.stages.protocol import spread
+from moola.stages.protocol import oof_record, spread
 from moola.training.calibration import (
     brier_score,
     calibrate_across_folds,
@@ -58,6 +58,8 @@ def run_ensemble(ctx: RunContext, candidates: dict, used: list) -> dict:
         "f1": numbers["f1_calibrated"], "f1_uncalibrated": numbers["f1"], **_without_f1(numbers),
         "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
         "ci_half_width": (delta["delta_ci95"][1] - delta["delta_ci95"][0]) / 2,
+        "oof": {"rows": (test if has_test else ctx.val).tolist(), "y": y_scored.tolist(),
+                "fold_of": [0] * len(y_scored), "seeds": [ctx.seed], "pred": [average.argmax(1).tolist()]},
     }
 
 
@@ -135,5 +137,5 @@ def run_crossfit_ensemble(ctx: RunContext, candidates: dict, used: list) -> dict
         "members": per_member, "members_used": list(used), "n_members": len(used), "averaged": len(used) > 1,
         "f1": ensemble.val_f1, "f1_uncalibrated": ensemble_raw.val_f1, "per_seed_f1": ensemble.per_seed_f1,
         **_without_f1(numbers), "best_member": best_name, "best_member_f1": per_member[best_name]["f1"], **delta,
-        **spread(ensemble, candidates[best_name]),
+        **spread(ensemble, candidates[best_name]), "oof": oof_record(ensemble),
     }

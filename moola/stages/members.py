@@ -16,6 +16,15 @@ GATE_OF_MEMBER = {"finetuned": "4_finetune_enhanced", "augmented": "5_augment_tr
                   "baseline": "6_baseline_simplelstm", "minirocket": "2_control_minirocket"}
 
 
+def cost_parts(name: str, stages: dict, encoder_s: float | None) -> dict:
+    """Seconds each part of a member's recipe took (`protocol.recipe_cost`'s parts): the LSTMs
+    count the encoder's pretraining, the augmented model the fine-tuning it starts from."""
+    finetuning = {"pretraining": encoder_s, "fine_tuning": stages["finetuned"].train_time_s}
+    return {"finetuned": finetuning, "augmented": {**finetuning, "augmented": stages["augmented"].train_time_s},
+            "baseline": {"simplelstm": stages["baseline"].train_time_s},
+            "minirocket": {"minirocket": stages["minirocket"].train_time_s}}[name]
+
+
 def finetune_verdict(ctx: RunContext, finetuned: CrossFitted, smoke: CrossFitted) -> tuple[list, dict, dict]:
     """Gate 4's failures, pooled metrics and comparison (fine-tuned vs smoke, and vs chance)."""
     metrics = pooled_metrics(ctx, finetuned)

@@ -3,6 +3,7 @@ refit on every labeled row for the saved model, and compare two stages on the sa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,11 @@ class CrossFitted:
     fits: dict  # (seed, fold index) -> Trained, the fit that scored that fold's rows
     final: Trained | None  # the saved model: refit on all rows (holdout: the base seed's fit)
     majority: Evaluation  # always the fold's train-majority class, on the same rows
+    train_time_s: float = 0.0  # every fit of the recipe (folds x seeds, and the refit), seconds
+
+    def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every array
+        return (f"CrossFitted({self.name!r}, val_f1 {self.val_f1:.3f}, {len(self.fits)} fits"
+                f"{', refit' if self.final is not None else ''}, {self.train_time_s:.1f} s)")
 
     @property
     def val_f1(self) -> float:
@@ -50,6 +56,7 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trai
                     refit: bool = True) -> CrossFitted:
     """Run `fit` in every fold and seed's view of `ctx`; `refit`: also fit the saved model on all rows."""
     fits = {}
+    started = time.monotonic()
 
     def fit_predict(fold: Fold, seed: int) -> np.ndarray:
         trained = fit(ctx.for_fit(fold, seed))
@@ -61,7 +68,7 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trai
     if refit:
         final = fits[(ctx.settings.seed, ctx.folds[0].index)] if ctx.holdout else \
             fit(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed))
-    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx))
+    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), time.monotonic() - started)
 
 
 def majority_evaluation(ctx: RunContext) -> Evaluation:
@@ -84,10 +91,26 @@ def pooled_metrics(ctx: RunContext, stage: CrossFitted) -> dict:
                "n_fits": len(stage.fits),
                "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes))) for p in ev.pred],
                "train_acc": float(np.mean([t.metrics["train_acc"] for t in stage.fits.values()])),
-               "majority_f1": stage.majority.val_f1, "confusion": confusion(ev, ctx.dataset.classes)}
+               "majority_f1": stage.majority.val_f1, "confusion": confusion(ev, ctx.dataset.classes),
+               "train_time_s": stage.train_time_s}
     if stage.final is not None and not ctx.holdout:
         metrics["refit"] = {"rows": len(ctx.dataset.y), "train_acc": stage.final.metrics["train_acc"]}
     return metrics
+
+
+def oof_record(ev: Evaluation) -> dict:
+    """The pooled out-of-fold predictions as plain lists, for the results line: `moola select`
+    pairs models on the same rows from the file alone (rows: labeled-file positions; y and pred:
+    class indices into `data.classes`; pred: one list per seed)."""
+    return {"rows": ev.rows.tolist(), "y": ev.y.tolist(), "fold_of": ev.fold_of.tolist(),
+            "seeds": list(ev.seeds), "pred": ev.pred.tolist()}
+
+
+def recipe_cost(**parts: float) -> dict:
+    """What a model took to train in seconds, counting what it needs (the encoder's pretraining for
+    the LSTMs that start from it): `moola select` prefers the cheaper of models that score alike."""
+    parts = {name.replace("_", " "): float(seconds) for name, seconds in parts.items() if seconds is not None}
+    return {"total_s": float(sum(parts.values())), "parts": parts}
 
 
 def confusion(ev: Evaluation, classes) -> dict:

@@ -74,27 +74,38 @@ def finetune_failures(metrics: dict, smoke_f1: float, n_classes: int, policy: st
     balanced accuracy − 1/K with its CI — under `ci` the "learned anything" test (macro F1 above
     the constant predictor's is vacuous: any non-constant guesser clears it)."""
     failures = []
-    f1, majority = metrics["val_f1"], metrics["majority_f1"]
+    f1 = metrics["val_f1"]
     if policy == "ci":
         if _not_above(ci_smoke):
             failures.append(f"val_f1 − smoke {f1 - smoke_f1:+.3f}, {_ci_text(ci_smoke)} does not exclude 0: "
                             "no gain over gate 1 beyond noise")
-        # The shift test can only speak when its rotations can reach the level (more than 19 rows).
+    elif f1 <= smoke_f1:
+        failures.append(f"val_f1 {f1:.3f} <= smoke {smoke_f1:.3f} (majority {metrics['majority_f1']:.3f}): "
+                        "no gain over gate 1")
+    return failures + signal_failures(metrics, n_classes, policy, chance)
+
+
+def signal_failures(metrics: dict, n_classes: int, policy: str = "point", chance: dict | None = None) -> list[str]:
+    """Did the model learn anything? Under `ci`: balanced accuracy − chance beyond noise and the
+    circular-shift test; under `point`: macro F1 above the majority-class baseline. Either way it
+    must predict every class in every seed. Gate 4's second half, and what `moola select` asks of
+    every model it may recommend."""
+    failures = []
+    f1, majority = metrics["val_f1"], metrics["majority_f1"]
+    if policy == "ci":
+        # The shift test can only speak when its rotations can reach the level (shift_p_floor < 0.05).
         shift_applies = chance.get("shift_p_floor", 0.0) < SHIFT_ALPHA
         if _not_above(chance["delta_ci95"]) or (shift_applies and chance["shift_p_value"] >= SHIFT_ALPHA):
             failures.append(f"balanced accuracy {chance['balanced_acc']:.3f} − chance {chance['chance']:.3f} = "
                             f"{chance['delta']:+.3f}, {_ci_text(chance['delta_ci95'])}, circular-shift p = "
                             f"{chance['shift_p_value']:.3f} (needs the CI above 0 and p < {SHIFT_ALPHA}): "
                             "no signal beyond guessing")
-    else:
-        if f1 <= smoke_f1:
-            failures.append(f"val_f1 {f1:.3f} <= smoke {smoke_f1:.3f} (majority {majority:.3f}): no gain over gate 1")
-        if f1 <= majority:
-            failures.append(f"val_f1 {f1:.3f} <= majority-class baseline {majority:.3f}")
+    elif f1 <= majority:
+        failures.append(f"val_f1 {f1:.3f} <= majority-class baseline {majority:.3f}")
     per_seed = metrics.get("pred_classes_per_seed") or [int(np.count_nonzero(metrics["val_pred_counts"]))]
     if min(per_seed) < n_classes:
         failures.append(f"predicts {min(per_seed)} of {n_classes} classes on the scored rows in some seed "
-                        f"(classes predicted per seed {per_seed}, counts {metrics['val_pred_counts']})")
+                        f"(classes predicted per seed {per_seed}, counts {metrics.get('val_pred_counts')})")
     return failures
 
 

@@ -1,0 +1,239 @@
+"""`python -m moola select`: which model the run's evidence supports, from the results lines alone.
+
+Every model a run scored out of fold (smoke, MiniRocket, fine-tuned, augmented, SimpleLSTM,
+ensemble) is ranked by pooled macro F1 with its 95% block-bootstrap CI and its training cost, and
+one is recommended by a fixed rule (`RULE`), never tuned to the rows it is judged on:
+
+1. **Candidates** are the models that can be delivered: MiniRocket (gate 2 saves its refit), and
+   the fine-tuned, augmented and ensemble models when their own gate approved them in this run
+   (the augmented one also needs gate 4's approval: it is built on the fine-tuned model). Smoke
+   (gate 1: a 3-epoch pipeline check, not saved) and SimpleLSTM (gate 6's comparison model) are
+   ranked, never recommended. A negative-control run recommends nothing.
+2. Every candidate must show **signal**: the same "learned anything" rule as gate 4 (`ci`: balanced
+   accuracy − chance above 0 beyond noise and the circular-shift test; `point`: macro F1 above the
+   majority-class baseline; every class predicted in every seed).
+3. The **best** is the candidate with the highest pooled macro F1; the **recommended** model is the
+   cheapest candidate (training seconds, counting what it needs: the encoder's pretraining for the
+   LSTMs) **not shown worse than the best**: `ci`, the paired 95% CI of its F1 minus the best's
+   reaches 0; `point`, an F1 equal to the best's. A tie goes to the cheaper model.
+
+The lines carry what this needs (`oof`: each model's pooled out-of-fold predictions; `metrics.cost`),
+so `select` gives the same answer on the pod, at the end of the gate run, and on a laptop later.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from moola.evaluation.crossfit import (
+    Evaluation,
+    block_resample,
+    chance_bootstrap,
+    default_run_length,
+    paired_block_bootstrap,
+)
+from moola.stages.rules import signal_failures
+from moola.training.metrics import macro_f1_rows
+
+# the models a run scores, by the gate line that scores them
+MODEL_OF_GATE = {"1_smoke_enhanced": "smoke", "2_control_minirocket": "minirocket",
+                 "4_finetune_enhanced": "finetuned", "5_augment_train": "augmented",
+                 "6_baseline_simplelstm": "baseline", "7_ensemble": "ensemble"}
+LISTED_ONLY = {"smoke": "gate 1's 3-epoch pipeline check on the frozen encoder: not saved, not a deliverable",
+               "baseline": "gate 6's comparison model (SimpleLSTM from scratch): never delivered"}
+APPROVED = ("passed", "warning")
+RESAMPLES = 1000  # the gates' bootstrap_resamples default: the same draws as their comparisons
+RULE = ("the cheapest model (training time, pretraining included for the LSTMs) whose macro F1 is not shown worse "
+        "than the best's, among the deliverable models that show signal; ties go to the cheaper")
+
+
+@dataclass
+class Ranked:
+    """One model of the run, as `select` sees it."""
+
+    name: str
+    gate: str
+    status: str
+    f1: float | None
+    f1_ci95: list | None
+    cost_s: float | None
+    path: str | None
+    candidate: bool = False
+    why_not: str | None = None  # why it cannot be recommended
+    vs_best: dict | None = None  # delta, delta_ci95 against the best candidate
+    cost_parts: dict = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    run_id: str
+    policy: str
+    ranked: list  # Ranked, best F1 first
+    recommended: Ranked | None
+    best: Ranked | None
+    rule: str = RULE
+    notes: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        """Plain data for a model file's metadata and `--json`."""
+        def one(r: Ranked | None):
+            return None if r is None else {"model": r.name, "gate": r.gate, "f1": r.f1, "f1_ci95": r.f1_ci95,
+                                           "cost_s": r.cost_s, "path": r.path}
+        return {"run_id": self.run_id, "policy": self.policy, "rule": self.rule,
+                "recommended": one(self.recommended), "best": one(self.best),
+                "vs_best": self.recommended.vs_best if self.recommended else None}
+
+
+def evaluation_of(line: dict) -> Evaluation | None:
+    """The line's pooled out-of-fold predictions as an Evaluation (one-hot probabilities: every
+    statistic here reads the predicted classes only)."""
+    oof = line.get("oof")
+    if not isinstance(oof, dict) or not oof.get("pred"):
+        return None
+    n_classes = len((line.get("data") or {}).get("classes") or []) or int(max(max(oof["y"]), np.max(oof["pred"]))) + 1
+    pred = np.asarray(oof["pred"], dtype=np.int64)  # (S, n)
+    return Evaluation(MODEL_OF_GATE.get(line["gate"], line["gate"]), np.asarray(oof["rows"]), np.asarray(oof["y"]),
+                      np.asarray(oof["fold_of"]), tuple(oof["seeds"]), np.eye(n_classes)[pred])
+
+
+def choose(lines: list[dict]) -> Selection:
+    """Rank the models of one run's `lines` and recommend one (module docstring)."""
+    first = lines[0]
+    run_id = first.get("run_id")
+    evaluation = first.get("evaluation") or {}
+    policy = evaluation.get("gate_policy") or "ci"
+    seed = int(first.get("seed") or 17)
+    run_length = 1 if evaluation.get("cv") == "holdout" else None
+    status = {line["gate"]: line.get("status") for line in lines}
+    shuffled = str((first.get("data") or {}).get("train_labels", "")).startswith("shuffled")
+    ranked, evaluations, notes = [], {}, []
+    for line in lines:
+        name = MODEL_OF_GATE.get(line["gate"])
+        if name is None:
+            continue
+        ev = evaluation_of(line)
+        metrics = line.get("metrics") or {}
+        cost = metrics.get("cost") or {}
+        entry = Ranked(name, line["gate"], line.get("status"), ev.val_f1 if ev is not None else None,
+                       _f1_ci(ev, seed, run_length) if ev is not None else None, cost.get("total_s"),
+                       (line.get("artifacts") or {}).get("model"), cost_parts=cost.get("parts") or {})
+        ranked.append(entry)
+        if ev is None:
+            entry.why_not = (f"gate {line['gate']} {line.get('status')}: not scored in this run" if
+                             line.get("status") in ("skipped", "not_run", "error") else
+                             "its line holds no out-of-fold predictions (written before moola recorded them)")
+            continue
+        evaluations[name] = ev
+        entry.why_not = _why_not(name, line, status, shuffled, ev, policy, seed, run_length)
+        entry.candidate = entry.why_not is None
+    candidates = [r for r in ranked if r.candidate]
+    reference = _common_rows(candidates, evaluations)
+    for r in candidates:
+        if not np.array_equal(evaluations[r.name].rows, reference):
+            r.candidate, r.why_not = False, (f"scored on other rows ({len(evaluations[r.name].rows)}) than the other "
+                                             "candidates: cannot be paired with them")
+    candidates = [r for r in candidates if r.candidate]
+    best = max(candidates, key=lambda r: (r.f1, -_cost(r)), default=None)
+    recommended = None
+    if best is not None:
+        for r in candidates:
+            delta = paired_block_bootstrap(evaluations[r.name], evaluations[best.name], RESAMPLES, seed, run_length)
+            r.vs_best = {"delta": delta["delta"], "delta_ci95": delta["delta_ci95"]}
+        close = [r for r in candidates if r is best or _not_worse(r.vs_best, policy)]
+        recommended = min(close, key=lambda r: (_cost(r), -r.f1))
+        if any(r.cost_s is None for r in close):
+            notes.append("a model without a recorded cost counts as the most expensive")
+    ranked.sort(key=lambda r: (r.f1 is None, -(r.f1 or 0.0)))
+    return Selection(run_id, policy, ranked, recommended, best, notes=notes)
+
+
+def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation, policy: str, seed: int,
+             run_length) -> str | None:
+    """Why this scored model cannot be recommended (None: it is a candidate)."""
+    if name in LISTED_ONLY:
+        return LISTED_ONLY[name]
+    if shuffled:
+        return "a negative-control run (train labels shuffled): nothing it trained is delivered"
+    if not (line.get("artifacts") or {}).get("model"):
+        return f"gate {line['gate']} saved no model in this run"
+    if name != "minirocket" and line.get("status") not in APPROVED:
+        return f"gate {line['gate']} {line.get('status')}: not approved"
+    if name == "augmented" and status.get("4_finetune_enhanced") not in APPROVED:
+        return (f"built on the fine-tuned model, and gate 4_finetune_enhanced "
+                f"{status.get('4_finetune_enhanced', 'did not run')} in this run")
+    chance = chance_bootstrap(ev, RESAMPLES, seed, run_length)
+    metrics = {"val_f1": ev.val_f1, "majority_f1": (line.get("metrics") or {}).get("majority_f1", 0.0),
+               "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes)))
+                                         for p in ev.pred]}
+    failures = signal_failures(metrics, ev.n_classes, policy, chance)
+    return "; ".join(failures) or None
+
+
+def _f1_ci(ev: Evaluation, seed: int, run_length) -> list:
+    """95% block-bootstrap CI of the pooled macro F1 itself (seed-averaged, as the gate number is)."""
+    length = default_run_length(len(ev.rows)) if run_length is None else run_length
+    index = block_resample(len(ev.rows), RESAMPLES, length, np.random.default_rng(seed))  # (B, n)
+    scores = np.mean([macro_f1_rows(ev.y[index], pred[index], ev.n_classes) for pred in ev.pred], axis=0)
+    low, high = np.percentile(scores, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def _common_rows(candidates: list, evaluations: dict) -> np.ndarray | None:
+    """The rows most candidates were scored on (holdout's ensemble may be scored on test rows)."""
+    if not candidates:
+        return None
+    keys = [tuple(evaluations[r.name].rows.tolist()) for r in candidates]
+    return np.asarray(max(set(keys), key=keys.count))
+
+
+def _not_worse(vs_best: dict, policy: str) -> bool:
+    if policy == "ci":
+        return vs_best["delta_ci95"][1] >= 0
+    return vs_best["delta"] >= 0
+
+
+def _cost(r: Ranked) -> float:
+    return r.cost_s if r.cost_s is not None else float("inf")
+
+
+def shown_path(path) -> str:
+    """A path as the user would type it: relative to the working directory when under it."""
+    if not path:
+        return str(path)
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
+def format_selection(selection: Selection) -> str:
+    """The ranking as a table, then the recommendation and the rule that chose it."""
+    rows = [f"select (run {selection.run_id}, policy {selection.policy}): models ranked by pooled out-of-fold macro F1",
+            (f"  {'model':<11} {'gate':<22} {'status':<8} {'macro F1 [95% CI]':<23} {'train s':>8}  "
+             f"{'vs best [95% CI]':<26} verdict")]
+    for r in selection.ranked:
+        f1 = f"{r.f1:.3f} [{r.f1_ci95[0]:.3f}, {r.f1_ci95[1]:.3f}]" if r.f1 is not None else "—"
+        vs = (f"{r.vs_best['delta']:+.3f} [{r.vs_best['delta_ci95'][0]:+.3f}, {r.vs_best['delta_ci95'][1]:+.3f}]"
+              if r.vs_best and r is not selection.best else "")
+        if r is selection.recommended:
+            said = "RECOMMENDED" + (" (the best)" if r is selection.best else " (not shown worse than the best, cheaper)")
+        elif r is selection.best:
+            said = "the best F1" + ("; a cheaper model is not shown worse" if selection.recommended else "")
+        elif r.candidate:
+            said = "shown worse than the best" if not _not_worse(r.vs_best, selection.policy) else "costlier"
+        else:
+            said = f"not a candidate: {r.why_not}"
+        cost = f"{r.cost_s:8.1f}" if r.cost_s is not None else f"{'—':>8}"
+        rows.append(f"  {r.name:<11} {r.gate:<22} {r.status!s:<8} {f1:<23} {cost}  {vs:<26} {said}")
+    rows.append(f"rule: {selection.rule}")
+    if selection.recommended is None:
+        rows.append("recommended: none: no model of this run can be delivered (the reasons are in the table)")
+    else:
+        r = selection.recommended
+        rows.append(f"recommended: {r.name} -> {shown_path(r.path)}")
+    rows.extend(f"note: {note}" for note in selection.notes)
+    return "\n".join(rows)

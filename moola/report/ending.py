@@ -1,0 +1,136 @@
+"""The last words of a gate run: what happened, which model the evidence supports, what to do next.
+
+Pure text from the session's lines and `moola select`'s answer; the results plugin prints it after
+the gate table. Every command it suggests repeats the options that point at the same data, models
+and results, so it can be pasted as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moola.data.dataset import UNLABELED
+from moola.deploy.select import Selection, shown_path
+from moola.report.text import short_reason
+
+# what a failed gate means, in words (the rule's own message follows it)
+MEANING = {
+    "0_verify_env": "the data or the environment is not usable yet; fix the problems listed above and rerun",
+    "1_smoke_enhanced": "the LSTM pipeline itself is broken (it cannot load the encoder or learn 16 rows)",
+    "2_control_minirocket": "the classical control is not beaten by the pretrained LSTM: pretraining does not "
+                            "pay on this data yet",
+    "3_pretrain_bilstm": "the pretrained encoder carries too little class signal for transfer",
+    "4_finetune_enhanced": "fine-tuning does not beat the smoke run (or chance) beyond noise",
+    "5_augment_train": "the pseudo-samples fail their checks or cost validation F1",
+}
+
+
+def ending(lines: list[dict], selection: Selection, options: dict) -> str:
+    """The block printed after the gate table. `options`: run_options, artifacts_dir, results,
+    data_root, narrowed (`ResultsPlugin.command_options`)."""
+    out = ["what happened: " + happened(lines).replace(". ", ".\n  ", 1)]
+    chosen = selection.recommended
+    if chosen is None:
+        why = "; ".join(f"{r.name}: {r.why_not}" for r in selection.ranked if r.why_not and r.f1 is not None)
+        out.append("recommended model: none" + (f" ({short_reason(why, limit=300)})" if why else
+                                               ": no model was scored in this run"))
+    else:
+        ci = chosen.f1_ci95
+        beside = "" if chosen is selection.best else (
+            f"; the best F1 is {selection.best.name} {selection.best.f1:.3f}, not shown better "
+            f"({chosen.vs_best['delta']:+.3f} [{chosen.vs_best['delta_ci95'][0]:+.3f}, "
+            f"{chosen.vs_best['delta_ci95'][1]:+.3f}]) and costlier ({_seconds(selection.best.cost_s)})")
+        out.append(f"recommended model: {chosen.name} (gate {chosen.gate}), pooled out-of-fold macro F1 "
+                   f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {_seconds(chosen.cost_s)}{beside}")
+        out.append(f"  file: {shown_path(chosen.path)}")
+        out.append(f"  rule: {selection.rule}")
+    out.append("next:")
+    for why, command in next_steps(lines, selection, options):
+        out.extend([f"  {why}:", f"    {command}"])
+    return "\n".join(out)
+
+
+def happened(lines: list[dict]) -> str:
+    """The run's verdict in words."""
+    status = {line["gate"]: line["status"] for line in lines}
+    first = lines[0]
+    shuffled = str((first.get("data") or {}).get("train_labels", "")).startswith("shuffled")
+    prefix = "NEGATIVE CONTROL (train labels shuffled): " if shuffled else ""
+    stopped = [line for line in lines if line["status"] in ("failed", "error")]
+    not_run = [line["gate"].split("_")[0] for line in lines if line["status"] in ("not_run", "skipped")]
+    later = f"; gates {', '.join(not_run)} did not run" if not_run else ""
+    if stopped:
+        line = stopped[0]
+        if line["status"] == "error":
+            return f"{prefix}gate {line['gate']} crashed: {short_reason(line.get('reason') or '', limit=240)}{later}"
+        meaning = MEANING.get(line["gate"], "its rule failed")
+        return (f"{prefix}gate {line['gate']} failed: {meaning}. "
+                f"{short_reason(line.get('reason') or '', limit=240)}{later}")
+    if all(s == "not_run" for s in status.values()):
+        return f"{prefix}no gate ran: {short_reason(lines[0].get('reason') or '')}"
+    warned = [gate for gate, s in status.items() if s == "warning"]
+    said = f"{prefix}every gate this run judged passed" + (f" (warnings: {', '.join(warned)})" if warned else "")
+    if shuffled:
+        said += ": a sound suite fails a negative control at gate 4 or earlier, so treat this as a bug to report"
+    return said + later
+
+
+def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[tuple[str, str]]:
+    """(why, command) pairs, most useful first. `options["run_options"]`: the gate options this run
+    was given (data, seed, protocol, --set …), repeated so a rerun reads the same data and reuses
+    the same encoder."""
+    results = f" {options['results']}" if options.get("results") else ""
+    results_opt = f" --results {options['results']}" if options.get("results") else ""
+    artifacts_opt = f" --artifacts-dir {options['artifacts_dir']}" if options.get("artifacts_dir") else ""
+    run_opt = f" {options['run_options']}" if options.get("run_options") else ""
+    status = {line["gate"]: line["status"] for line in lines}
+    steps = [("every model of this run, ranked, and the rule", f"python -m moola select{results}")]
+    chosen = selection.recommended
+    if chosen is not None:
+        windows = shown_path(Path(options.get("data_root") or "data") / UNLABELED)
+        run_id = f" --run-id {selection.run_id}" if options.get("narrowed") else ""
+        predict = f"python -m moola predict {windows} --out predictions.parquet{artifacts_opt}{results_opt}{run_id}"
+        steps.append((f"score windows with {chosen.name} (any parquet file of windows in the data contract)", predict))
+    steps.append(("the run as a page: curves, CIs, timings", f"python -m moola report{results} --html report.html"))
+    if status.get("0_verify_env") in ("failed", "error"):
+        steps.append(("after fixing the data problems above", f"pytest gates -x{run_opt}"))
+        return steps
+    unjudged = [gate for gate, s in status.items() if s in ("not_run", "skipped") and int(gate.split("_")[0]) > 2]
+    if status.get("2_control_minirocket") == "failed" and unjudged:
+        steps.append(("see gates 3-7 on this data, judged by point comparisons (weaker evidence)",
+                      f"pytest gates{run_opt} --start-gate 3 --gate-policy point"))
+    deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
+    if deep_lost or (chosen is not None and chosen.name == "minirocket"):
+        rows = max([len((line.get("oof") or {}).get("rows") or []) for line in lines], default=0)
+        more = (f"at {rows} scored rows one row is ~{100 / rows:.0f} pp of F1 and the CIs are wide; "
+                if rows else "")
+        steps.append((f"to make the pretrained LSTM pay: {more}label more windows, then rerun",
+                      f"pytest gates -x{run_opt}"))
+        if lines[0].get("profile") != "full":
+            longer = ("or pretrain longer: the full profile pretrains 50 epochs on the whole pool (minutes on a GPU, "
+                      "hours on a 2-core CPU)")
+            steps.append((longer, f"pytest gates -x{_without(run_opt, '--profile')} --profile full"))
+        else:
+            steps.append(("or pretrain longer, if gate 3's curves were still falling",
+                          f"pytest gates -x{run_opt} --set pretrain.epochs=100"))
+    return steps
+
+
+def _without(options: str, name: str) -> str:
+    """`options` less `name VALUE`."""
+    words, kept, skip = options.split(), [], False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        if word == name:
+            skip = True
+            continue
+        kept.append(word)
+    return (" " + " ".join(kept)) if kept else ""
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "unknown time"
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
