@@ -343,8 +343,10 @@ class ResultsPlugin:
         # when its wrapper exits; this plugin registers later, so its wrapper runs outside that
         # one and resumes after them: the line is written once, with the gate's warnings in it.
         self.running = _gate_of(item)
-        yield
-        self.running = None
+        outcome = yield
+        excinfo = outcome.excinfo  # (type, value, traceback) or None; pluggy >= 0.12
+        if not (excinfo and issubclass(excinfo[0], KeyboardInterrupt)):  # else: the gate Ctrl-C stopped
+            self.running = None
         self.flush(item.nodeid)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):

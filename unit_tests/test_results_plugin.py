@@ -227,3 +227,31 @@ def test_a_negative_control_model_is_never_the_deliverable(tmp_path):
         "gate": "4_finetune_enhanced", "status": "pending", "run_id": "r"}})
     assert mark_gate(path, "r", "passed", None)
     assert load_checkpoint(path)[1]["gate"]["deliverable"] is False
+
+
+def test_lf_reruns_the_failed_gate_instead_of_skipping_it_for_its_upstream_gate(suite):
+    # run 1 fails gate 1; --lf selects gate 1 alone, whose upstream gate 0 is outside the session:
+    # pytest-dependency would skip it ("depends on gate0") unless the run counts as narrowed
+    pytester = suite({0: "pass", 1: "from pathlib import Path; assert not Path('fail_once').exists(), 'flagged'",
+                      2: "pass"})
+    (pytester.path / "fail_once").write_text("")
+    pytester.runpytest_inprocess().assert_outcomes(passed=1, failed=1, skipped=1)
+    (pytester.path / "fail_once").unlink()
+    pytester.runpytest_inprocess("--lf").assert_outcomes(passed=1)
+    runs = {}
+    for line in read_lines(pytester.path / "gated_workflow_results.jsonl"):
+        runs.setdefault(line["run_id"], []).append(line)
+    first, second = runs.values()
+    assert [(line["gate"], line["status"]) for line in second] == [("1_fake_gate", "passed")]
+    assert second[0]["scope"]["narrowed"] is True and "--lf" in second[0]["scope"]["selection"]
+    assert first[0]["scope"]["gates"] == [0, 1, 2]
+
+
+def test_ctrl_c_lines_say_interrupted(suite):
+    pytester = suite({0: "pass", 1: "raise KeyboardInterrupt", 2: "pass"})
+    pytester.inline_run("-p", "no:cacheprovider", no_reraise_ctrlc=True)
+    result = lines(pytester)
+    assert result["0_fake_gate"]["status"] == "passed"
+    assert result["1_fake_gate"]["status"] == "not_run"
+    assert result["1_fake_gate"]["reason"] == "interrupted (Ctrl-C) while this gate ran"
+    assert result["2_fake_gate"]["reason"] == "interrupted (Ctrl-C) before this gate ran"

@@ -84,6 +84,19 @@ def misplaced(root: Path, expected: Path) -> list[Problem]:
                     f"move it: mkdir -p {root / expected.parent} && mv {found[0]} {root / expected}")] if found else []
 
 
+def csv_instead(path: Path) -> Problem | None:
+    """A missing parquet file with a CSV of the same name beside it: moola reads parquet only (a CSV
+    cell cannot hold a window's bars as a typed list), and the fix is one line."""
+    path = Path(path)
+    csv = next((c for c in (path.with_suffix(".csv"), path.with_suffix(".CSV")) if c.is_file()), None)
+    if path.exists() or csv is None:
+        return None
+    return Problem(str(path), "a parquet file (moola does not read CSV)", f"{csv.name} beside it",
+                   f"convert it once: python -c \"import json, pandas as pd; d = pd.read_csv('{csv}'); "
+                   f"d['features'] = d['features'].map(json.loads); d.to_parquet('{path}')\" (features as JSON lists "
+                   "of bars; add d['timestamp'] = pd.to_datetime(d['timestamp']) when the file has that column)")
+
+
 def transposed(table: WindowTable, config: DataConfig) -> Problem | None:
     """Windows stored bars-last (C × T): one clear problem instead of three confusing ones."""
     _, n_bars, n_channels = table.features.shape
@@ -107,7 +120,7 @@ def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pr
     problems += more
     for relative, found in ((LABELED, labeled), (UNLABELED, unlabeled), (SPLIT, split)):
         if found is None and not (root / relative).exists():
-            misplaced_here = misplaced(root, relative)
+            misplaced_here = [p for p in [csv_instead(root / relative)] if p] or misplaced(root, relative)
             if misplaced_here:  # replace "no such file" with where it is and the move
                 problems = [p for p in problems if p.where != str(root / relative)] + misplaced_here
     both = [t for t in (labeled, unlabeled) if t is not None and t.timestamps is not None]
