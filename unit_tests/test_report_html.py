@@ -13,7 +13,7 @@ from moola.report.compare import compare_runs, format_comparison
 from moola.report.page import PLOT_TAG, count_parts, forest_rows, lr_series, render_html
 from moola.results import GATES, append_line, build_line
 
-HEADINGS = ["Run", "Gates", "Comparisons (forest plot)", "Pretraining curves (gate 3)",
+HEADINGS = ["Run", "Gates", "Which model to use (moola select)", "Comparisons (forest plot)", "Pretraining curves (gate 3)",
             "Fine-tuning curves", "Confusion matrices", "Reliability diagrams (gate 7)",
             "Pseudo-samples (gate 5)", "Timings"]
 CONTEXT = {"profile": "quick", "device": "cpu", "seed": 17,
@@ -178,7 +178,7 @@ def test_full_run_renders_every_section_self_contained(full_page):
     check_page(full_page)
     assert headings(full_page) == HEADINGS
     # forest, pretraining, 4 fine-tuning (gates 1, 4, 5, 6), confusion, reliability, ECDFs, timings
-    assert count_parts(full_page) == (9, 10)
+    assert count_parts(full_page) == (10, 10)
     assert full_page.count(PLOT_TAG) == full_page.count("<img ")
 
 
@@ -241,7 +241,7 @@ def test_strings_from_the_file_are_escaped():
 def test_stopped_run_says_why_the_later_sections_are_empty():
     page = render_html(stopped_run())
     check_page(page)
-    assert count_parts(page) == (9, 4)  # forest (gate 2), gate 1's curves, confusion, timings
+    assert count_parts(page) == (10, 4)  # forest (gate 2), gate 1's curves, confusion, timings
     for gate in (GATES[3], GATES[7], GATES[5]):
         assert f"gate {gate} not_run: {STOPPED}." in page
     assert f"Not drawn: gates {GATES[4]}, {GATES[5]}, {GATES[6]} not_run: {STOPPED}." in page
@@ -257,7 +257,7 @@ def test_a_run_with_failed_skipped_and_not_run_gates_renders_each_reason():
                   for n in range(3, 7)]
     page = render_html(lines)
     check_page(page)
-    assert "could not draw" not in page and count_parts(page) == (9, 4)
+    assert "could not draw" not in page and count_parts(page) == (10, 4)
     assert f"gate {GATES[3]} skipped: {skipped}." in page and f"gate {GATES[7]} not_run: {STOPPED}." in page
     assert '<span class="status s-skipped">skipped</span>' in page
 
@@ -265,7 +265,7 @@ def test_a_run_with_failed_skipped_and_not_run_gates_renders_each_reason():
 def test_lines_of_an_older_moola_render_with_what_they_have():
     page = render_html(old_run())
     check_page(page)
-    assert count_parts(page) == (9, 5)  # forest, pretraining, gates 4-5 curves, timings
+    assert count_parts(page) == (10, 5)  # forest, pretraining, gates 4-5 curves, timings
     before = "not recorded in this results file (written before moola recorded"
     assert f"{before} confusion matrices)" in page
     assert f"gate {GATES[7]}: {before} reliability bins)." in page
@@ -276,7 +276,7 @@ def test_a_single_line_renders_every_section():
     page = render_html([build_line(GATES[0], "passed", run_id="one", duration_s=2.0)])
     check_page(page)
     assert headings(page) == HEADINGS
-    assert count_parts(page) == (9, 1)  # timings only
+    assert count_parts(page) == (10, 1)  # timings only
     assert f"gate {GATES[3]}: no line in this run (not selected, or the session ended" in page
 
 
@@ -285,7 +285,7 @@ def test_a_section_that_raises_is_reported_and_the_rest_renders():
     lines[1]["history"] = "not a list"  # gate 1's fine-tuning curves
     page = render_html(lines)
     assert page.count("could not draw: ") == 1 and "could not draw: AttributeError" in page
-    assert count_parts(page) == (9, 3)
+    assert count_parts(page) == (10, 3)
 
 
 def test_rendering_leaves_no_figure_alive(full_page):
@@ -339,7 +339,7 @@ def test_cli_writes_the_html_and_still_prints_the_table(tmp_path, capsys):
     write_results(results, stopped_run())
     assert main(["report", str(results), "--html", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"report written to {out} (9 sections, 4 plots)" in printed
+    assert f"report written to {out} (10 sections, 4 plots)" in printed
     assert "val_f1 0.800" in printed  # the text table
     check_page(out.read_text(encoding="utf-8"))
 

@@ -109,7 +109,7 @@ def choose(lines: list[dict]) -> Selection:
     seed = int(first.get("seed") or 17)
     run_length = 1 if evaluation.get("cv") == "holdout" else None
     status = {line["gate"]: line.get("status") for line in lines}
-    shuffled = str((first.get("data") or {}).get("train_labels", "")).startswith("shuffled")
+    shuffled = any(str((line.get("data") or {}).get("train_labels", "")).startswith("shuffled") for line in lines)
     ranked, evaluations, notes = [], {}, []
     for line in lines:
         name = MODEL_OF_GATE.get(line["gate"])

@@ -53,8 +53,7 @@ def ending(lines: list[dict], selection: Selection, options: dict) -> str:
 def happened(lines: list[dict]) -> str:
     """The run's verdict in words."""
     status = {line["gate"]: line["status"] for line in lines}
-    first = lines[0]
-    shuffled = str((first.get("data") or {}).get("train_labels", "")).startswith("shuffled")
+    shuffled = any(str((line.get("data") or {}).get("train_labels", "")).startswith("shuffled") for line in lines)
     prefix = "NEGATIVE CONTROL (train labels shuffled): " if shuffled else ""
     stopped = [line for line in lines if line["status"] in ("failed", "error")]
     not_run = [line["gate"].split("_")[0] for line in lines if line["status"] in ("not_run", "skipped")]

@@ -61,6 +61,7 @@ def render_html(lines: list[dict], *, results=None, compared: list[dict] | None 
     by_gate = {line["gate"]: line for line in lines}
     sections = [("run", "Run", partial(header, lines, results)),
                 ("gates", "Gates", partial(gate_table, lines)),
+                ("select", "Which model to use (moola select)", partial(select_html, lines)),
                 ("comparisons", "Comparisons (forest plot)", partial(forest_html, lines, by_gate)),
                 ("pretraining", "Pretraining curves (gate 3)", partial(pretraining_html, by_gate)),
                 ("finetuning", "Fine-tuning curves", partial(finetune_html, by_gate)),
@@ -156,7 +157,35 @@ def pretraining_html(by_gate: dict) -> str:
     said = f"Best epoch {best} of {len(history)}"
     said += f", val loss {num(metrics.get('best_val_loss'), '.4f')}"
     source = f"; encoder {line['pretraining']}" if line.get("pretraining") else ""
-    return img(uri, "gate 3 pretraining loss and learning rate") + note(said + source + ".")
+    probe = ""
+    if is_number(metrics.get("probe_balanced_acc")):
+        probe = (f" Linear probe balanced accuracy {num(metrics['probe_balanced_acc'])} (random encoder "
+                 f"{num(metrics.get('probe_random_balanced_acc'))}); masked reconstruction "
+                 f"{num(metrics.get('reconstruction_ratio'), '.2f')}x the window-mean baseline.")
+    unjudged = f" {line['unjudged']}." if line.get("unjudged") else ""
+    return img(uri, "gate 3 pretraining loss and learning rate") + note(said + source + "." + probe + unjudged)
+
+
+def select_html(lines: list[dict]) -> str:
+    from moola.deploy.select import choose, shown_path
+
+    selection = choose(lines)
+    rows = []
+    for r in selection.ranked:
+        f1 = f"{r.f1:.3f} [{r.f1_ci95[0]:.3f}, {r.f1_ci95[1]:.3f}]" if r.f1 is not None else "—"
+        vs = (f"{r.vs_best['delta']:+.3f} [{r.vs_best['delta_ci95'][0]:+.3f}, {r.vs_best['delta_ci95'][1]:+.3f}]"
+              if r.vs_best and r is not selection.best else "")
+        said = ("recommended" if r is selection.recommended else "the best F1" if r is selection.best
+                else "candidate" if r.candidate else f"not a candidate: {r.why_not}")
+        rows.append([esc(r.name), esc(r.gate), status_span(r.status), esc(f1),
+                     num(r.cost_s, ".1f") + (" s" if r.cost_s is not None else ""), esc(vs), esc(said)])
+    chosen = selection.recommended
+    verdict_text = (f"Recommended: {chosen.name} ({shown_path(chosen.path)}); python -m moola predict uses it by "
+                    "default." if chosen else "No model of this run can be delivered (reasons in the table).")
+    return (table(["model", "gate", "status", "macro F1 [95% CI]", "training time", "minus the best [95% CI]",
+                   "verdict"], rows, classes=["", "", "", "num", "num", "", "reason"])
+            + note(verdict_text + f" Rule: {selection.rule}. Training time counts what the model needs "
+                   "(the encoder's pretraining for the LSTMs)."))
 
 
 def finetune_html(by_gate: dict) -> str:
@@ -256,8 +285,11 @@ def timings_html(lines: list[dict], by_gate: dict) -> str:
     if is_number(pretrain) or is_number(obtained):
         parts.append(note(f"Gate 3: pretraining took {num(pretrain, '.1f')} s, obtaining the "
                           f"encoder in this run {num(obtained, '.1f')} s (less when cached). "
-                          "Pretraining runs in a shared fixture: its time counts in the duration "
-                          "of the first gate that asked for the encoder."))
+                          + ("Pretraining runs in a shared fixture; obtaining the encoder is counted in gate 3's "
+                             "duration, not in the gate whose setup ran it."
+                             if any(line.get("duration_excludes") for line in lines) else
+                             "Pretraining runs in a shared fixture: its time counts in the duration of the first "
+                             "gate that asked for the encoder (lines written before moola moved it to gate 3).")))
     return "\n".join(parts)
 
 
