@@ -32,11 +32,12 @@ def copy_data(demo_root: Path, tmp_path: Path) -> Path:
 
 
 def run_gates(pytester, data_root: Path, *args: str, plugin: str | None = None, overrides=TINY,
-              name: str = "run") -> dict:
+              name: str = "run", output: list | None = None) -> dict:
     """`pytest gates ARGS` on `data_root` with `--set` overrides; returns {gate: line}.
 
     `plugin`: source of a module loaded with -p before any gate runs (e.g. a fault that patches
     moola). `name`: a folder of its own for artifacts and results, so two runs share nothing.
+    `output`: a list the run's terminal text is appended to.
     """
     folder = pytester.path / name
     folder.mkdir(exist_ok=True)
@@ -50,7 +51,9 @@ def run_gates(pytester, data_root: Path, *args: str, plugin: str | None = None, 
         module = f"plugin_{name}"
         pytester.makepyfile(**{module: plugin})
         command += ["-p", module]
-    pytester.runpytest_subprocess(*command, timeout=600)
+    result = pytester.runpytest_subprocess(*command, timeout=600)
+    if output is not None:
+        output.append(result.stdout.str())
     return {line["gate"]: line for line in read_lines(results)}
 
 

@@ -1,0 +1,72 @@
+"""The real gates 0-2 end with a recommendation `predict` uses: gate 2's saved MiniRocket scores what
+the session's refit scores. Marked slow: `pytest unit_tests --run-slow -m slow`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moola import artifacts
+from moola.__main__ import main
+from moola.data.dataset import LABELED, UNLABELED
+from moola.data.normalize import normalize_windows
+from moola.data.parquet import read_windows
+from moola.deploy.model import load_deployed
+from moola.models.minirocket import MiniRocketClassifier, score_proba
+
+from .gate_runs import run_gates, small_demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_run_stopped_at_gate_2_ends_with_the_control_and_predict_uses_it(pytester, tmp_path_factory, tmp_path,
+                                                                          capsys):
+    data = small_demo(tmp_path_factory)
+    output = []
+    lines = run_gates(pytester, data, "-x", "--end-gate", "2", name="select", output=output)
+    line = lines["2_control_minirocket"]
+    assert line["artifact"]["max_abs_diff_vs_session"] <= 1e-6 and line["artifact"]["rows_checked"] == 98
+    path = pytester.path / "select" / "artifacts" / artifacts.MINIROCKET
+    assert line["artifacts"]["model"] == str(path)
+    text = output[0]
+    assert "what happened" in text and "recommended model: minirocket" in text and "python -m moola predict" in text
+    assert "Evaluation(" not in text and "CrossFitted(name=" not in text  # the rule's message, not reprs
+    metadata = artifacts.load_checkpoint(path)[1]
+    assert metadata["gate"]["deliverable"] is True and metadata["selected"]["recommended"]["model"] == "minirocket"
+
+    # the file scores exactly what a refit of the same recipe (every labeled row, seed 17) scores
+    table, problems = read_windows(data / LABELED, labeled=True)
+    assert not problems
+    deployed = load_deployed(path, "minirocket")
+    y = np.array([deployed.classes.index(label) for label in table.labels])
+    refit = MiniRocketClassifier(seed=17).fit(normalize_windows(table.features, shared_channels=True), y)
+    expected = score_proba(refit.decision_function(normalize_windows(table.features, shared_channels=True)))
+    np.testing.assert_allclose(deployed.predict_proba(table.features), expected, atol=1e-6)
+
+    out = tmp_path / "p.parquet"
+    assert main(["predict", str(data / UNLABELED), "--out", str(out), "--artifacts-dir", str(path.parents[1]),
+                 "--results", str(pytester.path / "select" / "results.jsonl")]) == 0
+    assert "recommended by moola select" in capsys.readouterr().out
+    assert len(pd.read_parquet(out)) == 1200
+
+
+CONTROL_WINS = """
+import moola.stages.rules as rules
+rules.control_failures = lambda *args, **kwargs: ["injected: the control wins"]
+"""
+
+
+def test_when_x_stops_at_gate_2_gate_3_still_records_what_pretraining_did(pytester, tmp_path_factory):
+    data = small_demo(tmp_path_factory)
+    lines = run_gates(pytester, data, "-x", plugin=CONTROL_WINS, name="stopped")
+    assert lines["2_control_minirocket"]["reason"] == "injected: the control wins"
+    gate3 = lines["3_pretrain_bilstm"]
+    assert gate3["status"] == "not_run" and "rule did not judge them" in gate3["unjudged"]
+    assert gate3["history"] and gate3["metrics"]["pretrain_duration_s"] > 0
+    assert 0 <= gate3["metrics"]["probe_balanced_acc"] <= 1 and gate3["metrics"]["reconstruction_ratio"] > 0
+    # obtaining the encoder happened in gate 1's setup: its seconds are gate 3's, not gate 1's
+    moved = lines["1_smoke_enhanced"]["duration_excludes"]["encoder_obtained_s"]
+    assert moved > 0 and gate3["duration_s"] >= moved - 1e-3  # durations are rounded to ms
+    assert lines["1_smoke_enhanced"]["metrics"]["cost"]["parts"]["pretraining"] > 0
+    assert [lines[g]["status"] for g in ("4_finetune_enhanced", "7_ensemble")] == ["not_run", "not_run"]
