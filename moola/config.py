@@ -119,14 +119,14 @@ class ThresholdConfig:
     probe_balanced_acc: float = 0.55  # chance is 0.5 for two classes, whatever the class ratio
     reconstruction_ratio: float = 0.8  # masked MSE on real train windows / predicting their mean; ~1 = learned nothing
     bootstrap_resamples: int = 1000  # paired bootstrap of scored rows for F1 deltas
-    # "ci": a comparison passes only when its 95% CI clears the rule (README "Gate policy");
+    # "ci": a comparison passes only when its 95% CI clears the rule (docs/evaluation.md "Gate policy");
     # "point": the seed's point comparisons on the same pooled numbers.
     gate_policy: str = "ci"
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """How much data stands behind each gate number (README "Evaluation protocol")."""
+    """How much data stands behind each gate number (docs/evaluation.md)."""
 
     cv: str = "blocked"  # "holdout" (the split file) | "blocked" | "walk-forward"
     folds: int = 5  # K contiguous blocks of the labeled rows in time order (ignored by holdout)

@@ -181,7 +181,7 @@ ALL_VARIANTS = [("column", c, n) for c, n in COLUMN_VARIANTS] + [("file", name) 
 
 def test_the_family_has_at_least_30_generated_variants_and_the_readme_says_how_many():
     assert len(ALL_VARIANTS) >= 30 and len(set(ALL_VARIANTS)) == len(ALL_VARIANTS)
-    readme = " ".join((REPO / "README.md").read_text().split())
+    readme = " ".join((REPO / "docs" / "data.md").read_text().split())
     assert (f"runs {len(ALL_VARIANTS)} corrupted folders — {len(COLUMN_VARIANTS)} generated column corruptions of "
             f"the labeled file, {len(FILE_VARIANTS)} broken files") in readme
 
@@ -403,7 +403,7 @@ def test_a_pool_too_small_to_pretrain_on_is_a_gate0_warning_with_its_threshold(t
     report = verify_environment(settings(folder.write(), tmp_path))
     assert not report["problems"]
     [warning] = report["warnings"]
-    assert "3 pool window(s) (144 values)" in warning and "parameters" in warning and "README" in warning
+    assert "3 pool window(s) (144 values)" in warning and "parameters" in warning and "docs/data.md" in warning
     big = DataFolder(tmp_path / "big", n_labeled=20, n_unlabeled=30)  # 30 × 12 × 4 > a hidden-4 encoder
     assert not verify_environment(settings(big.write(), tmp_path, "pretrain.hidden_size=4"))["warnings"]
 

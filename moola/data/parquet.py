@@ -199,7 +199,7 @@ def read_windows(path: Path, labeled: bool) -> tuple[WindowTable | None, list[Pr
     try:
         return _decode(path, table, labeled)
     except Exception as exc:  # noqa: BLE001 -- a layout no check above foresaw: still a problem, never a crash
-        return None, [Problem(str(path), "windows in the data contract (README 'Data contract')",
+        return None, [Problem(str(path), "windows in the data contract (docs/data.md)",
                               f"a file moola could not decode ({type(exc).__name__}: {exc})",
                               "compare its columns and types with python -m moola demo-data OUT")]
 
@@ -218,7 +218,7 @@ def _decode(path: Path, table: pa.Table, labeled: bool) -> tuple[WindowTable | N
     if table.num_rows == 0:
         return None, [Problem(str(path), "at least one window", "an empty file (0 rows)",
                               "write the windows into it" + ("" if labeled else
-                                                             "; see README 'The unlabeled pool' for cutting one"))]
+                                                             "; see docs/data.md 'The unlabeled pool' for cutting one"))]
     features, problems = decode_features(table[FEATURES], f"{path} column 'features'")
     window_ids, more = _strings(table, "window_id", path, "window_id")
     problems += more

@@ -34,7 +34,7 @@ def small_pool_warning(n_pool: int, window_shape: tuple, profile: Profile, path=
     return (f"{path}: pretraining would use {used} pool window(s) ({used * n_bars * n_channels:,} values), fewer "
             f"values than the encoder's {weights:,} parameters (hidden {profile.pretrain.hidden_size}, "
             f"{profile.pretrain.num_layers} layers): it can memorise the pool instead of learning bar structure. "
-            f"Add windows ({needed:,} or more in all; README 'The unlabeled pool' cuts them from bars); gate 3's probe "
+            f"Add windows ({needed:,} or more in all; docs/data.md 'The unlabeled pool' cuts them from bars); gate 3's probe "
             "and reconstruction checks judge the result")
 
 
