@@ -56,7 +56,10 @@ def pretrained(request, run):
     before gate 3, its line still records what pretraining did (the results plugin writes it)."""
     seed_everything(run.seed)
     outcome = encoder.obtain_encoder(run)
-    outcome.record = encoder.encoder_record(run, outcome)
+    try:
+        outcome.record = encoder.encoder_record(run, outcome)
+    except Exception:  # noqa: BLE001 -- gate 3 computes it again in its own test and fails there, not every gate
+        outcome.record = {}
     request.config.pluginmanager.get_plugin("moola-results").encoder_obtained(outcome)
     return outcome
 
