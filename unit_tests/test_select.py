@@ -125,7 +125,7 @@ def test_the_ending_names_the_model_its_file_and_the_next_commands_with_the_run_
         lines.append(build_line(GATES[gate], "not_run", run_id="run1", reason="session stopped after gate 2 (-x)"))
     text = ending(lines, choose(lines), {"run_options": "--demo --seed 18", "artifacts_dir": None, "results": None,
                                          "data_root": "data", "narrowed": False})
-    assert "gate 2_control_minirocket failed: the classical control is not beaten" in text
+    assert "gate 2_control_minirocket failed: the pretrained LSTM is not shown to beat" in text
     assert "recommended model: minirocket" in text and "file: artifacts/models/minirocket.pt" in text
     assert "python -m moola predict data/raw/unlabeled_windows.parquet --out predictions.parquet" in text
     assert "pytest gates --demo --seed 18 --start-gate 3 --gate-policy point" in text
@@ -176,3 +176,12 @@ def test_predict_refuses_a_control_select_did_not_recommend(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert ("recommends no model" in err and "python -m moola select" in err) if model == "recommended" \
         else "no minirocket model at" in err
+
+
+def test_the_ending_tells_skipped_gates_from_gates_that_did_not_run():
+    lines = run(("augmented", 0.9, 300.0), ("baseline", 0.6, 5.0))
+    lines.append(build_line(GATES[7], "skipped", run_id="run1", reason="nothing to average"))
+    text = ending(lines, choose(lines), {"run_options": "", "results": None, "artifacts_dir": None,
+                                         "data_root": "data", "narrowed": True})
+    assert "every gate this run judged passed; gate 7 skipped" in text
+    assert "recommended model: none" in text and "gate 4_finetune_enhanced did not run" in text

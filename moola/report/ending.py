@@ -17,8 +17,8 @@ from moola.report.text import short_reason
 MEANING = {
     "0_verify_env": "the data or the environment is not usable yet; fix the problems listed above and rerun",
     "1_smoke_enhanced": "the LSTM pipeline itself is broken (it cannot load the encoder or learn 16 rows)",
-    "2_control_minirocket": "the classical control is not beaten by the pretrained LSTM: pretraining does not "
-                            "pay on this data yet",
+    "2_control_minirocket": "the pretrained LSTM is not shown to beat the classical control: pretraining has "
+                            "not shown that it pays on this data",
     "3_pretrain_bilstm": "the pretrained encoder carries too little class signal for transfer",
     "4_finetune_enhanced": "fine-tuning does not beat the smoke run (or chance) beyond noise",
     "5_augment_train": "the pseudo-samples fail their checks or cost validation F1",
@@ -56,8 +56,9 @@ def happened(lines: list[dict]) -> str:
     shuffled = any(str((line.get("data") or {}).get("train_labels", "")).startswith("shuffled") for line in lines)
     prefix = "NEGATIVE CONTROL (train labels shuffled): " if shuffled else ""
     stopped = [line for line in lines if line["status"] in ("failed", "error")]
-    not_run = [line["gate"].split("_")[0] for line in lines if line["status"] in ("not_run", "skipped")]
-    later = f"; gates {', '.join(not_run)} did not run" if not_run else ""
+    later = "".join(f"; {_gates(numbers)} {said}" for said, numbers in (
+        ("did not run", [line["gate"].split("_")[0] for line in lines if line["status"] == "not_run"]),
+        ("skipped", [line["gate"].split("_")[0] for line in lines if line["status"] == "skipped"])) if numbers)
     if stopped:
         line = stopped[0]
         if line["status"] == "error":
@@ -127,6 +128,10 @@ def _without(options: str, name: str) -> str:
             continue
         kept.append(word)
     return (" " + " ".join(kept)) if kept else ""
+
+
+def _gates(numbers: list) -> str:
+    return f"gate {numbers[0]}" if len(numbers) == 1 else f"gates {', '.join(numbers)}"
 
 
 def _seconds(value) -> str:
