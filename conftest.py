@@ -314,11 +314,12 @@ class ResultsPlugin:
         if gate is None or gate in self.written:
             return
         item.stash[DURATION_KEY] = item.stash.get(DURATION_KEY, 0.0) + report.duration
-        if report.when == "setup" and self.encoder_unattributed and gate != GATES[3] and self._runs_gate(GATES[3]):
+        if report.when == "setup" and self.encoder_unattributed:
             # pretraining ran in this gate's setup (a shared fixture): its time is gate 3's work
-            self.encoder_moved[gate] = self.encoder_unattributed
-            item.stash[DURATION_KEY] -= self.encoder_unattributed
-            self.encoder_unattributed = 0.0
+            if gate != GATES[3] and self._runs_gate(GATES[3]):
+                self.encoder_moved[gate] = self.encoder_unattributed
+                item.stash[DURATION_KEY] -= self.encoder_unattributed
+            self.encoder_unattributed = 0.0  # attributed once, to the gate whose setup obtained it
         if report.when == "setup" and report.passed:
             return
         if report.when == "teardown" and report.passed:
@@ -421,8 +422,12 @@ class ResultsPlugin:
     def unjudged_record(self, gate: str, why: str) -> GateRecord:
         """A gate that did not rule; gate 3's line still gets what pretraining did when the encoder was
         obtained this session (in gate 1's fixture, say, before -x stopped at gate 2)."""
-        if gate != GATES[3] or self.encoder is None or not self.encoder.record:
+        if gate != GATES[3] or self.encoder is None:
             return GateRecord()
+        if not self.encoder.record:  # computing gate 3's numbers raised in the shared fixture
+            return GateRecord(extra={"unjudged": f"{why}: gate 3's numbers could not be computed in the shared "
+                                     f"fixture ({self.encoder.record_error}); run "
+                                     "pytest gates -k pretrain to see the error"})
         record = GateRecord(**{key: value for key, value in self.encoder.record.items()})
         record.extra = {**record.extra, "unjudged": f"{why}: the encoder was obtained in a shared fixture; its "
                         "numbers are recorded here, and gate 3's rule did not judge them"}
@@ -437,7 +442,8 @@ class ResultsPlugin:
             warnings.warn(f"moola select could not rank this run's models: {type(exc).__name__}: {exc}", stacklevel=1)
             return
         chosen = self.selection.recommended
-        if chosen is not None and chosen.path:
+        # only a run of the whole suite marks its pick: a narrowed run's ranking lacks the models it did not score
+        if chosen is not None and chosen.path and not (self.scope and self.scope["narrowed"]):
             try:
                 mark_selected(Path(chosen.path), self.settings.run_id, self.selection.as_dict())
             except Exception as exc:  # noqa: BLE001 -- the results are written; say it and go on

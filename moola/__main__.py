@@ -153,11 +153,13 @@ def predict(args) -> int:
     from moola.seeding import resolve_device
 
     check_output(Path(args.out), Path(args.windows))
-    if not Path(args.windows).is_file():  # before loading a model (MiniRocket's kernels compile on first use)
-        from moola.data.dataset import csv_instead
+    from moola.data.dataset import csv_instead
 
-        csv = csv_instead(Path(args.windows))
-        raise DataContractError([csv] if csv else [Problem(args.windows, "a parquet file of windows in the data contract",
+    csv = csv_instead(Path(args.windows))  # a CSV given, or beside a missing parquet: the conversion
+    if csv:
+        raise DataContractError([csv])
+    if not Path(args.windows).is_file():  # before loading a model (MiniRocket's kernels compile on first use)
+        raise DataContractError([Problem(args.windows, "a parquet file of windows in the data contract",
                                          "no such file" if not Path(args.windows).exists() else "a folder",
                                          "check the path (python -m moola demo-data OUT writes an example)")])
     try:

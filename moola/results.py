@@ -148,7 +148,7 @@ def choose_run(path: Path, run_id: str | None = None, include_narrowed: bool = F
             raise ValueError(f"{path}: expected a run with id {run_id!r}, found runs {', '.join(runs[-5:])}"
                              f"{' (the last 5)' if len(runs) > 5 else ''}")
         return by_run[run_id], f"run {run_id} (--run-id)"
-    full = [run for run in runs if not narrowed(by_run[run])]
+    full = [run for run in runs if not narrowed(by_run[run]) and not shuffled(by_run[run])]
     if include_narrowed or not full:
         chosen = runs[-1]
         kind = "the latest run" + ("" if not narrowed(by_run[chosen]) else
@@ -159,13 +159,20 @@ def choose_run(path: Path, run_id: str | None = None, include_narrowed: bool = F
     later = runs[runs.index(chosen) + 1:]
     said = f"run {chosen} (the latest run of the whole suite"
     if later:
-        said += (f"; {len(later)} later narrowed run(s) skipped: "
+        said += (f"; {len(later)} later narrowed or negative-control run(s) skipped: "
                  + ", ".join(f"{run} ({describe_scope(by_run[run])})" for run in later[-3:])
                  + "; pass --run-id RUN to see one")
     return by_run[chosen], said + ")"
 
 
+def shuffled(run_lines: list[dict]) -> bool:
+    """A negative-control run (`--shuffle-labels`): it delivers nothing, so it is never "the latest run"."""
+    return any(str((line.get("data") or {}).get("train_labels", "")).startswith("shuffled") for line in run_lines)
+
+
 def describe_scope(run_lines: list[dict]) -> str:
+    if shuffled(run_lines):
+        return "negative control"
     scope = run_lines[0].get("scope") if run_lines else None
     if isinstance(scope, dict) and scope.get("selection"):
         return str(scope["selection"])

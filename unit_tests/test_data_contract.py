@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from moola.config import DataConfig
-from moola.data.dataset import check_data, load_dataset
+from moola.data.dataset import LABELED, check_data, load_dataset
 from moola.data.errors import DataContractError
 
 
@@ -153,3 +153,14 @@ def test_malformed_split_json_names_the_fix(data_folder):
     root = data_folder.write()
     (root / "artifacts/splits/v1/fold_0.json").write_text(json.dumps({"train": [1]}))
     assert any("train_indices/val_indices" in p and "make-split" in p for p in problems_of(root))
+
+
+def test_a_csv_beside_a_missing_parquet_file_gets_the_one_line_conversion(tmp_path):
+    from moola.data import demo
+
+    root = demo.write_demo(tmp_path / "data", n_unlabeled=1200)
+    (root / LABELED).rename((root / LABELED).with_suffix(".csv"))
+    _, problems = check_data(root, DataConfig())
+    [problem] = [p for p in problems if p.where == str(root / LABELED)]
+    assert "moola does not read CSV" in str(problem) and "train_clean.csv beside it" in str(problem)
+    assert f"d.to_parquet('{root / LABELED}')" in str(problem)

@@ -144,7 +144,7 @@ def test_the_latest_run_is_the_latest_run_of_the_whole_suite(tmp_path, capsys):
     write_run(results, "full", range(8), narrowed=False)
     write_run(results, "narrow", [4], narrowed=True)
     lines, said = choose_run(results)
-    assert lines[0]["run_id"] == "full" and "1 later narrowed run(s) skipped: narrow (-k finetune)" in said
+    assert lines[0]["run_id"] == "full" and "1 later narrowed or negative-control run(s) skipped: narrow (-k finetune)" in said
     assert choose_run(results, include_narrowed=True)[0][0]["run_id"] == "narrow"
     assert choose_run(results, "narrow")[0][0]["run_id"] == "narrow"
     assert main(["report", str(results)]) == 0
@@ -185,3 +185,41 @@ def test_the_ending_tells_skipped_gates_from_gates_that_did_not_run():
                                          "data_root": "data", "narrowed": True})
     assert "every gate this run judged passed; gate 7 skipped" in text
     assert "recommended model: none" in text and "gate 4_finetune_enhanced did not run" in text
+
+
+def test_a_model_scored_on_other_seeds_is_not_paired_and_nothing_crashes():
+    lines = run(("minirocket", 0.9, 3.0, "failed"), ("finetuned", 0.92, 100.0))
+    for line in lines[1:]:  # two seeds each
+        line["oof"]["seeds"], line["oof"]["pred"] = [17, 18], line["oof"]["pred"] * 2
+    lines.append(model_line("ensemble", predictions(0.95, 5), 120.0))  # holdout's ensemble: the base seed only
+    selection = choose(lines)
+    assert "other rows or seeds" in ranked(selection)["ensemble"].why_not
+    assert selection.recommended.name == "minirocket"
+
+
+def test_a_better_model_that_cannot_be_delivered_is_named_beside_the_pick():
+    selection = choose(run(("smoke", 0.99, 130.0), ("minirocket", 0.75, 3.0, "passed"),
+                           ("finetuned", 0.99, 200.0, "failed")))
+    assert selection.recommended.name == "minirocket"
+    assert any(note.startswith("smoke scored better than minirocket") and "best deliverable" in note
+               for note in selection.notes)
+    assert "(the best deliverable)" in format_selection(selection)
+
+
+def test_a_negative_control_run_is_never_the_latest_run(tmp_path):
+    results = tmp_path / "results.jsonl"
+    write_run(results, "real", range(8), narrowed=False)
+    for gate in range(8):
+        append_line(results, build_line(GATES[gate], "passed", run_id="shuffled", context={
+            "scope": {"narrowed": False}, "data": {"train_labels": "shuffled (a negative control)"}}))
+    lines, said = choose_run(results)
+    assert lines[0]["run_id"] == "real" and "shuffled (negative control)" in said
+
+
+def test_predict_given_a_csv_names_the_conversion_before_loading_any_model(tmp_path, capsys):
+    windows = tmp_path / "w.csv"
+    windows.write_text("window_id,features\na,\"[[1,2,1,2]]\"\n")
+    assert main(["predict", str(windows), "--out", str(tmp_path / "p.parquet"),
+                 "--artifacts-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "moola does not read CSV" in err and "d.to_parquet('" in err and str(tmp_path / "w.parquet") in err

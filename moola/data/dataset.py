@@ -88,10 +88,14 @@ def csv_instead(path: Path) -> Problem | None:
     """A missing parquet file with a CSV of the same name beside it: moola reads parquet only (a CSV
     cell cannot hold a window's bars as a typed list), and the fix is one line."""
     path = Path(path)
-    csv = next((c for c in (path.with_suffix(".csv"), path.with_suffix(".CSV")) if c.is_file()), None)
-    if path.exists() or csv is None:
-        return None
-    return Problem(str(path), "a parquet file (moola does not read CSV)", f"{csv.name} beside it",
+    if path.suffix.lower() == ".csv" and path.is_file():  # the CSV itself was given
+        csv, path, found = path, path.with_suffix(".parquet"), "a CSV file"
+    else:
+        csv = next((c for c in (path.with_suffix(".csv"), path.with_suffix(".CSV")) if c.is_file()), None)
+        if path.exists() or csv is None:
+            return None
+        found = f"{csv.name} beside it"
+    return Problem(str(csv if found == "a CSV file" else path), "a parquet file (moola does not read CSV)", found,
                    f"convert it once: python -c \"import json, pandas as pd; d = pd.read_csv('{csv}'); "
                    f"d['features'] = d['features'].map(json.loads); d.to_parquet('{path}')\" (features as JSON lists "
                    "of bars; add d['timestamp'] = pd.to_datetime(d['timestamp']) when the file has that column)")

@@ -97,7 +97,10 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
                               "--artifacts-dir where that run saved them")
     deployed = load_deployed(path, chosen.name)
     gate = deployed.metadata.get("gate") or {}
-    if gate.get("run_id") != selection.run_id or deployed.metadata.get("train_labels_shuffled"):
+    resaved = _resaved_alike(results, gate.get("run_id"), lines, chosen.name)
+    if resaved:
+        which += f"; {path} was saved again by {resaved}"
+    elif gate.get("run_id") != selection.run_id or deployed.metadata.get("train_labels_shuffled"):
         raise DeploymentError(f"{which} recommends {chosen.name}, but {path} was saved by run {gate.get('run_id')}: "
                               "a later run replaced it. Fix: pass --run-id "
                               f"{gate.get('run_id')} to use that run's recommendation (if it made one), or rerun the "
@@ -106,6 +109,26 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
     return deployed, (f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
                       f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s "
                       f"(rule: {selection.rule})")
+
+
+def _resaved_alike(results: Path, file_run: str | None, lines: list, name: str) -> str | None:
+    """When a later narrowed run (`--lf`, `-k`) re-saved the recommended model's file from the same
+    data, and its own ranking recommends the same model: the words saying so; else None."""
+    from moola.deploy.select import choose
+    from moola.results import narrowed, shuffled
+
+    if not file_run or file_run == lines[0]["run_id"]:
+        return None
+    try:
+        later = choose_run(results, file_run)[0]
+    except ValueError:
+        return None
+    same_data = ({(line.get("data") or {}).get("fingerprint") for line in later}
+                 == {(line.get("data") or {}).get("fingerprint") for line in lines})
+    picked = choose(later).recommended
+    if narrowed(later) and not shuffled(later) and same_data and picked is not None and picked.name == name:
+        return f"the later narrowed run {file_run} (same data; it recommends {name} too)"
+    return None
 
 
 def usable_models(artifacts_dir: Path) -> str:

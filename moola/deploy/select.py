@@ -48,7 +48,8 @@ LISTED_ONLY = {"smoke": "gate 1's 3-epoch pipeline check on the frozen encoder: 
 APPROVED = ("passed", "warning")
 RESAMPLES = 1000  # the gates' bootstrap_resamples default: the same draws as their comparisons
 RULE = ("the cheapest model (training time, pretraining included for the LSTMs) whose macro F1 is not shown worse "
-        "than the best's, among the deliverable models that show signal; ties go to the cheaper")
+        "than the best's (ci: the paired 95% CI reaches 0; point: an equal F1), among the deliverable models that "
+        "show signal; ties go to the cheaper")
 
 
 @dataclass
@@ -131,11 +132,12 @@ def choose(lines: list[dict]) -> Selection:
         entry.why_not = _why_not(name, line, status, shuffled, ev, policy, seed, run_length)
         entry.candidate = entry.why_not is None
     candidates = [r for r in ranked if r.candidate]
-    reference = _common_rows(candidates, evaluations)
+    reference = _common_key(candidates, evaluations)
     for r in candidates:
-        if not np.array_equal(evaluations[r.name].rows, reference):
-            r.candidate, r.why_not = False, (f"scored on other rows ({len(evaluations[r.name].rows)}) than the other "
-                                             "candidates: cannot be paired with them")
+        if _key(evaluations[r.name]) != reference:
+            ev = evaluations[r.name]
+            r.candidate, r.why_not = False, (f"scored on other rows or seeds ({len(ev.rows)} rows, seeds "
+                                             f"{list(ev.seeds)}) than the other candidates: cannot be paired with them")
     candidates = [r for r in candidates if r.candidate]
     best = max(candidates, key=lambda r: (r.f1, -_cost(r)), default=None)
     recommended = None
@@ -147,6 +149,17 @@ def choose(lines: list[dict]) -> Selection:
         recommended = min(close, key=lambda r: (_cost(r), -r.f1))
         if any(r.cost_s is None for r in close):
             notes.append("a model without a recorded cost counts as the most expensive")
+        # a model that cannot be delivered but did better beyond noise: the pick is not "the best" of the run
+        for r in ranked:
+            ev = evaluations.get(r.name)
+            if r.candidate or ev is None or _key(ev) != reference:
+                continue
+            delta = paired_block_bootstrap(ev, evaluations[recommended.name], RESAMPLES, seed, run_length)
+            if delta["delta_ci95"][0] > 0 if policy == "ci" else delta["delta"] > 0:
+                notes.append(f"{r.name} scored better than {recommended.name} ({delta['delta']:+.3f} "
+                             f"[{delta['delta_ci95'][0]:+.3f}, {delta['delta_ci95'][1]:+.3f}]"
+                             f"{'' if policy == 'ci' else ', point rule'}) but cannot be delivered ({r.why_not}): "
+                             f"{recommended.name} is the best deliverable model, not the best model of the run")
     ranked.sort(key=lambda r: (r.f1 is None, -(r.f1 or 0.0)))
     return Selection(run_id, policy, ranked, recommended, best, notes=notes)
 
@@ -182,12 +195,17 @@ def _f1_ci(ev: Evaluation, seed: int, run_length) -> list:
     return [float(low), float(high)]
 
 
-def _common_rows(candidates: list, evaluations: dict) -> np.ndarray | None:
-    """The rows most candidates were scored on (holdout's ensemble may be scored on test rows)."""
+def _key(ev: Evaluation) -> tuple:
+    return tuple(ev.rows.tolist()), tuple(ev.seeds)
+
+
+def _common_key(candidates: list, evaluations: dict) -> tuple | None:
+    """The rows and seeds most candidates were scored on (holdout's ensemble may be scored on test
+    rows, or on the base seed alone)."""
     if not candidates:
         return None
-    keys = [tuple(evaluations[r.name].rows.tolist()) for r in candidates]
-    return np.asarray(max(set(keys), key=keys.count))
+    keys = [_key(evaluations[r.name]) for r in candidates]
+    return max(set(keys), key=keys.count)
 
 
 def _not_worse(vs_best: dict, policy: str) -> bool:
@@ -220,16 +238,18 @@ def format_selection(selection: Selection) -> str:
         vs = (f"{r.vs_best['delta']:+.3f} [{r.vs_best['delta_ci95'][0]:+.3f}, {r.vs_best['delta_ci95'][1]:+.3f}]"
               if r.vs_best and r is not selection.best else "")
         if r is selection.recommended:
-            said = "RECOMMENDED" + (" (the best)" if r is selection.best else " (not shown worse than the best, cheaper)")
+            said = "RECOMMENDED" + (" (the best deliverable)" if r is selection.best else
+                                    " (not shown worse than the best deliverable, cheaper)")
         elif r is selection.best:
             said = "the best F1" + ("; a cheaper model is not shown worse" if selection.recommended else "")
         elif r.candidate:
-            said = "shown worse than the best" if not _not_worse(r.vs_best, selection.policy) else "costlier"
+            said = ("costlier" if _not_worse(r.vs_best, selection.policy) else
+                    "shown worse than the best" if selection.policy == "ci" else "lower F1 than the best (point rule)")
         else:
             said = f"not a candidate: {r.why_not}"
         cost = f"{r.cost_s:8.1f}" if r.cost_s is not None else f"{'—':>8}"
         rows.append(f"  {r.name:<11} {r.gate:<22} {r.status!s:<8} {f1:<23} {cost}  {vs:<26} {said}")
-    rows.append(f"rule: {selection.rule}")
+    rows.append(f"rule ({selection.policy} policy): {selection.rule}")
     if selection.recommended is None:
         rows.append("recommended: none: no model of this run can be delivered (the reasons are in the table)")
     else:

@@ -37,13 +37,18 @@ def ending(lines: list[dict], selection: Selection, options: dict) -> str:
     else:
         ci = chosen.f1_ci95
         beside = "" if chosen is selection.best else (
-            f"; the best F1 is {selection.best.name} {selection.best.f1:.3f}, not shown better "
+            f"; the best deliverable F1 is {selection.best.name} {selection.best.f1:.3f}, not shown better "
             f"({chosen.vs_best['delta']:+.3f} [{chosen.vs_best['delta_ci95'][0]:+.3f}, "
             f"{chosen.vs_best['delta_ci95'][1]:+.3f}]) and costlier ({_seconds(selection.best.cost_s)})")
         out.append(f"recommended model: {chosen.name} (gate {chosen.gate}), pooled out-of-fold macro F1 "
                    f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {_seconds(chosen.cost_s)}{beside}")
         out.append(f"  file: {shown_path(chosen.path)}")
         out.append(f"  rule: {selection.rule}")
+    out.extend(f"  note: {note}" for note in selection.notes)
+    if options.get("narrowed"):
+        out.append(f"  this run scored part of the suite (run {selection.run_id}): its ranking covers only the models "
+                   "it scored; python -m moola predict and select without --run-id read the latest run of the whole "
+                   "suite")
     out.append("next:")
     for why, command in next_steps(lines, selection, options):
         out.extend([f"  {why}:", f"    {command}"])
@@ -79,7 +84,9 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     """(why, command) pairs, most useful first. `options["run_options"]`: the gate options this run
     was given (data, seed, protocol, --set …), repeated so a rerun reads the same data and reuses
     the same encoder."""
-    results = f" {options['results']}" if options.get("results") else ""
+    # a narrowed run is not "the latest run" for report/select/predict: name it in every command
+    run_id = f" --run-id {selection.run_id}" if options.get("narrowed") else ""
+    results = (f" {options['results']}" if options.get("results") else "") + run_id
     results_opt = f" --results {options['results']}" if options.get("results") else ""
     artifacts_opt = f" --artifacts-dir {options['artifacts_dir']}" if options.get("artifacts_dir") else ""
     run_opt = f" {options['run_options']}" if options.get("run_options") else ""
@@ -88,7 +95,6 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     chosen = selection.recommended
     if chosen is not None:
         windows = shown_path(Path(options.get("data_root") or "data") / UNLABELED)
-        run_id = f" --run-id {selection.run_id}" if options.get("narrowed") else ""
         predict = f"python -m moola predict {windows} --out predictions.parquet{artifacts_opt}{results_opt}{run_id}"
         steps.append((f"score windows with {chosen.name} (any parquet file of windows in the data contract)", predict))
     steps.append(("the run as a page: curves, CIs, timings", f"python -m moola report{results} --html report.html"))
@@ -100,7 +106,7 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
         steps.append(("see gates 3-7 on this data, judged by point comparisons (weaker evidence)",
                       f"pytest gates{run_opt} --start-gate 3 --gate-policy point"))
     deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
-    if deep_lost or (chosen is not None and chosen.name == "minirocket"):
+    if deep_lost:
         rows = max([len((line.get("oof") or {}).get("rows") or []) for line in lines], default=0)
         more = (f"at {rows} scored rows one row is ~{100 / rows:.0f} pp of F1 and the CIs are wide; "
                 if rows else "")

@@ -41,6 +41,7 @@ class EncoderOutcome:
     entry: Path | None = None  # its cache entry, pretrained/cache/encoder_<fingerprint>.pt
     pool_filter: dict | None = None  # pool windows dropped because a gate scores them (or shares their bars)
     record: dict = field(default_factory=dict)  # gate 3's line fields (`encoder_record`)
+    record_error: str | None = None  # why `encoder_record` raised in the shared fixture (gate 3 raises it again)
 
     def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every tensor
         return f"EncoderOutcome({self.source}, fingerprint {self.fingerprint}, {self.duration_s:.1f} s)"
