@@ -73,16 +73,11 @@ def _runs_gates(config) -> bool:
 def _narrowed(config) -> bool:
     """True when the run may select part of the suite (-k, -m, a file, a node id, gate bounds,
     --lf/--sw: pytest's cache picks the tests)."""
-    option = config.option
-    if option.keyword or option.markexpr or option.start_gate is not None or option.end_gate is not None:
-        return True
-    if getattr(option, "lf", False) or getattr(option, "stepwise", False):
-        return True
-    return any("::" in arg or arg.endswith(".py") for arg in config.args)
+    return bool(_selection(config))
 
 
 def _selection(config) -> str:
-    """How the run chose its gates, in the words of its command line."""
+    """How the run chose its gates, in the words of its command line ("" for the whole suite)."""
     option, parts = config.option, []
     if option.keyword:
         parts.append(f"-k {option.keyword}")

@@ -36,6 +36,7 @@ from moola.evaluation.crossfit import (
     default_run_length,
     paired_block_bootstrap,
 )
+from moola.results import shuffled as negative_control
 from moola.stages.rules import signal_failures
 from moola.training.metrics import macro_f1_rows
 
@@ -110,7 +111,7 @@ def choose(lines: list[dict]) -> Selection:
     seed = int(first.get("seed") or 17)
     run_length = 1 if evaluation.get("cv") == "holdout" else None
     status = {line["gate"]: line.get("status") for line in lines}
-    shuffled = any(str((line.get("data") or {}).get("train_labels", "")).startswith("shuffled") for line in lines)
+    shuffled = negative_control(lines)
     ranked, evaluations, notes = [], {}, []
     for line in lines:
         name = MODEL_OF_GATE.get(line["gate"])
@@ -228,25 +229,32 @@ def shown_path(path) -> str:
         return str(path)
 
 
+def row_texts(selection: Selection, r: Ranked) -> tuple[str, str, str]:
+    """One ranked model's F1 [CI], its delta to the best [CI], and the verdict, as the table and the
+    HTML page print them."""
+    f1 = f"{r.f1:.3f} [{r.f1_ci95[0]:.3f}, {r.f1_ci95[1]:.3f}]" if r.f1 is not None else "—"
+    vs = (f"{r.vs_best['delta']:+.3f} [{r.vs_best['delta_ci95'][0]:+.3f}, {r.vs_best['delta_ci95'][1]:+.3f}]"
+          if r.vs_best and r is not selection.best else "")
+    if r is selection.recommended:
+        said = "RECOMMENDED" + (" (the best deliverable)" if r is selection.best else
+                                " (not shown worse than the best deliverable, cheaper)")
+    elif r is selection.best:
+        said = "the best F1" + ("; a cheaper model is not shown worse" if selection.recommended else "")
+    elif r.candidate:
+        said = ("costlier" if _not_worse(r.vs_best, selection.policy) else
+                "shown worse than the best" if selection.policy == "ci" else "lower F1 than the best (point rule)")
+    else:
+        said = f"not a candidate: {r.why_not}"
+    return f1, vs, said
+
+
 def format_selection(selection: Selection) -> str:
     """The ranking as a table, then the recommendation and the rule that chose it."""
     rows = [f"select (run {selection.run_id}, policy {selection.policy}): models ranked by pooled out-of-fold macro F1",
             (f"  {'model':<11} {'gate':<22} {'status':<8} {'macro F1 [95% CI]':<23} {'train s':>8}  "
              f"{'vs best [95% CI]':<26} verdict")]
     for r in selection.ranked:
-        f1 = f"{r.f1:.3f} [{r.f1_ci95[0]:.3f}, {r.f1_ci95[1]:.3f}]" if r.f1 is not None else "—"
-        vs = (f"{r.vs_best['delta']:+.3f} [{r.vs_best['delta_ci95'][0]:+.3f}, {r.vs_best['delta_ci95'][1]:+.3f}]"
-              if r.vs_best and r is not selection.best else "")
-        if r is selection.recommended:
-            said = "RECOMMENDED" + (" (the best deliverable)" if r is selection.best else
-                                    " (not shown worse than the best deliverable, cheaper)")
-        elif r is selection.best:
-            said = "the best F1" + ("; a cheaper model is not shown worse" if selection.recommended else "")
-        elif r.candidate:
-            said = ("costlier" if _not_worse(r.vs_best, selection.policy) else
-                    "shown worse than the best" if selection.policy == "ci" else "lower F1 than the best (point rule)")
-        else:
-            said = f"not a candidate: {r.why_not}"
+        f1, vs, said = row_texts(selection, r)
         cost = f"{r.cost_s:8.1f}" if r.cost_s is not None else f"{'—':>8}"
         rows.append(f"  {r.name:<11} {r.gate:<22} {r.status!s:<8} {f1:<23} {cost}  {vs:<26} {said}")
     rows.append(f"rule ({selection.policy} policy): {selection.rule}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from moola.data.dataset import UNLABELED
 from moola.deploy.select import Selection, shown_path
 from moola.report.text import short_reason
+from moola.results import shuffled as negative_control
 
 # what a failed gate means, in words (the rule's own message follows it)
 MEANING = {
@@ -58,7 +59,7 @@ def ending(lines: list[dict], selection: Selection, options: dict) -> str:
 def happened(lines: list[dict]) -> str:
     """The run's verdict in words."""
     status = {line["gate"]: line["status"] for line in lines}
-    shuffled = any(str((line.get("data") or {}).get("train_labels", "")).startswith("shuffled") for line in lines)
+    shuffled = negative_control(lines)
     prefix = "NEGATIVE CONTROL (train labels shuffled): " if shuffled else ""
     stopped = [line for line in lines if line["status"] in ("failed", "error")]
     later = "".join(f"; {_gates(numbers)} {said}" for said, numbers in (

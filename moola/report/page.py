@@ -167,16 +167,12 @@ def pretraining_html(by_gate: dict) -> str:
 
 
 def select_html(lines: list[dict]) -> str:
-    from moola.deploy.select import choose, shown_path
+    from moola.deploy.select import choose, row_texts, shown_path
 
     selection = choose(lines)
     rows = []
     for r in selection.ranked:
-        f1 = f"{r.f1:.3f} [{r.f1_ci95[0]:.3f}, {r.f1_ci95[1]:.3f}]" if r.f1 is not None else "—"
-        vs = (f"{r.vs_best['delta']:+.3f} [{r.vs_best['delta_ci95'][0]:+.3f}, {r.vs_best['delta_ci95'][1]:+.3f}]"
-              if r.vs_best and r is not selection.best else "")
-        said = ("recommended" if r is selection.recommended else "the best F1" if r is selection.best
-                else "candidate" if r.candidate else f"not a candidate: {r.why_not}")
+        f1, vs, said = row_texts(selection, r)
         rows.append([esc(r.name), esc(r.gate), status_span(r.status), esc(f1),
                      num(r.cost_s, ".1f") + (" s" if r.cost_s is not None else ""), esc(vs), esc(said)])
     chosen = selection.recommended
