@@ -373,7 +373,8 @@ class ResultsPlugin:
         if model_path and str(model_path).endswith(".pt"):
             # The model was saved before its gate ruled: its metadata now says how the gate went.
             try:
-                mark_gate(Path(model_path), self.settings.run_id, status, reason)
+                mark_gate(Path(model_path), self.settings.run_id, status, reason,
+                          requires=record.extra.get("requires"))
             except Exception as exc:  # noqa: BLE001 -- a line must still be written
                 warnings_seen.append({"category": type(exc).__name__, "where": str(model_path),
                                       "message": f"could not record the gate's verdict in the model: {exc}"[:500]})

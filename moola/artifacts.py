@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import moola
-from moola.results import jsonable
+from moola.results import jsonable, requirements_hold
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ GATE_OF = {MINIROCKET: "2_control_minirocket", FINETUNED: "4_finetune_enhanced",
 # SimpleLSTM is gate 6's baseline, never delivered on its own; MiniRocket is gate 2's control, delivered
 # only when `moola select` recommends it (`mark_selected`), whatever gate 2 said of the LSTM
 DELIVERABLE_GATES = ("4_finetune_enhanced", "5_augment_train", "7_ensemble")
-
-
 def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:
     """Write `{"state_dict", "metadata"}` to a temp file and rename it over `path`."""
     path = Path(path)
@@ -62,12 +60,14 @@ def save_atomic(path: Path, payload) -> Path:
     return path
 
 
-def mark_gate(path: Path, run_id: str, status: str, reason: str | None, only_pending: bool = False) -> bool:
+def mark_gate(path: Path, run_id: str, status: str, reason: str | None, only_pending: bool = False,
+              requires: dict | None = None) -> bool:
     """Write the gate's verdict into the metadata of the model this run saved at `path`.
 
-    A file at a deliverable path says whether its gate passed (`metadata["gate"]["status"]`).
-    Returns False (and leaves the file alone) when it is not this run's model, or when
-    `only_pending` and its gate already ruled.
+    A file at a deliverable path says whether its gate passed (`metadata["gate"]["status"]`) and
+    whether it may be delivered: its gate approved it, and every gate it builds on (`REQUIRES`)
+    held on the same run's numbers (`requires`, from the gate line). Returns False (and leaves the
+    file alone) when it is not this run's model, or when `only_pending` and its gate already ruled.
     """
     path = Path(path)
     if not path.is_file():
@@ -76,10 +76,26 @@ def mark_gate(path: Path, run_id: str, status: str, reason: str | None, only_pen
     gate = metadata.get("gate") or {}
     if gate.get("run_id") != run_id or (only_pending and gate.get("status") != "pending"):
         return False
+    held, _ = requirements_hold(gate.get("gate"), requires)
     metadata["gate"] = {**gate, "status": status, "reason": reason,
                         "deliverable": status in ("passed", "warning") and gate.get("gate") in DELIVERABLE_GATES
-                        and not metadata.get("train_labels_shuffled")}
+                        and held and not metadata.get("train_labels_shuffled")}
+    if requires is not None:
+        metadata["gate"]["requires"] = requires
     save_checkpoint(path, state, metadata)
+    return True
+
+
+def update_metadata(path: Path, run_id: str, entries: dict) -> bool:
+    """Add `entries` to the metadata of the model this run saved at `path` (a check computed after
+    the save). False (file left alone) when the file is not this run's model."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    state, metadata = load_checkpoint(path)
+    if (metadata.get("gate") or {}).get("run_id") != run_id:
+        return False
+    save_checkpoint(path, state, {**metadata, **entries})
     return True
 
 

@@ -60,7 +60,7 @@ def bench_finetune(windows: np.ndarray, y: np.ndarray, device: torch.device, rep
     def full():
         torch.manual_seed(0)
         model = EnhancedSimpleLSTM(windows.shape[2])
-        _, lrs = finetune_schedule(config, 2, len(windows), len(windows))
+        _, lrs = finetune_schedule(config, 2)
         groups = finetune_groups(model)
         # Every group trains in every step (a frozen phase would make the step cheaper, not the
         # techniques): discriminative LRs, augmentation, L2-SP, clipping, EMA per step, SWA per epoch.

@@ -89,6 +89,9 @@ class AugmentConfig:
     quality_threshold: float = 0.85  # quality in [0, 1]; below it a candidate is dropped
     ks_alpha: float = 0.1  # the gate fails when a KS p-value falls below this
     tolerance: float = 0.02  # val_f1 may drop this much below gate 4 (2 pp)
+    # Every fit needs at least this many synthetic rows per real train row (and at least one): with
+    # fewer, the augmented fit is nearly gate 4's fit and "holds val_f1" says nothing about augmentation.
+    min_ratio: float = 0.25
     candidates_per_row: int = 4  # generated per train row before filtering
 
 

@@ -177,3 +177,21 @@ def describe_scope(run_lines: list[dict]) -> str:
     if isinstance(scope, dict) and scope.get("selection"):
         return str(scope["selection"])
     return "gates " + ", ".join(line["gate"].split("_")[0] for line in run_lines)
+
+
+# A gate whose model is built on another gate's recipe: its model is delivered only when that gate's
+# rule held on the same run's numbers, recorded in its line and file (`metadata["gate"]["requires"]`).
+# The augmented recipe is gate 4's plus synthetic rows, and gate 5 compares against gate 4's numbers.
+REQUIRES = {"5_augment_train": ("4_finetune_enhanced",)}
+
+
+def requirements_hold(gate: str | None, requires: dict | None) -> tuple[bool, str]:
+    """Whether every gate `gate` builds on is recorded as holding (`requires`: gate -> {"holds",
+    "failures"}), and the words why not."""
+    for needed in REQUIRES.get(gate, ()):
+        record = (requires or {}).get(needed)
+        if not record:
+            return False, f"gate {needed}'s rule is not recorded as judged on the same run's numbers"
+        if not record.get("holds"):
+            return False, f"gate {needed}'s rule fails on the same run's numbers: " + "; ".join(record.get("failures") or [])
+    return True, ""

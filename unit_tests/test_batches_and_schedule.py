@@ -42,7 +42,7 @@ def test_fitting_n_equal_one_mod_batch_size_rows_trains_and_refreshes_batchnorm(
     model = EnhancedSimpleLSTM(4, hidden_size=8, num_layers=2)
     config = FinetuneConfig(epochs=4, frozen_epochs=1, unfreeze_every=1, batch_size=8, ema_half_life=5,
                             swa_fraction=0.5)
-    phases, lrs = finetune_schedule(config, 2, n_rows, n_rows)
+    phases, lrs = finetune_schedule(config, 2)
     fit = fit_classifier(model, x, y, finetune_groups(model), phases, finetune_options(config, lrs, 4), CPU, 0)
     assert sum(fit.steps.values()) == 4 * (n_rows // 8)  # the merged batch is one step, not two
     assert fit.swa_bn_refreshed and int(fit.swa.n_averaged) == 2
@@ -54,7 +54,7 @@ def lr_per_step(config: FinetuneConfig, n_rows: int = 16) -> list:
     x, y = rng.normal(size=(n_rows, 12, 4)).astype(np.float32), np.arange(n_rows) % 2
     torch.manual_seed(0)
     model = EnhancedSimpleLSTM(4, hidden_size=8, num_layers=1)
-    phases, lrs = finetune_schedule(config, 1, n_rows, n_rows)
+    phases, lrs = finetune_schedule(config, 1)
     seen = []
     original = torch.optim.AdamW.step
 
@@ -97,6 +97,6 @@ def test_a_batch_size_of_one_with_batchnorm_is_a_clear_error_not_a_crash():
     x, y = rng.normal(size=(10, 12, 4)).astype(np.float32), np.arange(10) % 2
     model = EnhancedSimpleLSTM(4, hidden_size=8, num_layers=1)
     config = FinetuneConfig(epochs=2, frozen_epochs=1, unfreeze_every=1, batch_size=1, swa_fraction=0.0)
-    phases, lrs = finetune_schedule(config, 1, 10, 10)
+    phases, lrs = finetune_schedule(config, 1)
     with pytest.raises(ValueError, match="batch_size 1 .*BatchNorm.*--set finetune.batch_size=8"):
         fit_classifier(model, x, y, finetune_groups(model), phases, finetune_options(config, lrs, 2), CPU, 0)

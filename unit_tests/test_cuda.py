@@ -90,7 +90,7 @@ def fit_on_cuda(seed: int = 0) -> np.ndarray:
     torch.manual_seed(seed)
     model = EnhancedSimpleLSTM(4, hidden_size=16, num_layers=2)
     config = FinetuneConfig(epochs=6, frozen_epochs=1, unfreeze_every=1, batch_size=8, ema_half_life=5)
-    phases, lrs = finetune_schedule(config, 2, 33, 33)
+    phases, lrs = finetune_schedule(config, 2)
     fit = fit_classifier(model, x, y, finetune_groups(model), phases, finetune_options(config, lrs, 6), CUDA, seed)
     return np.concatenate([predict_proba(m, x, CUDA) for m in (fit.model, fit.ema, fit.swa)])
 

@@ -40,6 +40,7 @@ def test_stage_fits_every_fold_and_seed_then_refits_on_every_row(tmp_path):
                          set(view.val.tolist())))
             self.val_proba = np.tile([0.6, 0.4], (len(view.val), 1))
             self.metrics = {"train_acc": 1.0}
+            self.model, self.artifact, self.extra = None, None, {}
 
     stage = cross_fit_stage(ctx, "toy", Fit)
     assert len(stage.fits) == 8 and stage.evaluation.proba.shape == (2, 40, 2)

@@ -71,7 +71,7 @@ def test_a_generator_shifted_off_the_distribution_fails_the_ks_check(monkeypatch
     samples = make_pseudo_samples(real_rows(40), np.arange(40) % 2, real_rows(4, 1), confident,
                                   config, True, 17)
     assert min(s["p_value"] for s in samples.ks.values()) < config.ks_alpha
-    numbers = {"n_synthetic": len(samples.y), "n_train": 40, "cap": 80, "min_quality": 0.9,
+    numbers = {"n_synthetic": len(samples.y), "n_train": 40, "minimum": 10, "cap": 80, "min_quality": 0.9,
                "ks_min_p": min(s["p_value"] for s in samples.ks.values()), "ks_worst": "close_change_std",
                "duplicates": 0, "foreign_sources": [], "val_f1": 0.8, "finetune_f1": 0.8}
     assert any("KS p-value" in failure for failure in augment_failures(numbers, config))

@@ -35,7 +35,7 @@ def test_ci_policy_needs_the_interval_to_clear_zero():
 
 
 def test_no_worse_than_rules_keep_specs_point_threshold_under_both_policies():
-    numbers = {"n_synthetic": 10, "n_train": 78, "cap": 156, "min_quality": 0.9, "ks_min_p": 0.5, "ks_worst": "x",
+    numbers = {"n_synthetic": 40, "n_train": 78, "minimum": 20, "cap": 156, "min_quality": 0.9, "ks_min_p": 0.5, "ks_worst": "x",
                "duplicates": 0, "foreign_sources": [], "val_f1": 0.75, "finetune_f1": 0.80}
     assert augment_failures(numbers, AugmentConfig())  # point: 5 pp worse than gate 4
     # Non-inferiority cannot be shown at 98 rows and "harm shown" would loosen SPEC's 2 pp: the

@@ -35,7 +35,10 @@ def model_line(name: str, pred: list, cost: float, status: str = "passed", run_i
                       metrics={"val_f1": 0.0, "majority_f1": 0.34, "cost": {"total_s": cost, "parts": {name: cost}}},
                       artifacts={"model": f"artifacts/models/{name}.pt"} if saved else {},
                       extra={"oof": {"rows": rows, "y": Y[rows].tolist(), "fold_of": FOLD_OF[rows].tolist(),
-                                     "seeds": [17], "pred": [pred]}},
+                                     "seeds": [17], "pred": [pred]},
+                             # gate 5's line records gate 4's rule on the same session's numbers
+                             **({"requires": {GATES[4]: {"holds": True, "failures": []}}} if name == "augmented"
+                                else {})},
                       context={"seed": 17, "data": data, "evaluation": {"cv": "blocked", "gate_policy": policy},
                                "profile": "quick", "scope": {"narrowed": False, "gates": list(GATES),
                                                              "selection": "every gate"}})
@@ -180,11 +183,12 @@ def test_predict_refuses_a_control_select_did_not_recommend(tmp_path, capsys, mo
 
 def test_the_ending_tells_skipped_gates_from_gates_that_did_not_run():
     lines = run(("augmented", 0.9, 300.0), ("baseline", 0.6, 5.0))
+    del lines[1]["requires"]  # a gate-5 line that does not say gate 4's rule held (a moola before it recorded that)
     lines.append(build_line(GATES[7], "skipped", run_id="run1", reason="nothing to average"))
     text = ending(lines, choose(lines), {"run_options": "", "results": None, "artifacts_dir": None,
                                          "data_root": "data", "narrowed": True})
     assert "every gate this run judged passed; gate 7 skipped" in text
-    assert "recommended model: none" in text and "gate 4_finetune_enhanced did not run" in text
+    assert "recommended model: none" in text and "gate 4_finetune_enhanced's rule is not recorded" in text
 
 
 def test_a_model_scored_on_other_seeds_is_not_paired_and_nothing_crashes():

@@ -23,6 +23,7 @@ from torch import nn
 from moola import artifacts, models
 from moola.data.normalize import normalize_windows
 from moola.models.minirocket import MiniRocketArrays
+from moola.results import requirements_hold
 from moola.training.calibration import apply_calibrator
 from moola.training.classifier import predict_proba
 
@@ -239,5 +240,8 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
             return True, f"recommended by moola select in run {chosen.get('run_id')} ({chosen.get('rule')})"
         return False, (f"MiniRocket (gate 2's control) of run {gate.get('run_id')}: moola select did not recommend "
                        "it (python -m moola select shows why)")
+    held, why = requirements_hold(gate.get("gate"), gate.get("requires"))
+    if gate.get("deliverable") and not held:  # a file marked before moola checked what it builds on
+        return False, f"{said}: {why}"
     return bool(gate.get("deliverable")), said
 

@@ -6,7 +6,8 @@ one is recommended by a fixed rule (`RULE`), never tuned to the rows it is judge
 
 1. **Candidates** are the models that can be delivered: MiniRocket (gate 2 saves its refit), and
    the fine-tuned, augmented and ensemble models when their own gate approved them in this run
-   (the augmented one also needs gate 4's approval: it is built on the fine-tuned model). Smoke
+   (the augmented one also needs gate 4's rule to hold on the same run's numbers, recorded in its
+   line: it is gate 4's recipe plus synthetic rows). Smoke
    (gate 1: a 3-epoch pipeline check, not saved) and SimpleLSTM (gate 6's comparison model) are
    ranked, never recommended. A negative-control run recommends nothing.
 2. Every candidate must show **signal**: the same "learned anything" rule as gate 4 (`ci`: balanced
@@ -36,6 +37,7 @@ from moola.evaluation.crossfit import (
     default_run_length,
     paired_block_bootstrap,
 )
+from moola.results import requirements_hold
 from moola.results import shuffled as negative_control
 from moola.stages.rules import signal_failures
 from moola.training.metrics import macro_f1_rows
@@ -176,9 +178,13 @@ def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation
         return f"gate {line['gate']} saved no model in this run"
     if name != "minirocket" and line.get("status") not in APPROVED:
         return f"gate {line['gate']} {line.get('status')}: not approved"
-    if name == "augmented" and status.get("4_finetune_enhanced") not in APPROVED:
-        return (f"built on the fine-tuned model, and gate 4_finetune_enhanced "
-                f"{status.get('4_finetune_enhanced', 'did not run')} in this run")
+    if name == "augmented":  # gate 4's recipe plus rows: gate 4's rule must hold on this run's numbers
+        gate4 = status.get("4_finetune_enhanced")
+        if gate4 is not None and gate4 not in APPROVED:
+            return f"built on the fine-tuned model, and gate 4_finetune_enhanced {gate4} in this run"
+        held, why = requirements_hold(line["gate"], line.get("requires"))
+        if not held:
+            return f"built on the fine-tuned model, and {why}"
     chance = chance_bootstrap(ev, RESAMPLES, seed, run_length)
     metrics = {"val_f1": ev.val_f1, "majority_f1": (line.get("metrics") or {}).get("majority_f1", 0.0),
                "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes)))

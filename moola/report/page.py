@@ -25,6 +25,7 @@ from moola.report.cells import (
     table,
 )
 from moola.report.plots import is_number
+from moola.report.text import refit_texts
 from moola.results import GATES
 
 log = logging.getLogger(__name__)
@@ -178,10 +179,15 @@ def select_html(lines: list[dict]) -> str:
     chosen = selection.recommended
     verdict_text = (f"Recommended: {chosen.name} ({shown_path(chosen.path)}); python -m moola predict uses it by "
                     "default." if chosen else "No model of this run can be delivered (reasons in the table).")
+    checks = "".join(f"<li>{esc(text)}</li>" for text in refit_texts(lines))
     return (table(["model", "gate", "status", "macro F1 [95% CI]", "training time", "minus the best [95% CI]",
                    "verdict"], rows, classes=["", "", "", "num", "num", "", "reason"])
             + note(verdict_text + f" Rule: {selection.rule}. Training time counts what the model needs "
-                   "(the encoder's pretraining for the LSTMs)."))
+                   "(the encoder's pretraining for the LSTMs).")
+            + (note("The saved files are refits on every labeled row, trained at the scored fits' optimizer "
+                    "steps; the gate numbers are their fold models'. How far each refit strays from them "
+                    "(a gate-7 file's calibration is the recipe's, fitted on the fold models' outputs):")
+               + f"<ul>{checks}</ul>" if checks else ""))
 
 
 def finetune_html(by_gate: dict) -> str:

@@ -63,7 +63,35 @@ def format_run(lines: list[dict], full: bool = False, results=None) -> str:
                     + (f"  ({library_warnings} library warning(s) in the line)" if library_warnings else ""))
         if reason and full:
             rows.extend(f"    {part}" for part in str(reason).splitlines() if part.strip())
+    rows.extend(f"  {text}" for text in refit_texts(lines))
     return "\n".join(rows)
+
+
+def refit_texts(lines: list[dict]) -> list[str]:
+    """One line per saved refit: how it compares with the fold models that scored its recipe
+    (`metrics.refit.check`), and gate 5's optimizer steps against gate 4's (`metrics.step_budget`)."""
+    texts = []
+    for line in lines:
+        metrics = line.get("metrics") or {}
+        check = (metrics.get("refit") or {}).get("check")
+        if check:
+            pooled = check["pooled_rows"]
+            text = (f"{line['gate']}: saved refit vs its fold models: class agreement {pooled['agreement']:.2f} on "
+                    f"{pooled['rows']} labeled rows (refit in-sample), mean |dp| {pooled['mean_abs_prob_diff']:.3f}")
+            if check.get("unlabeled"):
+                other = check["unlabeled"]
+                text += (f"; {other['agreement']:.2f} on {other['rows']} unlabeled windows, mean |dp| "
+                         f"{other['mean_abs_prob_diff']:.3f}")
+            if check.get("steps"):
+                steps = check["steps"]
+                text += f"; {steps['refit']} optimizer steps (scored fits {steps['scored_fits_mean']:.0f})"
+            texts.append(text)
+        budget = metrics.get("step_budget")
+        if budget and budget.get("ratio"):
+            texts.append(f"{line['gate']}: gate 4's schedule over train + synthetic rows: {budget['gate5_steps']:.0f} "
+                         f"optimizer steps per fit vs gate 4's {budget['gate4_steps']:.0f} "
+                         f"({budget['ratio']:.2f}x, same {budget['epochs']} epochs)")
+    return texts
 
 
 def completeness_problems(lines: list[dict], expected_gates: int = len(GATES)) -> list[str]:

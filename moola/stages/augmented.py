@@ -14,7 +14,13 @@ from moola.stages.context import RunContext
 from moola.stages.protocol import CrossFitted, compare
 from moola.stages.rules import no_worse_failures, synthetic_failures
 from moola.training.classifier import predict_proba
-from moola.training.pseudo import PseudoSamples, make_pseudo_samples, statistic_quantiles, synthetic_cap
+from moola.training.pseudo import (
+    PseudoSamples,
+    make_pseudo_samples,
+    statistic_quantiles,
+    synthetic_cap,
+    synthetic_minimum,
+)
 
 PROVENANCE = Path("models/enhanced_augmented_v1.synthetic.parquet")
 
@@ -68,6 +74,7 @@ def synthetic_numbers(ctx: RunContext, samples: PseudoSamples) -> dict:
     worst = min(samples.ks, key=lambda k: samples.ks[k]["p_value"]) if samples.ks else None
     return {
         "n_synthetic": len(samples.y), "n_train": len(ctx.train), "cap": synthetic_cap(len(ctx.train), ctx.profile.augment),
+        "minimum": synthetic_minimum(len(ctx.train), ctx.profile.augment), "filter_counts": dict(samples.counts),
         "min_quality": float(samples.quality.min()) if len(samples.quality) else None,
         "ks_min_p": samples.ks[worst]["p_value"] if worst else None, "ks_worst": worst,
         "duplicates": int(duplicates), "foreign_sources": foreign,
@@ -102,3 +109,16 @@ def augment_verdict(ctx: RunContext, augmented: CrossFitted, finetuned: CrossFit
         augmented.val_f1, finetuned.val_f1, "gate-4", config.tolerance, ctx.profile.thresholds.gate_policy,
         comparison["delta_ci95"])]
     return failures, {"comparison": comparison, "per_fit": per_fit, "saved": saved}
+
+
+def step_budget(finetuned: CrossFitted, augmented: CrossFitted) -> dict:
+    """Gate 5 trains gate 4's schedule (epochs, phases, SWA snapshots) over train + synthetic rows:
+    more optimizer steps per epoch. Both budgets, mean over the scored fits, for the gate line."""
+    def mean_steps(stage: CrossFitted) -> float:
+        return float(np.mean([sum(fit.steps.values()) for fit in stage.fits.values()]))
+
+    gate4, gate5 = mean_steps(finetuned), mean_steps(augmented)
+    return {"gate4_steps": gate4, "gate5_steps": gate5, "ratio": gate5 / gate4 if gate4 else None,
+            "epochs": len(augmented.first_fit().history),
+            "why": "gate 4's epochs, phases and SWA snapshots over train + synthetic rows: each epoch has more "
+                   "batches; the comparison isolates the rows, not the step count"}

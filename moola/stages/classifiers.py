@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from moola.training.metrics import classification_metrics, majority_baseline
 from moola.training.regularizers import L2SP
 
 HEAD = ("attention", "norm", "classifier")  # EnhancedSimpleLSTM's newly initialised modules
+REFIT_STEPS = ("the scored fits' mean optimizer steps per epoch: the same epochs, phases and SWA snapshots, "
+               "the batch size scaled to the refit's rows")
 
 
 @dataclass
@@ -111,24 +114,26 @@ def finetune_groups(model: EnhancedSimpleLSTM) -> dict:
     return groups
 
 
-def finetune_schedule(config: FinetuneConfig, num_layers: int, n_train: int, n_rows: int) -> tuple[list, dict]:
+def finetune_schedule(config: FinetuneConfig, num_layers: int) -> tuple[list, dict]:
     """Phases and per-group base LRs: head only, then LSTM layers unfrozen top first.
 
     With 2 layers, 60 epochs, 3 frozen, unfreeze_every 3: "frozen" 3 epochs (head), "unfreeze_l1"
     3 epochs (head + top layer), "unfreeze_l0" 54 epochs (everything). LRs: head 1e-3, top layer
     1e-3 * 0.3, the layer below 1e-3 * 0.3^2.
 
-    Gate 5 trains on train + synthetic rows; at a fixed epoch count 78 + 156 rows would take three
-    times gate 4's steps, mixing "more data" with "more training". Epochs are scaled by
-    n_train / n_rows so every fine-tune gets gate 4's step budget (to rounding).
+    Gate 5 trains on train + synthetic rows with this same schedule: the same phases, the same
+    SWA share and snapshot count (one per epoch), so its comparison with gate 4 isolates the rows.
+    Each epoch then passes over more rows, so gate 5 takes (train + synthetic) / train times gate
+    4's optimizer steps; the gate line records both (`step_budget`). Scaling gate 5's epochs down
+    to gate 4's step budget instead would shrink its phases (3/3/19 -> 1/1/6 epochs) and SWA
+    snapshots (6 -> 2): another averaging recipe, not just added rows.
     """
-    scale = n_train / n_rows
     layers = [f"encoder.l{k}" for k in reversed(range(num_layers))]  # top first
     lrs = {name: config.head_lr for name in HEAD}
     lrs.update({layer: config.head_lr * config.layer_lr_decay ** (depth + 1) for depth, layer in enumerate(layers)})
-    frozen = max(1, round(config.frozen_epochs * scale))
-    step = max(1, round(config.unfreeze_every * scale))
-    remaining = max(len(layers), round(config.epochs * scale) - frozen)
+    frozen = max(1, config.frozen_epochs)
+    step = max(1, config.unfreeze_every)
+    remaining = max(len(layers), config.epochs - frozen)
     phases, trainable = [Phase("frozen", frozen, HEAD)], list(HEAD)
     for i, layer in enumerate(layers):
         trainable = [layer, *trainable]
@@ -159,8 +164,9 @@ def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray
     train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
     if extra_windows is not None and len(extra_windows):
         train_x, train_y = np.concatenate([train_x, extra_windows]), np.concatenate([train_y, extra_y])
-    phases, lrs = finetune_schedule(config, model.encoder.num_layers, len(ctx.train), len(train_x))
-    options = finetune_options(config, lrs, sum(p.epochs for p in phases))
+    phases, lrs = finetune_schedule(config, model.encoder.num_layers)
+    options = dataclasses.replace(finetune_options(config, lrs, sum(p.epochs for p in phases)),
+                                  batch_size=ctx.batch_size(config.batch_size, len(train_x)))
     l2sp = L2SP.from_modules(model.encoder, [getattr(model, m) for m in HEAD], config.l2sp_alpha, config.l2sp_beta)
     fit = fit_classifier(model, train_x, train_y, finetune_groups(model), phases, options, ctx.device, ctx.seed,
                          ctx.n_classes, l2sp)
@@ -178,6 +184,7 @@ def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray
     trained = evaluate(ctx, name, chosen, ctx.windows[ctx.train], ctx.dataset.y[ctx.train], steps=fit.steps,
                        history=fit.history,
                        extra={**match, "phase_lrs": fit.lrs, "trainable": fit.trainable, "n_fit_rows": len(train_x),
+                              **fit_shape(options.batch_size, fit),
                               "l2sp_penalty": fit.l2sp_penalty, "swa_bn_refreshed": fit.swa_bn_refreshed,
                               "weights_used": config.select, "val_f1_by_weights": weights})
     if ctx.saves_models:
@@ -192,14 +199,22 @@ def run_baseline(ctx: RunContext) -> Trained:
     torch.manual_seed(ctx.seed)
     model = SimpleLSTM(ctx.windows.shape[2], ctx.n_classes, config.hidden_size)
     train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
-    options = FitOptions(config.batch_size, {"lstm": config.lr, "head": config.lr}, config.grad_clip,
-                         config.weight_decay)
+    options = FitOptions(ctx.batch_size(config.batch_size, len(train_x)), {"lstm": config.lr, "head": config.lr},
+                         config.grad_clip, config.weight_decay)
     fit = fit_classifier(model, train_x, train_y, child_groups(model), [Phase("scratch", config.epochs, ("lstm", "head"))],
                          options, ctx.device, ctx.seed, ctx.n_classes)
-    trained = evaluate(ctx, "simple_lstm", model, train_x, train_y, steps=fit.steps, history=fit.history)
+    trained = evaluate(ctx, "simple_lstm", model, train_x, train_y, steps=fit.steps, history=fit.history,
+                       extra=fit_shape(options.batch_size, fit))
     if ctx.saves_models:
         trained.artifact = save_model(ctx, trained, artifacts.BASELINE, to_dict(config), time.monotonic() - started)
     return trained
+
+
+def fit_shape(batch_size: int, fit) -> dict:
+    """How a fit was cut into optimizer steps: what a refit matches to the scored fits."""
+    epochs = len(fit.history)
+    return {"batch_size": batch_size, "epochs": epochs, "total_steps": int(sum(fit.steps.values())),
+            "steps_per_epoch": int(sum(fit.steps.values()) // max(1, epochs))}
 
 
 def input_contract(ctx: RunContext) -> dict:
@@ -226,6 +241,10 @@ def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, 
     metrics = trained.metrics if ctx.holdout else {"train_acc": trained.metrics["train_acc"]}
     metadata = {"model": trained.name, "config": config, "metrics": metrics, "trained_on": trained_on,
                 "steps": trained.steps, "architecture": models.architecture(trained.model),
+                "schedule": {**{key: trained.extra.get(key) for key in ("batch_size", "epochs", "total_steps",
+                                                                        "steps_per_epoch")},
+                             "steps_matched_to": REFIT_STEPS if ctx.steps_per_epoch is not None else
+                             "the configured batch size"},
                 "input": input_contract(ctx),
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
                 "labeled_window_hashes": labeled_hashes(ctx.dataset.labeled.features),

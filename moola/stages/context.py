@@ -18,6 +18,7 @@ from moola.data.overlap import sharing_matrix
 from moola.data.ucr import META, dataset_overrides
 from moola.evaluation.folds import PROTOCOLS, REFIT, Fold, identical_groups, make_folds
 from moola.seeding import describe_device, resolve_device
+from moola.training.batches import batch_for_steps
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class RunContext:
     fold: Fold | None = None  # the fit this view trains: its train rows and scored rows
     fit_seed: int | None = None
     judged: frozenset | None = None  # gates this session runs (None: all); a model whose gate is not among them is not saved
+    # A refit's optimizer steps per epoch, matched to the scored fits' (None: the config's batch size).
+    steps_per_epoch: int | None = None
 
     def __repr__(self) -> str:
         fold = "all folds" if self.fold is None else f"fold {self.fold.index}"
@@ -190,6 +193,11 @@ class RunContext:
             permutation = self.settings.seed if self.holdout else (self.settings.seed, fold.index + 1)
             dataset = shuffle_labels(dataset, fold.train, permutation)
         return dataclasses.replace(self, dataset=dataset, fold=fold, fit_seed=seed)
+
+    def batch_size(self, configured: int, n_rows: int) -> int:
+        """The batch size this fit trains at: the configured one, or for a refit the one that cuts
+        its rows into the scored fits' steps per epoch (`protocol.refit_steps`)."""
+        return configured if self.steps_per_epoch is None else batch_for_steps(n_rows, self.steps_per_epoch)
 
     def refit_fold(self) -> Fold:
         """The saved models' fit: every labeled row trains it (scored in-sample, for the record only)."""

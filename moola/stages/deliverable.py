@@ -30,6 +30,11 @@ from moola.stages.members import GATE_OF_MEMBER
 from moola.stages.protocol import CrossFitted
 from moola.training.calibration import fit_calibrator
 
+CALIBRATION = ("the recipe's, not the refit's: each member's isotonic maps are fitted on its fold models' "
+               "out-of-fold probabilities and applied to the refit, which has no unseen rows of its own; "
+               "refit_checks says how far each refit's probabilities drift from its fold models'")
+HOLDOUT_CALIBRATION = "each member's isotonic maps are fitted on the saved fit's own val rows (split file)"
+
 
 def calibration_rows(ctx: RunContext, name: str, stage: CrossFitted) -> tuple[np.ndarray, np.ndarray, str]:
     """The probabilities `(m, K)` and labels `(m,)` a member's deployed calibrator is fitted on
@@ -74,7 +79,9 @@ def save_deliverable(ctx: RunContext, members: dict) -> tuple[deployment.Deploye
     started = time.monotonic()
     deployed = deployed_ensemble(ctx, members)
     record = save_checked(ctx, deployed, artifacts.ENSEMBLE, "calibrated_average",
-                          {"averaging": "mean of the members' calibrated probabilities"})
+                          {"averaging": "mean of the members' calibrated probabilities",
+                           "calibration": CALIBRATION if not ctx.holdout else HOLDOUT_CALIBRATION,
+                           "refit_checks": {name: stage.final.extra.get("refit_check") for name, stage in members.items()}})
     return deployed, {**record, "save_s": time.monotonic() - started}
 
 
@@ -93,7 +100,8 @@ def save_control(ctx: RunContext, stage: CrossFitted) -> dict | None:
     deployed = deployment.Deployed("minirocket", [member], list(ctx.dataset.classes), input_contract(ctx))
     record = save_checked(ctx, deployed, artifacts.MINIROCKET, stage.name,
                           {"trained_on": member.info["trained_on"], "scored_by": "the gate line's pooled out-of-fold "
-                           "predictions of the same recipe" if not ctx.holdout else "the split file's val rows"})
+                           "predictions of the same recipe" if not ctx.holdout else "the split file's val rows",
+                           "refit_check": stage.final.extra.get("refit_check")})
     windows = ctx.windows  # normalised labeled windows, what the in-session classifier reads
     session = score_proba(stage.final.model.decision_function(windows))
     reread = deployment.load_deployed(Path(record["path"]), "minirocket").predict_proba(ctx.dataset.labeled.features)

@@ -3,6 +3,7 @@ refit on every labeled row for the saved model, and compare two stages on the sa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from moola.evaluation.crossfit import Evaluation, chance_bootstrap, cross_fit, p
 from moola.evaluation.folds import REFIT, Fold
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
+from moola.stages.refit import record_check, refit_check, refit_steps
 from moola.training.metrics import classification_metrics
 
 
@@ -65,9 +67,12 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trai
 
     evaluation = cross_fit(name, fit_predict, list(ctx.folds), ctx.dataset.y, ctx.seeds, ctx.n_classes)
     final = None
-    if refit:
-        final = fits[(ctx.settings.seed, ctx.folds[0].index)] if ctx.holdout else \
-            fit(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed))
+    if refit and ctx.holdout:  # the split file's rows: the base seed's fit is the saved model
+        final = fits[(ctx.settings.seed, ctx.folds[0].index)]
+    elif refit:  # every labeled row, at the scored fits' steps per epoch, then checked against them
+        view = dataclasses.replace(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed), steps_per_epoch=refit_steps(fits))
+        final = fit(view)
+        record_check(ctx, final, refit_check(ctx, evaluation, fits, final))
     return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), time.monotonic() - started)
 
 
@@ -94,7 +99,8 @@ def pooled_metrics(ctx: RunContext, stage: CrossFitted) -> dict:
                "majority_f1": stage.majority.val_f1, "confusion": confusion(ev, ctx.dataset.classes),
                "train_time_s": stage.train_time_s}
     if stage.final is not None and not ctx.holdout:
-        metrics["refit"] = {"rows": len(ctx.dataset.y), "train_acc": stage.final.metrics["train_acc"]}
+        metrics["refit"] = {"rows": len(ctx.dataset.y), "train_acc": stage.final.metrics["train_acc"],
+                            "check": stage.final.extra.get("refit_check")}
     return metrics
 
 

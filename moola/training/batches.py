@@ -22,6 +22,21 @@ def batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def batch_for_steps(n_rows: int, steps: int) -> int:
+    """The smallest batch size that cuts `n_rows` into `steps` batches (`batch_bounds`' merge
+    included); the one giving the nearest count when none gives it exactly. 98 rows in 10 steps: 10."""
+    if steps < 1 or n_rows < 1:
+        raise ValueError(f"batch_for_steps: expected positive rows and steps, found {n_rows} rows, {steps} steps")
+    best = 1
+    for batch_size in range(1, n_rows + 1):
+        count = len(batch_bounds(n_rows, batch_size))
+        if count == steps:
+            return batch_size
+        if abs(count - steps) < abs(len(batch_bounds(n_rows, best)) - steps):
+            best = batch_size
+    return best
+
+
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a CPU batch to `device`; to CUDA through pinned memory, without blocking the host.
 

@@ -61,6 +61,11 @@ def synthetic_cap(n_train: int, config: AugmentConfig) -> int:
     return int(min(np.floor(config.ratio * n_train), config.max_synthetic))
 
 
+def synthetic_minimum(n_train: int, config: AugmentConfig) -> int:
+    """The fewest synthetic rows a fit may train on: `min_ratio` per real train row, at least one."""
+    return max(1, int(np.ceil(config.min_ratio * n_train - 1e-9)))
+
+
 def _smooth_curve(rng: np.random.Generator, n_steps: int, sigma: float, n_knots: int = 4) -> np.ndarray:
     knots = rng.normal(1.0, sigma, n_knots + 2)
     return np.interp(np.arange(n_steps), np.linspace(0, n_steps - 1, n_knots + 2), knots)  # (T,)

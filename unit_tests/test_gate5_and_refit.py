@@ -1,0 +1,140 @@
+"""Gate 5 judges added rows (never zero of them), its model is delivered only beside gate 4's rule,
+and a saved refit trains like the scored fits and is checked against them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moola.artifacts import load_checkpoint, mark_gate, save_checkpoint
+from moola.deploy.model import approval
+from moola.deploy.select import choose
+from moola.results import GATES
+from moola.stages import augmented, classifiers
+from moola.stages.context import build_context, resolve_settings
+from moola.stages.protocol import cross_fit_stage
+from moola.training.batches import batch_bounds, batch_for_steps
+
+from .conftest import DataFolder
+from .gate_runs import TINY
+from .test_select import run as select_run
+
+SMALL = [*TINY, "evaluation.folds=4", "evaluation.seeds=1"]
+
+
+def context(tmp_path: Path, *overrides):
+    root = DataFolder(tmp_path / "data", n_labeled=40, n_unlabeled=40).write()
+    settings = resolve_settings(root, data_dir=str(root), artifacts_dir=str(tmp_path / "artifacts"), results=None,
+                                device="cpu", profile="quick", overrides=[*SMALL, *overrides], seed=17, fresh=False,
+                                demo=False)
+    return build_context(settings)
+
+
+def finetune_stage(ctx):
+    return cross_fit_stage(ctx, "enhanced_simple_lstm", lambda view: classifiers.run_finetune(view, None))
+
+
+def stages(ctx):
+    finetuned = finetune_stage(ctx)
+    augmented_run = cross_fit_stage(ctx, "enhanced_simple_lstm_augmented", lambda view: augmented.run_augmented(
+        view, None, finetuned.fit_for(view)))
+    return finetuned, augmented_run
+
+
+def test_gate5_fails_when_no_synthetic_row_survives_the_filters_and_says_which_filter(tmp_path):
+    # quality 1.0 needs a candidate whose return distribution equals its source's and a model sure of
+    # its label: none survives. The augmented fit is then gate 4's fit, and "no worse" would hold by itself.
+    ctx = context(tmp_path, "augment.quality_threshold=1.0")
+    finetuned, augmented_run = stages(ctx)
+    failures, verdict = augmented.augment_verdict(ctx, augmented_run, finetuned)
+    assert all(fit["n_synthetic"] == 0 for fit in verdict["per_fit"])
+    assert augmented_run.val_f1 == finetuned.val_f1  # the vacuous comparison the rule must not pass
+    too_few = [f for f in failures if "synthetic rows < minimum" in f]
+    assert len(too_few) == len(verdict["per_fit"]), failures  # every fit, the saved model's included
+    assert "generated" in too_few[0] and "quality 0" in too_few[0] and "augment.min_ratio 0.25" in too_few[0]
+
+
+def test_gate5_trains_gate4s_schedule_over_the_added_rows(tmp_path):
+    ctx = context(tmp_path)
+    view = ctx.for_fit(ctx.folds[0], ctx.seed)
+    real = classifiers.run_finetune(view, None)
+    rng = np.random.default_rng(0)
+    extra = ctx.windows[view.train] + rng.normal(0, 0.05, ctx.windows[view.train].shape).astype(np.float32)
+    more = classifiers.run_finetune(view, None, extra, ctx.dataset.y[view.train])
+    phases = lambda trained: [h["phase"] for h in trained.history]
+    assert phases(more) == phases(real)  # the same phases, epoch for epoch: the same SWA snapshots
+    assert more.extra["epochs"] == real.extra["epochs"]
+    rows = len(view.train)
+    assert more.extra["steps_per_epoch"] == len(batch_bounds(2 * rows, 8))  # the rows differ, so the steps do
+    assert real.extra["steps_per_epoch"] == len(batch_bounds(rows, 8))
+
+
+def test_the_refit_takes_the_scored_fits_steps_and_records_a_check_against_them(tmp_path):
+    ctx = context(tmp_path)
+    finetuned = finetune_stage(ctx)
+    fits = list(finetuned.fits.values())
+    final = finetuned.final
+    assert final.extra["epochs"] == fits[0].extra["epochs"]
+    target = round(np.mean([fit.extra["steps_per_epoch"] for fit in fits]))
+    assert final.extra["steps_per_epoch"] == target and final.extra["batch_size"] > 8  # 40 rows, not 30, per epoch
+    check = final.extra["refit_check"]
+    assert check["pooled_rows"]["rows"] == len(finetuned.evaluation.rows) and 0 <= check["pooled_rows"]["agreement"] <= 1
+    assert check["unlabeled"]["rows"] == 40 and "fold models" in check["unlabeled"]["against"]
+    assert check["steps"]["refit"] == final.extra["total_steps"]
+    _, metadata = load_checkpoint(final.artifact)  # the saved file carries the check and its schedule
+    assert metadata["refit_check"] == check
+    assert metadata["schedule"]["steps_per_epoch"] == target and "scored fits" in metadata["schedule"]["steps_matched_to"]
+
+
+@pytest.mark.parametrize(("rows", "steps", "expected"), [(98, 10, 10), (78, 10, 8), (81, 10, 8), (5, 1, 4)])
+def test_batch_for_steps_cuts_the_rows_into_that_many_batches(rows, steps, expected):
+    assert batch_for_steps(rows, steps) == expected and len(batch_bounds(rows, expected)) == steps
+
+
+def augmented_file(tmp_path: Path) -> Path:
+    return save_checkpoint(tmp_path / "a.pt", {"w": torch.zeros(1)},
+                           {"gate": {"gate": GATES[5], "status": "pending", "run_id": "r"}})
+
+
+@pytest.mark.parametrize(("requires", "deliverable"), [
+    (None, False),  # gate 4's rule not judged on this run's numbers (e.g. --start-gate 5 before this check)
+    ({GATES[4]: {"holds": False, "failures": ["val_f1 0.70 <= smoke 0.75"]}}, False),
+    ({GATES[4]: {"holds": True, "failures": []}}, True),
+])
+def test_the_augmented_model_is_deliverable_only_when_gate_4s_rule_held(tmp_path, requires, deliverable):
+    path = augmented_file(tmp_path)
+    assert mark_gate(path, "r", "passed", None, requires=requires)
+    _, metadata = load_checkpoint(path)
+    assert metadata["gate"]["deliverable"] is deliverable
+    assert approval(metadata, "augmented")[0] is deliverable
+
+
+def test_predict_refuses_an_augmented_file_marked_deliverable_without_gate_4s_rule(tmp_path):
+    # a file written by an earlier moola, or edited: "deliverable" alone is not enough
+    metadata = {"gate": {"gate": GATES[5], "status": "passed", "run_id": "r", "deliverable": True}}
+    approved, said = approval(metadata, "augmented")
+    assert not approved and "4_finetune_enhanced" in said
+
+
+def test_select_never_recommends_the_augmented_model_without_gate_4s_rule_on_the_same_run():
+    lines = select_run(("finetuned", 0.70, 100.0, "failed"), ("augmented", 0.97, 150.0))
+    lines = [line for line in lines if line["gate"] != GATES[4]]  # a narrowed run: -k augment
+    lines[-1]["requires"] = {GATES[4]: {"holds": False, "failures": ["no gain over gate 1"]}}
+    selection = choose(lines)
+    [entry] = [r for r in selection.ranked if r.name == "augmented"]
+    assert not entry.candidate and "no gain over gate 1" in entry.why_not
+    del lines[-1]["requires"]
+    [entry] = [r for r in choose(lines).ranked if r.name == "augmented"]
+    assert not entry.candidate and "not recorded" in entry.why_not
+
+
+@pytest.mark.parametrize(("rows", "reachable"), [(20, False), (22, False), (23, True), (98, True)])
+def test_the_circular_shift_test_can_reach_p_below_005_from_23_rows(rows, reachable):
+    # docs/evaluation.md states this threshold; the rule skips the test below it (shift_p_floor)
+    from moola.evaluation.crossfit import shift_offsets
+    from moola.stages.rules import SHIFT_ALPHA
+
+    assert (1 / (1 + len(shift_offsets(rows))) < SHIFT_ALPHA) is reachable
