@@ -15,7 +15,7 @@ from moola.data.parquet import read_windows
 from moola.deploy.model import load_deployed
 from moola.models.minirocket import MiniRocketClassifier, score_proba
 
-from .gate_runs import run_gates, small_demo
+from .gate_runs import TINY, run_gates, small_demo
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +72,30 @@ def test_when_x_stops_at_gate_2_gate_3_still_records_what_pretraining_did(pytest
     assert moved > 0 and gate3["duration_s"] >= moved - 1e-3  # durations are rounded to ms
     assert lines["1_smoke_enhanced"]["metrics"]["cost"]["parts"]["pretraining"] > 0
     assert [lines[g]["status"] for g in ("4_finetune_enhanced", "7_ensemble")] == ["not_run", "not_run"]
+
+
+# gate 4's rule fails whatever the tiny models score; -k augment / --start-gate 5 never runs gate 4 itself
+GATE4_FAILS = """
+import moola.stages.members as members
+members.finetune_failures = lambda *args, **kwargs: ["injected: no gain over gate 1"]
+"""
+
+
+def test_a_narrowed_gate_5_is_not_judged_nor_delivered_when_gate_4s_rule_fails(pytester, tmp_path_factory, tmp_path,
+                                                                              capsys):
+    data = small_demo(tmp_path_factory)
+    lines = run_gates(pytester, data, "--start-gate", "5", plugin=GATE4_FAILS, name="gate5",
+                      overrides=[*TINY, "thresholds.gate_policy=point"])
+    line = lines["5_augment_train"]
+    assert line["status"] == "skipped" and "gate 4's rule fails" in line["reason"], (line["status"], line["reason"])
+    assert line["requires"]["4_finetune_enhanced"] == {"holds": False, "failures": ["injected: no gain over gate 1"],
+                                                       "on": "this session's numbers"}
+    budget = line["metrics"]["step_budget"]  # recorded whatever the verdict
+    assert budget["gate5_steps"] > budget["gate4_steps"] and budget["epochs"] == 8
+    assert line["metrics"]["refit"]["check"]["steps"]["refit"] > 0
+    path = pytester.path / "gate5" / "artifacts" / artifacts.AUGMENTED
+    gate = artifacts.load_checkpoint(path)[1]["gate"]
+    assert gate["status"] == "skipped" and gate["deliverable"] is False and not gate["requires"]["4_finetune_enhanced"]["holds"]
+    assert main(["predict", str(data / UNLABELED), "--out", str(tmp_path / "p.csv"), "--model", "augmented",
+                 "--artifacts-dir", str(path.parents[1]), "--results", str(pytester.path / "gate5" / "results.jsonl")]) == 2
+    assert "gate 5_augment_train skipped" in capsys.readouterr().err
