@@ -138,3 +138,13 @@ def test_the_circular_shift_test_can_reach_p_below_005_from_23_rows(rows, reacha
     from moola.stages.rules import SHIFT_ALPHA
 
     assert (1 / (1 + len(shift_offsets(rows))) < SHIFT_ALPHA) is reachable
+
+
+def test_predict_says_an_ensembles_calibration_is_the_recipes():
+    from moola.deploy.model import Deployed
+    from moola.deploy.predict import calibration_note
+    from moola.stages.deliverable import CALIBRATION
+
+    ensemble = Deployed("ensemble", [], ["a", "b"], {}, {"calibration": CALIBRATION})
+    assert calibration_note(ensemble) == [f"calibration: {CALIBRATION}"] and "not the refit's" in CALIBRATION
+    assert calibration_note(Deployed("finetuned", [], ["a", "b"], {}, {})) == []

@@ -66,6 +66,7 @@ def approved_model(artifacts_dir: Path, kind: str, results: Path, run_id: str | 
         notices = [said]
     if kind == "baseline":
         notices.append("SimpleLSTM is gate 6's comparison model, not the deliverable")
+    notices += calibration_note(deployed)
     latest = _latest_run_id(results)
     if latest and latest != gate.get("run_id"):
         notices.append(f"it comes from run {gate.get('run_id')}, not from the latest run of the gates in {results} "
@@ -106,9 +107,16 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
                               f"{gate.get('run_id')} to use that run's recommendation (if it made one), or rerun the "
                               "gates (pytest gates -x)")
     ci = chosen.f1_ci95
-    return deployed, (f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
-                      f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s "
-                      f"(rule: {selection.rule})")
+    return deployed, "; ".join([f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
+                                f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s "
+                                f"(rule: {selection.rule})", *calibration_note(deployed)])
+
+
+def calibration_note(deployed: Deployed) -> list:
+    """An ensemble's probabilities are calibrated by its recipe's maps, not fitted to the refits it holds."""
+    if deployed.kind != "ensemble" or not deployed.metadata.get("calibration"):
+        return []
+    return [f"calibration: {deployed.metadata['calibration']}"]
 
 
 def _resaved_alike(results: Path, file_run: str | None, lines: list, name: str) -> str | None:
