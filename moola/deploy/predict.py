@@ -107,9 +107,9 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
                               f"{gate.get('run_id')} to use that run's recommendation (if it made one), or rerun the "
                               "gates (pytest gates -x)")
     ci = chosen.f1_ci95
-    return deployed, "; ".join([f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
-                                f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s "
-                                f"(rule: {selection.rule})", *calibration_note(deployed)])
+    said = (f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
+            f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s (rule: {selection.rule})")
+    return deployed, "; ".join([said, *calibration_note(deployed)])
 
 
 def calibration_note(deployed: Deployed) -> list:
