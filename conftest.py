@@ -374,7 +374,7 @@ class ResultsPlugin:
             # The model was saved before its gate ruled: its metadata now says how the gate went.
             try:
                 mark_gate(Path(model_path), self.settings.run_id, status, reason,
-                          requires=record.extra.get("requires"))
+                          requires=self.requirements(record.extra.get("requires")))
             except Exception as exc:  # noqa: BLE001 -- a line must still be written
                 warnings_seen.append({"category": type(exc).__name__, "where": str(model_path),
                                       "message": f"could not record the gate's verdict in the model: {exc}"[:500]})
@@ -391,6 +391,19 @@ class ResultsPlugin:
         append_line(self.settings.results_path, line)
         self.written[gate] = status
         self.lines.append(line)
+
+    def requirements(self, requires: dict | None) -> dict | None:
+        """A gate's record of the gates it builds on (gate 5: gate 4's rule on this session's numbers),
+        overruled by this session's own line for such a gate when that line did not pass (gate 4
+        crashed, say, under -p no:dependency: its rule was computed, its gate did not approve)."""
+        if requires is None:
+            return None
+        overruled = dict(requires)
+        for gate, record in requires.items():
+            status = self.written.get(gate)
+            if status is not None and status not in ("passed", "warning") and record.get("holds"):
+                overruled[gate] = {**record, "holds": False, "failures": [f"gate {gate} {status} in this session"]}
+        return overruled
 
     def pytest_sessionfinish(self, session, exitstatus):
         option = self.config.option

@@ -42,6 +42,7 @@ def test_augmented_training_holds_val_f1(run, pretrained, smoke, finetuned, augm
     gate_record.artifacts = {"model": str(final.artifact), "synthetic_provenance": str(final.extra["provenance"])}
     if gate4:  # as pytest-dependency does in a whole run: gate 5 is not judged after gate 4 fails
         pytest.skip("gate 4's rule fails on this session's numbers (" + "; ".join(gate4) + "): the augmented "
-                    "recipe is gate 4's plus synthetic rows, so gate 5 does not judge it and it is not delivered")
+                    "recipe is gate 4's plus synthetic rows, so gate 5 does not judge it and it is not delivered"
+                    + (f"; gate 5's own rule would also fail: {'; '.join(failures)}" if failures else ""))
     if failures:  # the rule's message alone: no traceback of the fixtures' objects
         pytest.fail("; ".join(failures), pytrace=False)

@@ -40,6 +40,8 @@ GATE_OF = {MINIROCKET: "2_control_minirocket", FINETUNED: "4_finetune_enhanced",
 # SimpleLSTM is gate 6's baseline, never delivered on its own; MiniRocket is gate 2's control, delivered
 # only when `moola select` recommends it (`mark_selected`), whatever gate 2 said of the LSTM
 DELIVERABLE_GATES = ("4_finetune_enhanced", "5_augment_train", "7_ensemble")
+
+
 def save_checkpoint(path: Path, state_dict: dict, metadata: dict) -> Path:
     """Write `{"state_dict", "metadata"}` to a temp file and rename it over `path`."""
     path = Path(path)

@@ -233,7 +233,10 @@ def check_choices(profile: Profile) -> None:
             ("finetune.swa_fraction", finetune.swa_fraction, 0 <= finetune.swa_fraction < 1, "a share in [0, 1)"),
             ("finetune.ema_half_life", finetune.ema_half_life,
              math.isfinite(finetune.ema_half_life) and finetune.ema_half_life >= 0, "finite steps >= 0 (0 = off)"),
-            ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]")):
+            ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]"),
+            # gate 5 needs this many synthetic rows per train row, and the cap allows at most `ratio`
+            ("augment.min_ratio", profile.augment.min_ratio, 0 < profile.augment.min_ratio <= profile.augment.ratio,
+             f"a share in (0, augment.ratio = {profile.augment.ratio}] (else gate 5 could never pass)")):
         if not ok:
             raise ValueError(f"--set {key}={value}: expected {expected}, found {value!r}")
     needs = {"swa": ("finetune.swa_fraction", finetune.swa_fraction), "ema": ("finetune.ema_half_life", finetune.ema_half_life)}

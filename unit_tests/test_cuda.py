@@ -124,9 +124,11 @@ def test_every_gate_runs_on_cuda_with_every_technique_and_reruns_identically(pyt
     second = run_gates(pytester, data, "--device", "cuda", "-p", "no:dependency", overrides=EVERY_TECHNIQUE,
                        name="second")
     assert len(first) == 8, sorted(first)
-    # gate 7 may skip on its own (no candidate passed its gate at this size); nothing else may
+    # gate 7 may skip on its own (no candidate passed its gate at this size), and gate 5 when the tiny
+    # gate-4 model fails gate 4's rule (after training on CUDA: the skip comes at judging); nothing else may
     assert not [g for g, line in first.items() if line["status"] in ("error", "not_run", "skipped")
-                and not (g == "7_ensemble" and "nothing to average" in (line["reason"] or ""))], \
+                and not (g == "7_ensemble" and "nothing to average" in (line["reason"] or ""))
+                and not (g == "5_augment_train" and "gate 4's rule fails" in (line["reason"] or ""))], \
         {g: (line["status"], line["reason"]) for g, line in first.items()}
     assert first["3_pretrain_bilstm"]["metrics"].get("precision") == "fp16"
     assert first["4_finetune_enhanced"]["runtime"]["cudnn_deterministic"] is True

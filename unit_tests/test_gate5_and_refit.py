@@ -148,3 +148,46 @@ def test_predict_says_an_ensembles_calibration_is_the_recipes():
     ensemble = Deployed("ensemble", [], ["a", "b"], {}, {"calibration": CALIBRATION})
     assert calibration_note(ensemble) == [f"calibration: {CALIBRATION}"] and "not the refit's" in CALIBRATION
     assert calibration_note(Deployed("finetuned", [], ["a", "b"], {}, {})) == []
+
+
+def test_the_refit_check_counts_agreement_and_drift_exactly_and_the_report_prints_them():
+    from types import SimpleNamespace
+
+    from moola.evaluation.crossfit import Evaluation
+    from moola.report.text import refit_texts
+    from moola.stages.refit import refit_check
+
+    y = np.array([0, 1, 0, 1])
+    oof = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]])  # (S=1, n, K), rows 2 and 3 in order
+    ev = Evaluation("m", np.array([0, 1, 2, 3]), y, np.array([0, 0, 1, 1]), (17,), oof)
+    refit = SimpleNamespace(val_proba=np.array([[0.8, 0.2], [0.2, 0.8], [0.3, 0.7], [0.3, 0.7]]), model=None,
+                            extra={})
+    ctx = SimpleNamespace(settings=SimpleNamespace(seed=17), dataset=SimpleNamespace(unlabeled=SimpleNamespace(
+        features=np.zeros((0, 3, 4)))))
+    pooled = refit_check(ctx, ev, {}, refit)["pooled_rows"]
+    assert pooled["agreement"] == 0.75  # row 2 flips
+    assert pooled["mean_abs_prob_diff"] == pytest.approx((0.1 + 0 + 0.3 + 0) / 4)
+    assert pooled["max_abs_prob_diff"] == pytest.approx(0.3)
+    assert pooled["refit_accuracy"] == 0.75 and pooled["out_of_fold_accuracy"] == 1.0
+    line = {"gate": GATES[4], "metrics": {"refit": {"check": {"pooled_rows": pooled}}}}
+    assert refit_texts([line]) == [(f"{GATES[4]}: saved refit vs its fold models: class agreement 0.75 on 4 labeled "
+                                   "rows (refit in-sample), mean |dp| 0.100")]
+
+
+def test_select_accepts_a_line_without_the_record_when_gate_4_passed_in_the_same_run():
+    lines = select_run(("finetuned", 0.90, 100.0), ("augmented", 0.97, 150.0))
+    del lines[-1]["requires"]  # a line written before moola recorded gate 4's rule beside gate 5's
+    [entry] = [r for r in choose(lines).ranked if r.name == "augmented"]
+    assert entry.candidate, entry.why_not
+
+
+def test_a_minimum_the_cap_can_never_reach_is_refused_at_start(tmp_path):
+    with pytest.raises(ValueError, match="augment.min_ratio"):
+        context(tmp_path, "augment.min_ratio=3.0")
+
+
+def test_a_refit_never_trains_one_row_a_batch(tmp_path):
+    import dataclasses
+
+    ctx = dataclasses.replace(context(tmp_path), steps_per_epoch=50)
+    assert ctx.batch_size(8, 40) == 2

@@ -255,3 +255,35 @@ def test_ctrl_c_lines_say_interrupted(suite):
     assert result["1_fake_gate"]["status"] == "not_run"
     assert result["1_fake_gate"]["reason"] == "interrupted (Ctrl-C) while this gate ran"
     assert result["2_fake_gate"]["reason"] == "interrupted (Ctrl-C) before this gate ran"
+
+
+GATE_5_SAVES = '''
+import torch
+from moola.artifacts import save_checkpoint
+
+def test_gate_5(request, gate_record):
+    settings = request.config.pluginmanager.get_plugin("moola-results").settings
+    path = save_checkpoint(settings.artifacts_dir / "models/enhanced_augmented_v1.pt", {"w": torch.zeros(1)},
+                           {"gate": {"gate": "5_augment_train", "status": "pending", "run_id": settings.run_id}})
+    gate_record.artifacts = {"model": str(path)}
+    gate_record.extra = {REQUIRES}
+'''
+
+
+@pytest.mark.parametrize(("gate4", "requires", "deliverable"), [
+    ("pass", '"requires": {"4_finetune_enhanced": {"holds": True, "failures": []}}', True),
+    ("pass", '', False),  # gate 5's line does not say gate 4's rule held: never delivered
+    ("pass", '"requires": {"4_finetune_enhanced": {"holds": False, "failures": ["no gain"]}}', False),
+    # gate 4 crashed in this session (every gate run, -p no:dependency): its rule's record is overruled
+    ("raise RuntimeError('crash')", '"requires": {"4_finetune_enhanced": {"holds": True, "failures": []}}', False),
+])
+def test_the_plugin_marks_the_augmented_model_deliverable_only_beside_gate_4s_rule(pytester, gate4, requires,
+                                                                                  deliverable):
+    from moola.artifacts import load_checkpoint
+
+    pytester.makeconftest(ROOT_CONFTEST.read_text())
+    pytester.makepyfile(test_4_finetune_enhanced=f"def test_gate_4():\n    {gate4}\n",
+                        test_5_augment_train=GATE_5_SAVES.replace("{REQUIRES}", "{" + requires + "}"))
+    pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:dependency")
+    gate = load_checkpoint(pytester.path / "artifacts/models/enhanced_augmented_v1.pt")[1]["gate"]
+    assert gate["status"] == "passed" and gate["deliverable"] is deliverable, gate

@@ -122,9 +122,9 @@ def finetune_schedule(config: FinetuneConfig, num_layers: int) -> tuple[list, di
     1e-3 * 0.3, the layer below 1e-3 * 0.3^2.
 
     Gate 5 trains on train + synthetic rows with this same schedule: the same phases, the same
-    SWA share and snapshot count (one per epoch), so its comparison with gate 4 isolates the rows.
-    Each epoch then passes over more rows, so gate 5 takes (train + synthetic) / train times gate
-    4's optimizer steps; the gate line records both (`step_budget`). Scaling gate 5's epochs down
+    SWA share and snapshot count (one per epoch). Each epoch then passes over more rows, so gate 5
+    takes (train + synthetic) / train times gate 4's optimizer steps (EMA, counted in steps, spans
+    fewer epochs); the gate line records both (`step_budget`). Scaling gate 5's epochs down
     to gate 4's step budget instead would shrink its phases (3/3/19 -> 1/1/6 epochs) and SWA
     snapshots (6 -> 2): another averaging recipe, not just added rows.
     """

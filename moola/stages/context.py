@@ -197,7 +197,10 @@ class RunContext:
     def batch_size(self, configured: int, n_rows: int) -> int:
         """The batch size this fit trains at: the configured one, or for a refit the one that cuts
         its rows into the scored fits' steps per epoch (`protocol.refit_steps`)."""
-        return configured if self.steps_per_epoch is None else batch_for_steps(n_rows, self.steps_per_epoch)
+        if self.steps_per_epoch is None:
+            return configured
+        # never one row a batch (BatchNorm), even when the scored fits took as many steps as the refit has rows
+        return max(2, batch_for_steps(n_rows, self.steps_per_epoch))
 
     def refit_fold(self) -> Fold:
         """The saved models' fit: every labeled row trains it (scored in-sample, for the record only)."""
