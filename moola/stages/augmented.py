@@ -115,7 +115,7 @@ def step_budget(finetuned: CrossFitted, augmented: CrossFitted) -> dict:
     """Gate 5 trains gate 4's schedule (epochs, phases, SWA snapshots) over train + synthetic rows:
     more optimizer steps per epoch. Both budgets, mean over the scored fits, for the gate line."""
     def mean_steps(stage: CrossFitted) -> float:
-        return float(np.mean([sum(fit.steps.values()) for fit in stage.fits.values()]))
+        return float(np.mean([fit.extra["total_steps"] for fit in stage.fits.values()]))  # classifiers.fit_shape
 
     gate4, gate5 = mean_steps(finetuned), mean_steps(augmented)
     return {"gate4_steps": gate4, "gate5_steps": gate5, "ratio": gate5 / gate4 if gate4 else None,

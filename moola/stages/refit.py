@@ -5,14 +5,16 @@ The gate numbers are the fold models' (out of fold); the file holds one more mod
 every labeled row. Two things keep it the recipe that was scored:
 
 - **The same optimizer steps and averaging.** The refit trains the same epochs, phases and SWA
-  snapshots as the scored fits, at the scored fits' mean optimizer steps per epoch (the nearest a batch size gives): its
-  batch size grows with its rows (98 rows at the steps of 78 rows at batch 8: batch 10). At the configured
-  batch size it would take ~30% more steps (325 against 250) (and its EMA, counted in steps, would average
-  another stretch). `refit_steps` gives the target; `RunContext.batch_size` the batch.
+  snapshots as the scored fits, at their mean optimizer steps per epoch (the nearest a batch size
+  gives): its batch size grows with its rows (98 rows at the steps of 78 at batch 8: batch 10). At
+  the configured batch size it would take ~30% more steps (325 against 250), and its EMA, counted
+  in steps, would average another stretch. `refit_steps` gives the target; `RunContext.batch_size`
+  the batch.
 - **A check, recorded in the file and the gate line** (`refit_check`): how often the refit's class
   agrees with the fold models' and how far its probabilities move, on the pooled labeled rows (the
   refit trained on them, the fold models did not: in-sample, it drifts towards the labels) and on
-  unlabeled windows no classifier fit saw (the encoder was pretrained on that pool) (the mean of the base seed's fold models).
+  pool windows no classifier fit saw (the encoder was pretrained on that pool), against the mean
+  of the base seed's fold models.
 
 Only the base seed is refit; `val_f1` averages every seed's fold models. A gate-7 calibrator
 fitted on the fold models' out-of-fold probabilities is the recipe's calibration, applied to the
