@@ -51,6 +51,9 @@ def pytest_addoption(parser):
     group.addoption("--folds", type=int, default=None, help="K blocks for blocked/walk-forward (default 5)")
     group.addoption("--seeds", type=int, default=None,
                     help="repeat every trained model with seeds SEED … SEED+S-1 (default: quick 1, full 3)")
+    group.addoption("--nproc", type=int, default=None, metavar="N",
+                    help="pretrain on N processes with torchrun (DDP; one GPU each on CUDA), the same as "
+                         "--set pretrain.devices=N (default 1: in this process)")
     group.addoption("--seed", type=int, default=17, help="seed for torch, numpy, python, sklearn, MiniRocket")
     group.addoption("--start-gate", type=int, default=None, help="first gate to run (0-7)")
     group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
@@ -98,7 +101,7 @@ def _selection(config) -> str:
 def _option_overrides(option) -> list[str]:
     """Profile fields set by their own options (given ones only: the profile's defaults stand otherwise)."""
     pairs = {"thresholds.gate_policy": option.gate_policy, "evaluation.cv": option.cv,
-             "evaluation.folds": option.folds, "evaluation.seeds": option.seeds}
+             "evaluation.folds": option.folds, "evaluation.seeds": option.seeds, "pretrain.devices": option.nproc}
     return [f"{key}={value}" for key, value in pairs.items() if value is not None]
 
 

@@ -7,6 +7,8 @@ throughput ≤ 1.1× slower than a bare masked-reconstruction loop; (c) vectoris
 decoding of the 11,873-window pool against a per-row Python decode; on CUDA also (d)
 pretraining in fp16 autocast + GradScaler against fp32 (`pretrain.mixed_precision`); (e) `moola
 predict` on 10,000 windows with a two-member ensemble against one member's bare forward pass.
+`--pretrain-ddp` runs only (f): pretraining launched by torchrun on 1 and on 2 processes (gloo on
+CPU, nccl on 2 GPUs), the same pool, global batch and epochs, windows/s side by side.
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from moola.config import FinetuneConfig, PretrainConfig
 from moola.data.demo import N_UNLABELED, generate
 from moola.data.normalize import normalize_windows
 from moola.data.parquet import read_windows, write_windows
+from moola.data.pool_file import write_pool
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.masked_autoencoder import MaskedAutoencoder
+from moola.artifacts import load_checkpoint
 from moola.stages.classifiers import HEAD, finetune_groups, finetune_options, finetune_schedule
+from moola.training import launch
 from moola.training.classifier import FitOptions, Phase, fit_classifier
 from moola.training.masking import make_mask
 from moola.training.pretrain import masked_mse, pretrain_encoder
@@ -169,15 +174,69 @@ def bench_predict(raw: np.ndarray, device: torch.device, repeats: int) -> dict:
             "windows_per_s": len(raw) / full}
 
 
+def bench_pretrain_ddp(raw: np.ndarray, device: torch.device, repeats: int, epochs: int = 2) -> dict:
+    """Pretraining on torchrun with 1 vs 2 processes: training windows/s (the ranks' own clock, start-up
+    excluded) and wall seconds of the whole launch, each the median of `repeats` interleaved runs.
+
+    The global batch (256) is the same, so both compute the same thing; on CPU one process uses
+    every core (torch's threads) and two get one thread each (torchrun's OMP_NUM_THREADS=1)."""
+    folder = Path(tempfile.mkdtemp())
+    pool = write_pool(folder / "pool.npy", raw, np.arange(len(raw)), normalize_windows)
+    config = PretrainConfig(epochs=epochs, batch_size=256, patience=epochs + 1)
+    measured = {1: [], 2: []}
+
+    def launch_on(nproc: int):
+        entry, resume = folder / f"encoder_{nproc}.pt", folder / f"encoder_{nproc}.resume.pt"
+        entry.unlink(missing_ok=True)
+        resume.unlink(missing_ok=True)
+        job = {"pool": str(pool), "config": dataclasses.asdict(config), "seed": 0, "fingerprint": "bench",
+               "checkpoint": str(resume), "entry": str(entry), "metadata": {}, "device": device.type,
+               "deterministic": True}
+        started = time.perf_counter()
+        launch.run(job, nproc, folder / f"job_{nproc}.json", folder / f"torchrun_{nproc}.log")
+        wall = time.perf_counter() - started
+        measured[nproc].append((load_checkpoint(entry)[1]["throughput"]["windows_per_s"], wall))
+
+    for _ in range(repeats):
+        for nproc in (1, 2):
+            launch_on(nproc)
+    one, two = ({"windows_per_s": statistics.median(w for w, _ in runs), "wall_s": statistics.median(s for _, s in runs)}
+                for runs in (measured[1], measured[2]))
+    return {"n_windows": len(raw), "epochs": epochs, "global_batch": config.batch_size, "one_process": one,
+            "two_processes": two, "speedup": two["windows_per_s"] / one["windows_per_s"],
+            "wall_ratio": one["wall_s"] / two["wall_s"], "cpu_threads": torch.get_num_threads()}
+
+
+def report_pretrain_ddp(numbers: dict) -> str:
+    one, two = numbers["one_process"], numbers["two_processes"]
+    return (f"(f) pretraining on torchrun, {numbers['n_windows']} windows, global batch {numbers['global_batch']}, "
+            f"{numbers['epochs']} epochs: 1 process {one['windows_per_s']:.0f} windows/s ({one['wall_s']:.1f} s with "
+            f"start-up) vs 2 processes {two['windows_per_s']:.0f} windows/s ({two['wall_s']:.1f} s) -> "
+            f"{numbers['speedup']:.2f}x the throughput, {numbers['wall_ratio']:.2f}x faster end to end")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moola.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pool", type=int, default=2048, help="windows for the pretraining comparison")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every number to FILE")
+    parser.add_argument("--pretrain-ddp", action="store_true",
+                        help="only (f): pretraining on torchrun with 1 vs 2 processes (gloo on CPU, nccl on 2 GPUs)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     tables = generate(seed=17, n_unlabeled=N_UNLABELED)
+    if args.pretrain_ddp:
+        if device.type == "cuda" and torch.cuda.device_count() < 2:
+            print(f"(f) needs 2 CUDA devices, found {torch.cuda.device_count()}: run it with --device cpu, or on a multi-GPU pod")
+            return 2
+        print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, repeats {args.repeats}")
+        numbers = bench_pretrain_ddp(tables["unlabeled"]["features"][: args.pool], device, args.repeats)
+        print(report_pretrain_ddp(numbers))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"device": str(device), "torch": torch.__version__,
+                                                   "pretrain_ddp": numbers}, indent=2))
+        return 0
     labeled = normalize_windows(tables["labeled"]["features"])
     y = (np.array(tables["labeled"]["label"]) == "retracement").astype(np.int64)
     pool = tables["unlabeled"]["features"]

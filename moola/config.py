@@ -44,6 +44,11 @@ class PretrainConfig:
     # Off by default: the full profile's ~1,200 fp32 steps take minutes on one GPU, and fp32 needs
     # no loss scaling; `python -m moola.bench --device cuda` measures fp16 against it. CPU: fp32.
     mixed_precision: bool = False
+    # Processes torchrun starts for pretraining, one device each (a GPU on CUDA, a CPU share
+    # otherwise); 1 = in this process. Not a hyperparameter: N ranks split each global batch of
+    # `batch_size` rows and compute what one process computes (docs/runpod.md "Several GPUs"),
+    # so it is not part of the encoder's fingerprint.
+    devices: int = 1
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,7 @@ def check_choices(profile: Profile) -> None:
              math.isfinite(finetune.ema_half_life) and finetune.ema_half_life >= 0, "finite steps >= 0 (0 = off)"),
             ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]"),
             # gate 5 needs this many synthetic rows per train row, and the cap allows at most `ratio`
+            ("pretrain.devices", profile.pretrain.devices, profile.pretrain.devices >= 1, "a number of processes >= 1"),
             ("augment.min_ratio", profile.augment.min_ratio, 0 < profile.augment.min_ratio <= profile.augment.ratio,
              f"a share in (0, augment.ratio = {profile.augment.ratio}] (else gate 5 could never pass)")):
         if not ok:

@@ -17,13 +17,14 @@ from moola.config import Profile, to_dict
 from moola.data import normalize
 from moola.data.dataset import UNLABELED, Dataset, fingerprint
 from moola.data.normalize import normalize_windows
+from moola.data.pool_file import write_pool
 from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
 from moola.models.encoder import BiLSTMEncoder
-from moola.results import versions
+from moola.results import jsonable, versions
 from moola.stages.context import RunContext, scored_rows
-from moola.training import masking, pretrain
+from moola.training import launch, masking, pretrain
 from moola.training.probe import encoder_features, probe_predict
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class EncoderOutcome:
 def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
     pool = ctx.dataset.unlabeled.features[pool_rows]
     return artifacts.cache_key(
-        data=fingerprint(pool), pretrain=to_dict(ctx.profile.pretrain), seed=ctx.seed,
+        # `devices` left out: N ranks compute what one process computes (moola.training.pretrain)
+        data=fingerprint(pool), pretrain={k: v for k, v in to_dict(ctx.profile.pretrain).items() if k != "devices"},
+        seed=ctx.seed,
         channels=ctx.profile.data.channels,
         code=artifacts.code_version(pretrain, masking, encoder_module, masked_autoencoder, normalize),
     )
@@ -134,33 +137,80 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
             publish_latest(entry, latest, key, ctx.settings.fresh)
             return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, latest, metadata,
                                   time.monotonic() - started, entry, filtered)
-    windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
     resume = entry.with_name(entry.stem + ".resume.pt")  # per-epoch state: a killed run continues here
     if ctx.settings.fresh:
         resume.unlink(missing_ok=True)
         read_replaceable(entry, fresh=True)  # a refused entry is set aside, not silently overwritten
-    result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key,
-                                       keep_checkpoint=True)
-    metadata = {"fingerprint": key, "config": to_dict(config), "history": result.history,
-                "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "steps": result.steps,
-                "precision": result.precision, "resumed_from_epoch": result.resumed_from_epoch,
-                "n_windows": result.n_windows, "pool_filter": filtered, "seed": ctx.seed, "data_fingerprint": ctx.dataset.fingerprint,
-                "pretrain_duration_s": time.monotonic() - started,
-                "architecture": {"class": "MaskedAutoencoder", "args": {"n_channels": int(windows.shape[2]),
-                                                                       "hidden_size": config.hidden_size,
-                                                                       "num_layers": config.num_layers}},
-                "input": {"window_shape": list(windows.shape[1:]), "channels": ctx.profile.data.channels,
-                          "shared_channels": ctx.shared_channels,
-                          "normalisation": "per-window z-score, " + ("one mean and std shared by the channels (OHLC)"
-                                                                     if ctx.shared_channels else "per channel")},
-                "versions": versions()}
+    before = untrained_metadata(ctx, key, filtered)
+    if config.devices > 1:
+        model_state, metadata = pretrain_distributed(ctx, pool_rows, key, entry, resume, before)
+    else:
+        windows = ctx.normalize(ctx.dataset.unlabeled.features[pool_rows])
+        result = pretrain.pretrain_encoder(windows, config, ctx.device, ctx.seed, checkpoint=resume, fingerprint=key,
+                                           keep_checkpoint=True)
+        model_state = result.model_state
+        metadata = {**before, **result.fields(), "distributed": {
+            "launcher": "in-process", "devices": 1, "world_size": 1, "backend": None, "device_type": ctx.device.type,
+            "global_batch": config.batch_size, "rank_batch": config.batch_size}}
+    metadata["pretrain_duration_s"] = time.monotonic() - started
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
-    artifacts.save_checkpoint(entry, result.model_state, metadata)
+    artifacts.save_checkpoint(entry, model_state, metadata)
     resume.unlink(missing_ok=True)  # only now: a kill before the save still resumes
     publish_latest(entry, latest, key, ctx.settings.fresh)
-    return EncoderOutcome(result.encoder_state, result.model_state, "trained", key, latest, metadata,
+    return EncoderOutcome(pretrain.encoder_part(model_state), model_state, "trained", key, latest, metadata,
                           time.monotonic() - started, entry, filtered)
+
+
+def untrained_metadata(ctx: RunContext, key: str, filtered: dict) -> dict:
+    """The encoder file's metadata known before training: fingerprint, config, pool, architecture, input."""
+    config, shape = ctx.profile.pretrain, ctx.dataset.unlabeled.features.shape[1:]
+    return {"fingerprint": key, "config": to_dict(config), "pool_filter": filtered, "seed": ctx.seed,
+            "data_fingerprint": ctx.dataset.fingerprint,
+            "architecture": {"class": "MaskedAutoencoder", "args": {"n_channels": int(shape[1]),
+                                                                   "hidden_size": config.hidden_size,
+                                                                   "num_layers": config.num_layers}},
+            "input": {"window_shape": list(shape), "channels": ctx.profile.data.channels,
+                      "shared_channels": ctx.shared_channels,
+                      "normalisation": "per-window z-score, " + ("one mean and std shared by the channels (OHLC)"
+                                                                 if ctx.shared_channels else "per channel")},
+            "versions": versions()}
+
+
+def check_devices(device: torch.device, devices: int) -> None:
+    """`pretrain.devices` > 1 needs that many CUDA devices, or the CPU; MPS has no process-group backend."""
+    if device.type == "cuda" and devices > torch.cuda.device_count():
+        raise ValueError(f"--set pretrain.devices={devices} (--nproc): expected at most the {torch.cuda.device_count()} "
+                         f"CUDA device(s) this machine shows, found {devices}. Use --nproc {torch.cuda.device_count()}, "
+                         "or check CUDA_VISIBLE_DEVICES")
+    if device.type == "mps":
+        raise ValueError(f"--set pretrain.devices={devices} (--nproc): distributed pretraining runs on CUDA (nccl) or "
+                         "the CPU (gloo), not on MPS. Use --nproc 1 on a Mac, or --device cpu")
+
+
+def pretrain_distributed(ctx: RunContext, pool_rows: np.ndarray, key: str, entry: Path, resume: Path,
+                         metadata: dict) -> tuple[dict, dict]:
+    """Pretrain on `pretrain.devices` torchrun ranks; rank 0 writes `entry`, read back here.
+
+    The filtered, normalised pool is written once to `pool_<key>.npy` beside the entry (kept for
+    a rerun after a kill, removed once the encoder is saved) and memory-mapped by every rank.
+    """
+    config = ctx.profile.pretrain
+    check_devices(ctx.device, config.devices)
+    pool = write_pool(entry.with_name(f"pool_{key}.npy"), ctx.dataset.unlabeled.features, pool_rows, ctx.normalize)
+    entry.unlink(missing_ok=True)  # a stale entry of this key (--fresh) must not pass for the ranks' result
+    job = {"pool": str(pool), "config": to_dict(config), "seed": ctx.seed, "fingerprint": key,
+           "checkpoint": str(resume), "entry": str(entry), "metadata": metadata, "device": ctx.device.type,
+           "deterministic": ctx.profile.runtime.deterministic}
+    launch.run(jsonable(job), config.devices, entry.with_name(f"encoder_{key}.job.json"),
+               entry.with_name(f"encoder_{key}.torchrun.log"))
+    payload = artifacts.load_cached(entry)
+    if payload is None:
+        raise RuntimeError(f"distributed pretraining exited 0 but wrote no encoder at {entry}")
+    state, saved = artifacts.load_checkpoint_payload(payload)
+    pool.unlink(missing_ok=True)
+    entry.with_name(f"encoder_{key}.job.json").unlink(missing_ok=True)
+    return state, saved
 
 
 def read_replaceable(path: Path, fresh: bool):
@@ -210,6 +260,8 @@ def encoder_record(ctx: RunContext, outcome: EncoderOutcome) -> dict:
     scores = {**probe(ctx, outcome.state), **reconstruction_check(ctx, outcome.autoencoder_state)}
     meta = outcome.metadata
     resumed = meta.get("resumed_from_epoch", 0)
+    # how it was trained: in this process, or on torchrun ranks (files written before either: unknown)
+    distributed = meta.get("distributed") or {}
     return {
         "model": "bilstm_masked_autoencoder", "config": dataclasses.asdict(ctx.profile.pretrain),
         "metrics": {**scores, "best_epoch": meta.get("best_epoch"), "best_val_loss": meta.get("best_val_loss"),
@@ -218,13 +270,16 @@ def encoder_record(ctx: RunContext, outcome: EncoderOutcome) -> dict:
                     # pretraining runs in the shared fixture (first used by gate 1), not in gate 3's test
                     "pretrain_duration_s": meta.get("pretrain_duration_s"), "encoder_obtained_s": outcome.duration_s,
                     "probe_s": time.monotonic() - started, "precision": meta.get("precision"),
-                    "resumed_from_epoch": resumed},
+                    "resumed_from_epoch": resumed, "devices": distributed.get("devices"),
+                    "world_size": distributed.get("world_size"), "global_batch": distributed.get("global_batch"),
+                    "windows_per_s": (meta.get("throughput") or {}).get("windows_per_s")},
         "comparison": {"baseline": "random_encoder", "baseline_balanced_acc": scores["probe_random_balanced_acc"],
                        "delta": scores["probe_balanced_acc"] - scores["probe_random_balanced_acc"]},
         "extra": {"encoder_source": outcome.source, "encoder_fingerprint": outcome.fingerprint,
                   "pretraining": (f"resumed after epoch {resumed}" if resumed else "from scratch")
                   if outcome.source == "trained" else "cached (trained by an earlier run)",
-                  "history": meta.get("history", []), "pool_filter": outcome.pool_filter},
+                  "history": meta.get("history", []), "pool_filter": outcome.pool_filter,
+                  "distributed": distributed or None},
         "artifacts": {"encoder": str(outcome.path), "encoder_cache_entry": str(outcome.entry)},
     }
 

@@ -4,6 +4,13 @@ Resumable: with a `checkpoint` path, the full training state (model, optimizer, 
 history, best weights) is written atomically at every epoch end, and a rerun with the same
 fingerprint continues after the last finished epoch. On CPU a resumed run ends with the same
 weights as an uninterrupted one.
+
+Distributed (a `World` of N torchrun ranks, `moola.training.pretrain_main`): every rank draws
+the same permutation and masks as one process would, takes its contiguous share of each global
+batch of `batch_size` rows, and scales its loss so that DDP's gradient average is the gradient
+of the global batch's masked MSE. So N ranks run the single-process computation (same
+hyperparameters, same global batch; only float summation order differs), and the resume file,
+which holds no per-rank state, continues under any N.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from moola.config import PretrainConfig
 from moola.models.masked_autoencoder import MaskedAutoencoder
 from moola.seeding import uses_tf32
 from moola.training.batches import batch_bounds, to_device
+from moola.training.distributed import SINGLE, World, state_digest
 from moola.training.masking import make_mask
 
 log = logging.getLogger(__name__)
@@ -39,10 +47,23 @@ class PretrainResult:
     n_windows: int  # windows used (train + held-out)
     precision: str = "fp32"  # "fp32" | "tf32" (cuDNN's default on Ampere+) | "fp16" (autocast + GradScaler)
     resumed_from_epoch: int = 0  # 0 = started fresh
+    world_size: int = 1  # processes that trained it (torchrun ranks)
+    windows_per_s: float = 0.0  # training windows per second of training loop (this session's epochs)
+    train_s: float = 0.0  # seconds in the training loops of this session's epochs (validation excluded)
+    rank_digests: list = None  # sha256 of each rank's final weights (one entry per rank)
 
     @property
     def encoder_state(self) -> dict:
         return encoder_part(self.model_state)
+
+    def fields(self) -> dict:
+        """What the encoder's file records of this training (its metadata, besides data and config)."""
+        return {"history": self.history, "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss,
+                "steps": self.steps, "precision": self.precision, "resumed_from_epoch": self.resumed_from_epoch,
+                "n_windows": self.n_windows,
+                "throughput": {"windows_per_s": self.windows_per_s, "train_s": self.train_s,
+                               "note": "training windows per second of the training loops this session ran "
+                                       "(validation and start-up excluded)"}}
 
 
 def encoder_part(model_state: dict) -> dict:
@@ -60,8 +81,13 @@ def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int, fi
 
 def masked_mse(reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over masked steps only; `(n, T, C)`, `(n, T, C)`, `(n, T)` -> scalar."""
+    return masked_sse(reconstruction, target, mask) / mask.sum().clamp(min=1)
+
+
+def masked_sse(reconstruction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over masked steps of the squared error averaged over channels (`masked_mse`'s numerator)."""
     squared = (reconstruction.float() - target.float()).pow(2).mean(dim=-1)  # (n, T)
-    return (squared * mask).sum() / mask.sum().clamp(min=1)
+    return (squared * mask).sum()
 
 
 def variance_penalty(features: torch.Tensor) -> torch.Tensor:
@@ -112,36 +138,44 @@ def _is_resume_state(payload) -> bool:
 
 def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.device, seed: int,
                      checkpoint: Path | None = None, fingerprint: str = "", on_epoch_end=None,
-                     keep_checkpoint: bool = False) -> PretrainResult:
+                     keep_checkpoint: bool = False, world: World = SINGLE) -> PretrainResult:
     """Pretrain on normalised windows `(N, T, C)`; early-stops on a held-out share, keeps the best weights.
 
-    `checkpoint`: where to keep the resumable state (removed when training finishes, unless
-    `keep_checkpoint`: then the caller removes it once the result is safely saved).
-    `on_epoch_end(epoch)`: called after each epoch's checkpoint (tests use it to interrupt).
+    `windows` may be a read-only memory map: batches are gathered from it row by row, so a rank
+    never holds the pool. `checkpoint`: where to keep the resumable state, written by rank 0
+    (removed when training finishes, unless `keep_checkpoint`: then the caller removes it once
+    the result is safely saved). `on_epoch_end(epoch)`: called after each epoch's checkpoint
+    (tests use it to interrupt). `world`: the torchrun ranks training together (module docstring).
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
     n_val = max(1, round(len(windows) * config.val_fraction))
-    train_x = torch.from_numpy(windows[order[n_val:]])
-    val_x = torch.from_numpy(windows[order[:n_val]])
+    train_rows, val_rows = order[n_val:], order[:n_val]
     n_steps, n_channels = windows.shape[1:]
     generator = torch.Generator().manual_seed(seed)
-    val_mask = make_mask(len(val_x), n_steps, config.mask_strategy, config.mask_ratio, config.patch_size, generator)
+    val_mask = make_mask(n_val, n_steps, config.mask_strategy, config.mask_ratio, config.patch_size, generator)
 
     torch.manual_seed(seed)
     model = MaskedAutoencoder(n_channels, config.hidden_size, config.num_layers).to(device)
+    net = world.wrap(model, device)  # DDP when several ranks: backward averages their gradients
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     precision, autocast_dtype = precision_for(device, config.mixed_precision)
     scaler = _grad_scaler() if precision == "fp16" else None
     autocast = (lambda: torch.autocast("cuda", dtype=autocast_dtype)) if autocast_dtype else contextlib.nullcontext
-    bounds = batch_bounds(len(train_x), config.batch_size)
+    bounds = batch_bounds(len(train_rows), config.batch_size)
     steps_per_epoch = len(bounds)
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, total_steps // 20)
     history, best_state, best_val, best_epoch, step, stale, first_epoch = [], None, math.inf, 0, 0, 0, 1
 
-    # A damaged resume file (an interrupted copy) is moved aside and training starts over.
-    saved = load_cached(checkpoint, expect=_is_resume_state) if checkpoint is not None else None
+    # A damaged resume file (an interrupted copy) is moved aside and training starts over. Rank 0
+    # reads it first (and sets a damaged one aside); the other ranks then read what is left.
+    saved = None
+    if checkpoint is not None and world.main:
+        saved = load_cached(checkpoint, expect=_is_resume_state)
+    world.barrier()
+    if checkpoint is not None and not world.main:
+        saved = load_cached(checkpoint, expect=_is_resume_state)
     if saved is not None:
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(saved["model"])
@@ -156,25 +190,31 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
             log.info("ignoring %s: it belongs to another data/config fingerprint", checkpoint)
     resumed_from = first_epoch - 1
 
-    started = time.monotonic()
+    val_x = torch.from_numpy(np.asarray(windows[val_rows])) if world.size == 1 else None
+    started, train_s, seen = time.monotonic(), 0.0, 0
     for epoch in range(first_epoch, config.epochs + 1):
         if stale >= config.patience:
             break  # the run that wrote the checkpoint had already stopped early
-        model.train()
-        batch_order = torch.randperm(len(train_x), generator=generator)
+        net.train()
+        batch_order = torch.randperm(len(train_rows), generator=generator).numpy()
         running, running_reconstruction = 0.0, 0.0
+        epoch_started = time.monotonic()
         for begin, end in bounds:
-            batch = train_x[batch_order[begin:end]]
-            mask = make_mask(len(batch), n_steps, config.mask_strategy, config.mask_ratio, config.patch_size, generator)
-            batch, mask = to_device(batch, device), to_device(mask, device)
+            rows = train_rows[batch_order[begin:end]]
+            mask = make_mask(len(rows), n_steps, config.mask_strategy, config.mask_ratio, config.patch_size, generator)
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total_steps, config.lr, warmup)
-            with autocast():
-                reconstruction, features = model(batch, mask, return_features=True)
-                reconstruction_loss = masked_mse(reconstruction, batch, mask)
-                loss = reconstruction_loss
-                if config.anti_collapse_weight:
-                    loss = loss + config.anti_collapse_weight * variance_penalty(features)
+            if world.size == 1:
+                batch, mask = to_device(torch.from_numpy(np.asarray(windows[rows])), device), to_device(mask, device)
+                with autocast():
+                    reconstruction, features = model(batch, mask, return_features=True)
+                    reconstruction_loss = masked_mse(reconstruction, batch, mask)
+                    loss = reconstruction_loss
+                    if config.anti_collapse_weight:
+                        loss = loss + config.anti_collapse_weight * variance_penalty(features)
+                logged, logged_reconstruction = loss.item(), reconstruction_loss.item()
+            else:
+                loss, logged, logged_reconstruction = _rank_loss(net, windows, rows, mask, config, device, world, autocast)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -186,23 +226,32 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
-            running += loss.item() * len(batch)
-            running_reconstruction += reconstruction_loss.item() * len(batch)
+            running += logged * len(rows)
+            running_reconstruction += logged_reconstruction * len(rows)
             step += 1
-        val_loss = evaluate_reconstruction(model, val_x, val_mask, device, config.batch_size)
-        history.append({"epoch": epoch, "train_loss": running / len(train_x),
-                        "train_reconstruction": running_reconstruction / len(train_x), "val_loss": val_loss,
+        running, running_reconstruction = world.sum([running, running_reconstruction], device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s += time.monotonic() - epoch_started
+        seen += len(train_rows)
+        if world.size == 1:
+            val_loss = evaluate_reconstruction(model, val_x, val_mask, device, config.batch_size)
+        else:
+            val_loss = _sharded_val_loss(model, windows, val_rows, val_mask, device, config.batch_size, world)
+        history.append({"epoch": epoch, "train_loss": running / len(train_rows),
+                        "train_reconstruction": running_reconstruction / len(train_rows), "val_loss": val_loss,
                         "lr": optimizer.param_groups[0]["lr"]})
         elapsed = time.monotonic() - started
         done = epoch - first_epoch + 1
-        log.info("pretrain epoch %d/%d train %.4f val %.4f (%.0fs, eta %.0fs)", epoch, config.epochs,
-                 running / len(train_x), val_loss, elapsed, elapsed / done * (config.epochs - epoch))
+        log.info("pretrain epoch %d/%d train %.4f val %.4f (%.0fs, eta %.0fs, %.0f windows/s)", epoch, config.epochs,
+                 running / len(train_rows), val_loss, elapsed, elapsed / done * (config.epochs - epoch),
+                 seen / max(train_s, 1e-9))
         if val_loss < best_val - 1e-6:
             best_val, best_epoch, stale = val_loss, epoch, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         else:
             stale += 1
-        if checkpoint is not None:
+        if checkpoint is not None and world.main:
             save_atomic(Path(checkpoint), {
                 "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
@@ -213,9 +262,60 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         if stale >= config.patience:
             log.info("pretrain early stop at epoch %d (best %d)", epoch, best_epoch)
             break
-    if checkpoint is not None and not keep_checkpoint:
+    if checkpoint is not None and not keep_checkpoint and world.main:
         Path(checkpoint).unlink(missing_ok=True)
-    return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from)
+    digests = world.gather(state_digest(best_state or {})) if world.size > 1 else None
+    return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from,
+                          world.size, seen / train_s if train_s else 0.0, train_s, digests)
+
+
+def _rank_loss(net, windows, rows: np.ndarray, mask: torch.Tensor, config: PretrainConfig, device: torch.device,
+               world: World, autocast) -> tuple[torch.Tensor, float, float]:
+    """This rank's loss on its share of the global batch `rows` (masks drawn for the whole batch).
+
+    Its masked squared error is divided by the global batch's masked-step count and multiplied
+    by the world size, so the DDP average of the ranks' gradients is the gradient of the global
+    batch's masked MSE. The anti-collapse penalty is each rank's own (a batch statistic over its
+    share, as BatchNorm without SyncBatchNorm), averaged by DDP. A rank whose share is empty (a
+    global batch smaller than the world) runs one row with weight 0: every rank must join each
+    gradient all-reduce. Returns (loss, logged loss share, logged reconstruction share): summed
+    over the ranks, the shares are the global batch's loss and masked MSE.
+    """
+    begin, end = world.share(len(rows))
+    weight = 1.0 if end > begin else 0.0
+    if not weight:
+        begin, end = 0, 1
+    global_count = mask.sum().clamp(min=1)
+    batch = to_device(torch.from_numpy(np.asarray(windows[rows[begin:end]])), device)
+    local_mask = to_device(mask[begin:end], device)
+    with autocast():
+        reconstruction, features = net(batch, local_mask, return_features=True)
+        share = masked_sse(reconstruction, batch, local_mask) / global_count.to(device) * weight
+        loss = share * world.size
+        penalty_share = torch.zeros((), device=device)
+        if config.anti_collapse_weight:
+            penalty = config.anti_collapse_weight * variance_penalty(features) * weight
+            loss = loss + penalty
+            penalty_share = penalty / world.size
+    return loss, (share + penalty_share).item(), share.item()
+
+
+@torch.no_grad()
+def _sharded_val_loss(model: MaskedAutoencoder, windows, rows: np.ndarray, mask: torch.Tensor, device: torch.device,
+                      batch_size: int, world: World) -> float:
+    """`evaluate_reconstruction` over `windows[rows]`, batch i scored by rank i mod N, sums all-reduced."""
+    model.eval()
+    total, count = 0.0, 0
+    for index, begin in enumerate(range(0, len(rows), batch_size)):
+        if index % world.size != world.rank:
+            continue
+        batch = to_device(torch.from_numpy(np.asarray(windows[rows[begin: begin + batch_size]])), device)
+        batch_mask = to_device(mask[begin: begin + batch_size], device)
+        n_masked = int(batch_mask.sum())
+        total += masked_mse(model(batch, batch_mask), batch, batch_mask).item() * n_masked
+        count += n_masked
+    total, count = world.sum([total, count], device)
+    return total / max(1, count)
 
 
 @torch.no_grad()
