@@ -81,6 +81,13 @@ def test_two_gloo_ranks_train_the_single_process_encoder(tmp_path, raw_pool):
     assert metadata["steps"] == single.steps
 
 
+def test_one_torchrun_rank_is_the_in_process_path(tmp_path, raw_pool):
+    state, metadata = run_ranks(tmp_path, job_for(tmp_path, raw_pool, CONFIG), nproc=1)
+    assert metadata["distributed"]["world_size"] == 1 and metadata["distributed"]["ranks_identical"]
+    single = pretrain_encoder(normalize_windows(raw_pool), CONFIG, CPU, 17)
+    assert max_difference(state, single.model_state) == 0.0  # the same code path: no all-reduce at all
+
+
 def _resume_epoch(path: Path) -> int:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
@@ -205,3 +212,28 @@ def test_nproc_option_sets_pretrain_devices():
     given = SimpleNamespace(gate_policy=None, cv=None, folds=None, seeds=None, nproc=2)
     assert module._option_overrides(given) == ["pretrain.devices=2"]
     assert module._option_overrides(SimpleNamespace(**{**vars(given), "nproc": None})) == []
+
+
+@pytest.mark.slow
+def test_gate_3_with_nproc_2_records_the_ranks_and_matches_one_process(pytester, tmp_path_factory):
+    """`pytest gates -k pretrain --nproc 2` as a user runs it: torchrun trains, gate 3 reads the
+    cache entry, its line records the ranks; one process, fresh, gets the same encoder."""
+    from .gate_runs import run_gates, small_demo
+
+    data = small_demo(tmp_path_factory)
+    two = run_gates(pytester, data, "-k", "pretrain", "--nproc", "2", name="two")["3_pretrain_bilstm"]
+    metrics, distributed = two["metrics"], two["distributed"]  # `extra` fields sit at the top of a line
+    assert (metrics["devices"], metrics["world_size"], metrics["global_batch"]) == (2, 2, 128), metrics
+    assert metrics["windows_per_s"] > 0 and distributed["launcher"] == "torchrun" and distributed["ranks_identical"]
+    assert two["config"]["devices"] == 2 and two["encoder_source"] == "trained"
+    cache = pytester.path / "two" / "artifacts" / "pretrained" / "cache"
+    assert [p.name for p in cache.glob("*.pt")] == [f"encoder_{two['encoder_fingerprint']}.pt"]
+    assert not list(cache.glob("pool_*.npy"))
+
+    again = run_gates(pytester, data, "-k", "pretrain", name="two")["3_pretrain_bilstm"]  # one process, same folder
+    assert again["encoder_source"] == "cache" and again["metrics"]["devices"] == 2  # what trained it
+
+    one = run_gates(pytester, data, "-k", "pretrain", name="one")["3_pretrain_bilstm"]
+    assert one["metrics"]["devices"] == 1 and one["encoder_fingerprint"] == two["encoder_fingerprint"]
+    assert one["metrics"]["best_val_loss"] == pytest.approx(metrics["best_val_loss"], abs=1e-5)
+    assert one["metrics"]["probe_balanced_acc"] == pytest.approx(metrics["probe_balanced_acc"], abs=0.02)

@@ -264,7 +264,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
             break
     if checkpoint is not None and not keep_checkpoint and world.main:
         Path(checkpoint).unlink(missing_ok=True)
-    digests = world.gather(state_digest(best_state or {})) if world.size > 1 else None
+    digests = world.gather(state_digest(best_state or {})) if world.backend else None  # under torchrun, N >= 1
     return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from,
                           world.size, seen / train_s if train_s else 0.0, train_s, digests)
 
