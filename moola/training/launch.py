@@ -1,9 +1,11 @@
 """Launch distributed pretraining with torchrun and wait for it (`pretrain.devices N`, `--nproc N`).
 
-No process manager of our own: `python -m torch.distributed.run` (the `torchrun` script, run
-with this interpreter) starts N ranks of `moola.training.pretrain_main` on this machine
-(`--standalone`: a local rendezvous on a free port), restarts none, and exits non-zero when a
-rank fails. Its output is streamed to the log and kept in a file beside the cache entry.
+No process manager of our own: torchrun (`torch.distributed.run`'s `main`, run with this
+interpreter) starts N ranks of `moola.training.pretrain_main` on this machine (`--standalone`: a
+local rendezvous on a free port), restarts none, and exits non-zero when a rank fails. Run as
+`python -m moola.training.launch TORCHRUN_ARGS`, this module first asks the kernel to kill
+torchrun when its parent dies (Linux), then hands over to torchrun's `main`. Its output is
+streamed to the log and kept in a file beside the cache entry.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from moola.training.distributed import die_with_parent
 log = logging.getLogger(__name__)
 
 
-def torchrun_command(nproc: int, job: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-            "--nproc-per-node", str(nproc), "--max-restarts", "0", "--monitor-interval", "1",
-            "-m", "moola.training.pretrain_main", str(job)]
+def torchrun_arguments(nproc: int, job: Path) -> list[str]:
+    return ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc), "--max-restarts", "0",
+            "--monitor-interval", "1", "-m", "moola.training.pretrain_main", str(job)]
 
 
 def worker_environment() -> dict:
@@ -43,10 +44,11 @@ def start(job: dict, nproc: int, job_path: Path, output=subprocess.PIPE) -> subp
     torchrun dies with its parent on Linux (`die_with_parent`), and its ranks with it."""
     job_path.parent.mkdir(parents=True, exist_ok=True)
     job_path.write_text(json.dumps(job, indent=1))
-    command = torchrun_command(nproc, job_path)
-    log.info("distributed pretraining: torchrun %s", " ".join(command[3:]))
-    return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=worker_environment(),
-                            text=True, bufsize=1, preexec_fn=die_with_parent if os.name == "posix" else None)
+    arguments = torchrun_arguments(nproc, job_path)
+    log.info("distributed pretraining: torchrun %s", " ".join(arguments))
+    # not preexec_fn (unsafe in a process with threads, as torch's): the child sets it itself, see __main__
+    return subprocess.Popen([sys.executable, "-m", "moola.training.launch", *arguments], stdout=output,
+                            stderr=subprocess.STDOUT, env=worker_environment(), text=True, bufsize=1)
 
 
 def run(job: dict, nproc: int, job_path: Path, log_path: Path) -> None:
@@ -83,3 +85,10 @@ def traceback_lines(kept: list, line: str) -> list:
     if kept[-1] and not kept[-1][:1].isspace() and "Traceback (most recent call last)" not in kept[-1]:
         return kept  # complete: the exception line is in
     return kept + [text]
+
+
+if __name__ == "__main__":  # torchrun, dying with the process that started it
+    die_with_parent()
+    from torch.distributed.run import main
+
+    main(sys.argv[1:])
