@@ -78,7 +78,7 @@ def full_run(run_id: str = "run_full", head_lr: float = 1e-3, smoke_f1: float = 
     pretrain_history = [{"epoch": e, "train_loss": 1 / e, "train_reconstruction": 1 / e,
                          "val_loss": 1.1 / e, "lr": 1e-3 / e} for e in range(1, 9)]
     pretrain_metrics = {"best_epoch": 8, "best_val_loss": 0.14, "pretrain_duration_s": 121.0,
-                        "encoder_obtained_s": 1.9}
+                        "encoder_obtained_s": 1.9, "world_size": 2, "global_batch": 512, "windows_per_s": 5123.4}
     calibration = {"bins": 10, "models": {"enhanced_simple_lstm": reliability(0.0),
                                           "ensemble": reliability(0.02)}}
     ensemble_metrics = {"val_f1": 0.89, "ece_before": 0.18, "ece_after": 0.10,
@@ -190,7 +190,8 @@ def test_full_run_renders_every_section_self_contained(full_page):
     "best member beats the ensemble\n- by 0.01",  # a multi-line reason keeps its lines
     "generated 312 → quality 246 → capped 156", "KS 0.300, p 0.040 &lt; 0.1 (fails)",
     "<td>enhanced_simple_lstm</td><td class=\"num\">0.090</td><td class=\"num\">0.050</td>",
-    "pretraining took 121.0 s", "Best epoch 8 of 8, val loss 0.1400",
+    "pretraining took 121.0 s on 2 torchrun ranks (global batch 512) at 5123 training windows/s",
+    "Best epoch 8 of 8, val loss 0.1400",
     "\"fine-tuning curves of 4_finetune_enhanced (model_4, the saved model&#x27;s fit)\"",
 ])
 def test_full_run_page_carries_the_numbers(full_page, text):

@@ -285,7 +285,11 @@ def timings_html(lines: list[dict], by_gate: dict) -> str:
     metrics = (by_gate.get(GATES[3]) or {}).get("metrics") or {}
     pretrain, obtained = metrics.get("pretrain_duration_s"), metrics.get("encoder_obtained_s")
     if is_number(pretrain) or is_number(obtained):
-        parts.append(note(f"Gate 3: pretraining took {num(pretrain, '.1f')} s, obtaining the "
+        ranks, speed = metrics.get("world_size"), metrics.get("windows_per_s")
+        how = (f" on {ranks} torchrun ranks (global batch {metrics.get('global_batch')})"
+               if is_number(ranks) and ranks > 1 else "")
+        how += f" at {num(speed, '.0f')} training windows/s" if is_number(speed) else ""
+        parts.append(note(f"Gate 3: pretraining took {num(pretrain, '.1f')} s{how}, obtaining the "
                           f"encoder in this run {num(obtained, '.1f')} s (less when cached). "
                           + ("Pretraining runs in a shared fixture; obtaining the encoder is counted in gate 3's "
                              "duration, not in the gate whose setup ran it."
