@@ -50,7 +50,7 @@ def job_for(folder: Path, raw: np.ndarray, config: PretrainConfig) -> dict:
 
 
 def run_ranks(folder: Path, job: dict, nproc: int = 2) -> tuple[dict, dict]:
-    launch.run(job, nproc, folder / "job.json", folder / "torchrun.log")
+    launch.run(job, nproc, folder / "job.json", folder / "torchrun.log", timeout_s=300)
     return artifacts.load_checkpoint(Path(job["entry"]))
 
 
@@ -79,6 +79,18 @@ def test_two_gloo_ranks_train_the_single_process_encoder(tmp_path, raw_pool):
     assert max_difference(state, single.model_state) < 1e-5
     assert [h["val_loss"] for h in history] == pytest.approx([h["val_loss"] for h in single.history], abs=1e-5)
     assert metadata["steps"] == single.steps
+
+
+def test_three_ranks_with_an_empty_share_and_the_anti_collapse_penalty_match_one_process(tmp_path, raw_pool):
+    # 540 train windows at batch 269: batches of 269, 269 and 2, so rank 0's share of the last is
+    # empty; the penalty's std is a global-batch statistic on every rank
+    config = dataclasses.replace(CONFIG, batch_size=269, epochs=3, anti_collapse_weight=1.0)
+    state, metadata = run_ranks(tmp_path, job_for(tmp_path, raw_pool, config), nproc=3)
+    assert metadata["distributed"]["world_size"] == 3 and metadata["distributed"]["ranks_identical"]
+    single = pretrain_encoder(normalize_windows(raw_pool), config, CPU, 17)
+    assert max_difference(state, single.model_state) < 1e-5
+    assert [h["train_loss"] for h in metadata["history"]] == pytest.approx(
+        [h["train_loss"] for h in single.history], abs=1e-5)
 
 
 def test_one_torchrun_rank_is_the_in_process_path(tmp_path, raw_pool):
@@ -142,8 +154,8 @@ def test_a_killed_run_resumes_on_two_ranks_or_one(tmp_path, raw_pool):
 def test_a_failing_rank_raises_with_the_log_tail(tmp_path, raw_pool):
     job = job_for(tmp_path, raw_pool, CONFIG)
     job["pool"] = str(tmp_path / "missing.npy")
-    with pytest.raises(RuntimeError, match=r"(?s)torchrun exited \d+\. The first error a rank raised.*FileNotFoundError.*missing\.npy.*--nproc 1"):
-        launch.run(job, 2, tmp_path / "job.json", tmp_path / "torchrun.log")
+    with pytest.raises(RuntimeError, match=r"(?s)torchrun exited \d+ .*\nrank [01]: FileNotFoundError: [^\n]*missing\.npy.*The resume file is kept.*--nproc 1"):
+        launch.run(job, 2, tmp_path / "job.json", tmp_path / "torchrun.log", timeout_s=300)
 
 
 def test_pool_file_normalises_in_chunks_and_is_reused(tmp_path, raw_pool, monkeypatch):
@@ -180,8 +192,20 @@ def test_devices_is_checked_and_gate_3_trains_on_ranks_then_reads_the_same_entry
         check_devices(torch.device("mps"), 2)
     with pytest.raises(ValueError, match=r"CUDA device\(s\)"):
         check_devices(torch.device("cuda"), torch.cuda.device_count() + 1)
+    from moola.stages.context import resolve_settings
+    from moola.stages.env import verify_environment
+    root = DataFolder(tmp_path / "data", seed=1).write()
+    too_many = resolve_settings(root, data_dir=str(root), artifacts_dir=str(tmp_path / "a"), results=None,
+                                device="cuda" if torch.cuda.is_available() else "cpu", profile="quick",
+                                overrides=[f"pretrain.devices={torch.cuda.device_count() + 1}"], seed=17,
+                                fresh=False, demo=False)
+    problems = verify_environment(too_many)["problems"]
+    if torch.cuda.is_available():  # gate 0 refuses it before anything trains
+        assert any("pretrain.devices" in problem for problem in problems), problems
+    else:  # CPU ranks: any number
+        assert not any("pretrain.devices" in problem for problem in problems), problems
 
-    root, artifacts_dir = DataFolder(tmp_path / "data", seed=1).write(), tmp_path / "artifacts"
+    artifacts_dir = tmp_path / "artifacts"
     ranks = context(root, artifacts_dir, "pretrain.devices=2", "pretrain.epochs=2")
     trained = obtain_encoder(ranks)
     assert trained.source == "trained" and trained.metadata["distributed"]["world_size"] == 2

@@ -30,6 +30,8 @@ def write_pool(path: Path, raw: np.ndarray, rows: np.ndarray, normalize: Callabl
         if existing.shape == shape and existing.dtype == np.float32:
             return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.tmp*.npy"):  # a killed write's (up to the pool's size)
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
     for begin in range(0, len(rows), CHUNK):

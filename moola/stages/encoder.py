@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,16 +199,18 @@ def pretrain_distributed(ctx: RunContext, pool_rows: np.ndarray, key: str, entry
     config = ctx.profile.pretrain
     check_devices(ctx.device, config.devices)
     pool = write_pool(entry.with_name(f"pool_{key}.npy"), ctx.dataset.unlabeled.features, pool_rows, ctx.normalize)
-    entry.unlink(missing_ok=True)  # a stale entry of this key (--fresh) must not pass for the ranks' result
+    # The ranks replace `entry` atomically; the token tells their file from one there before (--fresh)
+    token = uuid.uuid4().hex
     job = {"pool": str(pool), "config": to_dict(config), "seed": ctx.seed, "fingerprint": key,
-           "checkpoint": str(resume), "entry": str(entry), "metadata": metadata, "device": ctx.device.type,
-           "deterministic": ctx.profile.runtime.deterministic}
+           "checkpoint": str(resume), "entry": str(entry), "metadata": {**metadata, "launch_token": token},
+           "device": ctx.device.type, "deterministic": ctx.profile.runtime.deterministic}
     launch.run(jsonable(job), config.devices, entry.with_name(f"encoder_{key}.job.json"),
                entry.with_name(f"encoder_{key}.torchrun.log"))
     payload = artifacts.load_cached(entry)
-    if payload is None:
-        raise RuntimeError(f"distributed pretraining exited 0 but wrote no encoder at {entry}")
-    state, saved = artifacts.load_checkpoint_payload(payload)
+    state, saved = artifacts.load_checkpoint_payload(payload) if payload is not None else ({}, {})
+    if saved.get("launch_token") != token:
+        raise RuntimeError(f"distributed pretraining exited 0 but wrote no encoder at {entry} (see "
+                           f"{entry.with_name(f'encoder_{key}.torchrun.log')})")
     pool.unlink(missing_ok=True)
     entry.with_name(f"encoder_{key}.job.json").unlink(missing_ok=True)
     return state, saved

@@ -10,7 +10,7 @@ from moola.data.normalize import normalize_windows
 from moola.models.encoder import BiLSTMEncoder
 from moola.seeding import describe_device, resolve_device
 from moola.stages.context import Settings, data_root, protocol_folds, scored_rows, test_rows
-from moola.stages.encoder import MIN_POOL, empty_pool_message, filtered_pool
+from moola.stages.encoder import MIN_POOL, check_devices, empty_pool_message, filtered_pool
 
 
 def encoder_parameters(n_channels: int, profile: Profile) -> int:
@@ -46,7 +46,10 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
     problems, warnings = list(settings.setup_problems), []
     device = {"device": settings.requested_device, "memory_gb": None}
     try:
-        device = describe_device(resolve_device(settings.requested_device))
+        resolved = resolve_device(settings.requested_device)
+        device = describe_device(resolved)
+        if settings.profile.pretrain.devices > 1:  # --nproc: fail here, not after gates 1-2 trained
+            check_devices(resolved, settings.profile.pretrain.devices)
     except (RuntimeError, ValueError) as exc:
         problems.append(str(exc))
     if data_check is None:

@@ -54,14 +54,26 @@ class World:
         return gathered
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        """`model` as DistributedDataParallel (gradients averaged over the ranks in `backward`)."""
+        """`model` as DistributedDataParallel whose `backward` **sums** the ranks' gradients.
+
+        DDP's default averages them; summing lets each rank's loss keep one process's scale
+        (`pretrain._rank_loss`), so fp16 loss scaling sees the gradients one process would.
+        """
         if self.size == 1:
             return model
         device_ids = [device.index] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        ddp.register_comm_hook(None, _sum_gradients)
+        return ddp
 
 
 SINGLE = World()
+
+
+def _sum_gradients(state, bucket):
+    """DDP communication hook: all-reduce (sum) a bucket of gradients, without DDP's division by N."""
+    return (torch.distributed.all_reduce(bucket.buffer(), async_op=True).get_future()
+            .then(lambda future: future.value()[0]))
 
 
 def state_digest(state: dict) -> str:
@@ -75,12 +87,15 @@ def state_digest(state: dict) -> str:
     return digest.hexdigest()
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_variable: str) -> None:
     """Linux: have the kernel SIGKILL this process when its parent dies (`PR_SET_PDEATHSIG`).
 
-    torchrun starts each worker in a session of its own, so a kill of the launcher (the pytest
-    run, the torchrun agent) would otherwise leave the workers training, and writing the resume
-    file beside the rerun that is meant to continue from it. Elsewhere a no-op.
+    A killed parent (the pytest run, or torchrun) does not take its children with it: torchrun's
+    workers outlive it (newer torch even starts each in a session of its own, out of reach of a
+    terminal's Ctrl-C), and would go on training and writing the resume file beside the rerun
+    meant to continue from it. `parent_variable` names the environment variable in which the
+    parent wrote its pid: a different parent now means it died before the call took effect.
+    Elsewhere a no-op.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -90,5 +105,6 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    expected = os.environ.get(parent_variable)
+    if expected and expected.isdigit() and os.getppid() != int(expected):
         os.kill(os.getpid(), signal.SIGKILL)

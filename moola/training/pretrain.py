@@ -189,6 +189,11 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         else:
             log.info("ignoring %s: it belongs to another data/config fingerprint", checkpoint)
     resumed_from = first_epoch - 1
+    if world.size > 1:  # every rank must continue from the same point, or DDP would train apart
+        positions = world.gather((first_epoch, step))
+        if len(set(positions)) != 1:
+            raise RuntimeError(f"{checkpoint}: the ranks read different resume points (epoch, step) {positions}; "
+                               "delete the file to start over")
 
     val_x = torch.from_numpy(np.asarray(windows[val_rows])) if world.size == 1 else None
     started, train_s, seen = time.monotonic(), 0.0, 0
@@ -273,31 +278,50 @@ def _rank_loss(net, windows, rows: np.ndarray, mask: torch.Tensor, config: Pretr
                world: World, autocast) -> tuple[torch.Tensor, float, float]:
     """This rank's loss on its share of the global batch `rows` (masks drawn for the whole batch).
 
-    Its masked squared error is divided by the global batch's masked-step count and multiplied
-    by the world size, so the DDP average of the ranks' gradients is the gradient of the global
-    batch's masked MSE. The anti-collapse penalty is each rank's own (a batch statistic over its
-    share, as BatchNorm without SyncBatchNorm), averaged by DDP. A rank whose share is empty (a
-    global batch smaller than the world) runs one row with weight 0: every rank must join each
+    The ranks' gradients are summed (`World.wrap`'s hook), so each rank's masked squared error
+    is divided by the global batch's masked-step count: the sum is the gradient of the global
+    batch's masked MSE, and each rank's backward sees the magnitudes one process sees (what fp16
+    loss scaling needs). The anti-collapse penalty is computed from the whole global batch's
+    statistics (`_global_variance_penalty`). A rank whose share is empty (a global batch smaller
+    than the world) runs one zero row with no masked step and weight 0: every rank must join each
     gradient all-reduce. Returns (loss, logged loss share, logged reconstruction share): summed
     over the ranks, the shares are the global batch's loss and masked MSE.
     """
     begin, end = world.share(len(rows))
     weight = 1.0 if end > begin else 0.0
-    if not weight:
-        begin, end = 0, 1
-    global_count = mask.sum().clamp(min=1)
-    batch = to_device(torch.from_numpy(np.asarray(windows[rows[begin:end]])), device)
-    local_mask = to_device(mask[begin:end], device)
+    global_count = mask.sum().clamp(min=1).to(device)
+    if weight:
+        batch = to_device(torch.from_numpy(np.asarray(windows[rows[begin:end]])), device)
+        local_mask = to_device(mask[begin:end], device)
+    else:
+        batch = torch.zeros((1,) + tuple(windows.shape[1:]), device=device)
+        local_mask = torch.zeros((1, windows.shape[1]), dtype=mask.dtype, device=device)
     with autocast():
         reconstruction, features = net(batch, local_mask, return_features=True)
-        share = masked_sse(reconstruction, batch, local_mask) / global_count.to(device) * weight
-        loss = share * world.size
+        share = masked_sse(reconstruction, batch, local_mask) / global_count
+        loss = share
         penalty_share = torch.zeros((), device=device)
         if config.anti_collapse_weight:
-            penalty = config.anti_collapse_weight * variance_penalty(features) * weight
-            loss = loss + penalty
-            penalty_share = penalty / world.size
+            # each rank holds the global penalty; its gradient reaches every rank through the
+            # autograd-aware all-reduce, N times over the sum: hence / N
+            penalty_share = config.anti_collapse_weight * _global_variance_penalty(features, weight) / world.size
+            loss = loss + penalty_share
     return loss, (share + penalty_share).item(), share.item()
+
+
+def _global_variance_penalty(features: torch.Tensor, weight: float) -> torch.Tensor:
+    """`variance_penalty` over the whole global batch: each feature's count, sum and sum of squares
+    (float64) summed over the ranks by the autograd-aware all-reduce, then the unbiased std."""
+    from torch.distributed.nn.functional import all_reduce
+
+    flat = features.double().reshape(-1, features.shape[-1]) * weight  # weight 0: an empty share adds nothing
+    count = torch.full((1,), flat.shape[0] * weight, dtype=torch.float64, device=flat.device)
+    stats = all_reduce(torch.cat([flat.sum(dim=0), flat.pow(2).sum(dim=0), count]))
+    width = flat.shape[1]
+    total, squares, n = stats[:width], stats[width: 2 * width], stats[-1]
+    variance = ((squares - total.pow(2) / n) / (n - 1)).clamp(min=0)
+    std = torch.sqrt(variance + 1e-4)
+    return torch.relu(1.0 - std).mean().float()
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -23,13 +24,33 @@ from moola.config import PretrainConfig
 from moola.data.pool_file import open_pool
 from moola.seeding import deterministic_cuda, seed_everything
 from moola.training.distributed import World, die_with_parent
+from moola.training.launch import FAILED
 from moola.training.pretrain import pretrain_encoder
 
 
+# A rank stuck in a collective (a peer died without torchrun noticing) errors out after this
+# instead of holding the pod for NCCL's default 30 minutes.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+
+
 def main(argv=None) -> int:
-    die_with_parent()  # a killed launcher takes its ranks with it
+    die_with_parent("MOOLA_TORCHRUN_PID")  # a killed torchrun takes its ranks with it
     argv = sys.argv[1:] if argv is None else argv
-    job = json.loads(Path(argv[0]).read_text())
+    rank = os.environ.get("RANK", "?")
+    try:
+        train(json.loads(Path(argv[0]).read_text()))
+    except BaseException as exc:
+        # one line the launcher quotes (the ranks' tracebacks interleave in torchrun's output)
+        print(f"{FAILED} rank {rank}: {type(exc).__name__}: {exc}", flush=True)
+        raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip the interpreter's teardown: destructors of DDP's reducer and the process group at exit
+    # can block (seen once on torch 2.1 with gloo); everything is written and the group destroyed.
+    os._exit(0)
+
+
+def train(job: dict) -> None:
     rank, size, local_rank = (int(os.environ[name]) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"[rank {rank}/{size}] %(message)s", stream=sys.stdout, force=True)
@@ -38,27 +59,29 @@ def main(argv=None) -> int:
         device, backend = torch.device("cuda", local_rank), "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
-    torch.distributed.init_process_group(backend)
-    try:
-        world = World(rank, size, backend)
-        config = PretrainConfig(**job["config"])
-        with deterministic_cuda(device, job["deterministic"]):
-            seed_everything(job["seed"])
-            result = pretrain_encoder(open_pool(job["pool"]), config, device, job["seed"],
-                                      checkpoint=Path(job["checkpoint"]), fingerprint=job["fingerprint"],
-                                      keep_checkpoint=True, world=world)
-        if world.main:
-            distributed = {"launcher": "torchrun", "devices": size, "world_size": size, "backend": backend,
-                           "device_type": device.type, "global_batch": config.batch_size,
-                           "rank_batch": -(-config.batch_size // size),
-                           "ranks_identical": len(set(result.rank_digests)) == 1,
-                           "rank_digests": result.rank_digests}
-            artifacts.save_checkpoint(Path(job["entry"]), result.model_state,
-                                      {**job["metadata"], **result.fields(), "distributed": distributed})
-        world.barrier()  # the entry exists before any rank exits
-    finally:
-        torch.distributed.destroy_process_group()
-    return 0
+    torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    # On failure the rank raises without destroy_process_group: tearing NCCL down while peers sit in
+    # a collective can hang; the exit lets torchrun see the failure and stop the others.
+    world = World(rank, size, backend)
+    config = PretrainConfig(**job["config"])
+    with deterministic_cuda(device, job["deterministic"]):
+        seed_everything(job["seed"])
+        result = pretrain_encoder(open_pool(job["pool"]), config, device, job["seed"],
+                                  checkpoint=Path(job["checkpoint"]), fingerprint=job["fingerprint"],
+                                  keep_checkpoint=True, world=world)
+    if len(set(result.rank_digests)) != 1:
+        raise RuntimeError(f"the {size} ranks ended with different weights (sha256 {result.rank_digests}): "
+                           "DDP kept them apart, so no encoder is written. Rerun with --nproc 1")
+    if world.main:
+        distributed = {"launcher": "torchrun", "devices": size, "world_size": size, "backend": backend,
+                       "device_type": device.type, "global_batch": config.batch_size,
+                       "rank_batch": -(-config.batch_size // size),
+                       "ranks_identical": True,  # checked above
+                       "rank_digests": result.rank_digests}
+        artifacts.save_checkpoint(Path(job["entry"]), result.model_state,
+                                  {**job["metadata"], **result.fields(), "distributed": distributed})
+    world.barrier()  # the entry exists before any rank exits
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
