@@ -7,10 +7,11 @@ weights as an uninterrupted one.
 
 Distributed (a `World` of N torchrun ranks, `moola.training.pretrain_main`): every rank draws
 the same permutation and masks as one process would, takes its contiguous share of each global
-batch of `batch_size` rows, and scales its loss so that DDP's gradient average is the gradient
-of the global batch's masked MSE. So N ranks run the single-process computation (same
-hyperparameters, same global batch; only float summation order differs), and the resume file,
-which holds no per-rank state, continues under any N.
+batch of `batch_size` rows, and divides its masked squared error by the global batch's
+masked-step count; DDP sums the ranks' gradients (`World.wrap`), giving the gradient of the
+global batch's masked MSE. So N ranks run the single-process computation (same hyperparameters,
+same global batch; only float summation order differs), and the resume file, which holds no
+per-rank state, continues under any N.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
 
     torch.manual_seed(seed)
     model = MaskedAutoencoder(n_channels, config.hidden_size, config.num_layers).to(device)
-    net = world.wrap(model, device)  # DDP when several ranks: backward averages their gradients
+    net = world.wrap(model, device)  # DDP when several ranks: backward sums their gradients
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     precision, autocast_dtype = precision_for(device, config.mixed_precision)
     scaler = _grad_scaler() if precision == "fp16" else None
