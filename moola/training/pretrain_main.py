@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,20 +35,28 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 
 
 def main(argv=None) -> int:
+    """Train, then leave with `os._exit`, skipping the interpreter's teardown, success or failure.
+
+    On torch 2.1 the gloo process group's destructor joins its worker thread while holding the
+    GIL, and that thread, freeing the last collective's work, waits for the GIL: a rank that
+    destroys the group (or lets teardown do it) can hang for good (seen in CI, with a gdb stack).
+    Everything a rank writes is written and flushed before it leaves, and torchrun needs only
+    the exit status.
+    """
     die_with_parent("MOOLA_TORCHRUN_PID")  # a killed torchrun takes its ranks with it
     argv = sys.argv[1:] if argv is None else argv
     rank = os.environ.get("RANK", "?")
+    status = 0
     try:
         train(json.loads(Path(argv[0]).read_text()))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 -- reported, then the rank exits 1
+        traceback.print_exc()
         # one line the launcher quotes (the ranks' tracebacks interleave in torchrun's output)
         print(f"{FAILED} rank {rank}: {type(exc).__name__}: {exc}", flush=True)
-        raise
+        status = 1
     sys.stdout.flush()
     sys.stderr.flush()
-    # Skip the interpreter's teardown: destructors of DDP's reducer and the process group at exit
-    # can block (seen once on torch 2.1 with gloo); everything is written and the group destroyed.
-    os._exit(0)
+    os._exit(status)
 
 
 def train(job: dict) -> None:
@@ -60,8 +69,6 @@ def train(job: dict) -> None:
     else:
         device, backend = torch.device("cpu"), "gloo"
     torch.distributed.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
-    # On failure the rank raises without destroy_process_group: tearing NCCL down while peers sit in
-    # a collective can hang; the exit lets torchrun see the failure and stop the others.
     world = World(rank, size, backend)
     config = PretrainConfig(**job["config"])
     with deterministic_cuda(device, job["deterministic"]):
@@ -80,8 +87,7 @@ def train(job: dict) -> None:
                        "rank_digests": result.rank_digests}
         artifacts.save_checkpoint(Path(job["entry"]), result.model_state,
                                   {**job["metadata"], **result.fields(), "distributed": distributed})
-    world.barrier()  # the entry exists before any rank exits
-    torch.distributed.destroy_process_group()
+    world.barrier()  # the entry exists, and every collective is done, before any rank exits (never destroyed: `main`)
 
 
 if __name__ == "__main__":
