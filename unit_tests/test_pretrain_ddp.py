@@ -1,5 +1,8 @@
 """Distributed pretraining: torchrun ranks (gloo on CPU) compute what one process computes.
 
+Only the two-rank check runs in the fast set; the others each launch torchrun and are marked
+slow (`pytest unit_tests/test_pretrain_ddp.py --run-slow`, which CI runs on both stacks).
+
 Two ranks on a small pool must end with identical weights on every rank, write one encoder,
 lower the loss, match the single-process weights at the same global batch, and continue after
 a kill (with two ranks again, or with one). The pool file and the option plumbing are checked
@@ -81,6 +84,7 @@ def test_two_gloo_ranks_train_the_single_process_encoder(tmp_path, raw_pool):
     assert metadata["steps"] == single.steps
 
 
+@pytest.mark.slow  # each launches torchrun (~5-8 s); CI runs them on both stacks
 def test_three_ranks_with_an_empty_share_and_the_anti_collapse_penalty_match_one_process(tmp_path, raw_pool):
     # 540 train windows at batch 269: batches of 269, 269 and 2, so rank 0's share of the last is
     # empty; the penalty's std is a global-batch statistic on every rank
@@ -93,6 +97,7 @@ def test_three_ranks_with_an_empty_share_and_the_anti_collapse_penalty_match_one
         [h["train_loss"] for h in single.history], abs=1e-5)
 
 
+@pytest.mark.slow  # each launches torchrun (~5-8 s); CI runs them on both stacks
 def test_one_torchrun_rank_is_the_in_process_path(tmp_path, raw_pool):
     state, metadata = run_ranks(tmp_path, job_for(tmp_path, raw_pool, CONFIG), nproc=1)
     assert metadata["distributed"]["world_size"] == 1 and metadata["distributed"]["ranks_identical"]
@@ -117,6 +122,7 @@ def _ranks_alive(job_path: Path) -> bool:
     return False
 
 
+@pytest.mark.slow  # ~16 s; CI runs it on both stacks
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the ranks die with torchrun through PR_SET_PDEATHSIG (Linux)")
 def test_a_killed_run_resumes_on_two_ranks_or_one(tmp_path, raw_pool):
     config = dataclasses.replace(CONFIG, epochs=12)
@@ -151,6 +157,7 @@ def test_a_killed_run_resumes_on_two_ranks_or_one(tmp_path, raw_pool):
     assert max_difference(one.model_state, uninterrupted.model_state) < 1e-4
 
 
+@pytest.mark.slow  # each launches torchrun (~5-8 s); CI runs them on both stacks
 def test_a_failing_rank_raises_with_the_log_tail(tmp_path, raw_pool):
     job = job_for(tmp_path, raw_pool, CONFIG)
     job["pool"] = str(tmp_path / "missing.npy")
@@ -180,6 +187,7 @@ def test_world_shares_cover_a_batch_once():
             assert max(e - b for b, e in shares) - min(e - b for b, e in shares) <= 1
 
 
+@pytest.mark.slow  # each launches torchrun (~5-8 s); CI runs them on both stacks
 def test_devices_is_checked_and_gate_3_trains_on_ranks_then_reads_the_same_entry_in_one_process(tmp_path):
     from moola.stages.encoder import cache_entry, check_devices, encoder_record, obtain_encoder
 
