@@ -57,7 +57,10 @@ def pytest_addoption(parser):
     group.addoption("--seed", type=int, default=17, help="seed for torch, numpy, python, sklearn, MiniRocket")
     group.addoption("--start-gate", type=int, default=None, help="first gate to run (0-7)")
     group.addoption("--end-gate", type=int, default=None, help="last gate to run (0-7)")
-    group.addoption("--demo", action="store_true", help="use the embedded demo dataset")
+    group.addoption("--demo", nargs="?", const="seed", default=None, metavar="LAYOUT",
+                    help="use an embedded demo dataset: seed (the default: timestamps, one span per window) or "
+                         "user-layout (laid out like the user's files: no timestamps, several spans per window, "
+                         "a sliding pool holding every labeled window)")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
     group.addoption("--shuffle-labels", action="store_true",
                     help="negative control: permute every fold's train labels (seeded) before any training; "
@@ -118,7 +121,7 @@ def pytest_configure(config):
             results=config.option.results, device=config.option.device, profile=config.option.profile,
             overrides=[*_option_overrides(config.option), *config.option.moola_set],
             seed=config.option.seed, fresh=config.option.fresh, shuffle_labels=config.option.shuffle_labels,
-            demo=config.option.demo)
+            demo=config.option.demo or "")
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(ResultsPlugin(config, settings), PLUGIN_NAME)
@@ -223,7 +226,7 @@ class ResultsPlugin:
         lines = [(f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
                   f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}"),
                  f"moola: evaluation {describe_protocol(settings.profile)}",
-                 (f"moola: data {'embedded demo under ' if settings.demo else ''}{settings.data_root}, "
+                 (f"moola: data {f'embedded demo ({settings.demo}) under ' if settings.demo else ''}{settings.data_root}, "
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if settings.shuffle_labels:
             lines.append(f"moola: NEGATIVE CONTROL (--shuffle-labels): train labels permuted with seed {settings.seed}; "
@@ -238,6 +241,10 @@ class ResultsPlugin:
                              f"line): {self.caught[0]['category']}: {self.caught[0]['message'][:200]}")
             lines.append(f"moola: dataset fingerprint {dataset.fingerprint}" if dataset else
                          f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
+            if dataset is not None:
+                lines.append(f"moola: {len(dataset.y)} labeled rows from {dataset.n_windows} distinct windows (the "
+                             f"effective n behind every verdict: one window is ~{100 / dataset.n_windows:.1f} pp of "
+                             "accuracy; gate 0 lists conflicts and duplicates)")
         return lines
 
     def data_check(self) -> tuple:
@@ -254,7 +261,7 @@ class ResultsPlugin:
                                                    f"{type(exc).__name__}: {exc}",
                                                    "check --data-dir / --artifacts-dir")])
                 else:
-                    self.checked = check_data(root, self.settings.profile.data)
+                    self.checked = check_data(root, self.settings.profile.data, self.settings.profile.evaluation.cv)
             self.caught = []
             for warning in caught:
                 self._keep(self.session_warnings, warning)
@@ -498,7 +505,7 @@ class ResultsPlugin:
         """The options a next command must repeat to read the same data, models and results, and to
         run the same recipe (so a rerun of later gates reuses this run's encoder)."""
         option = self.config.option
-        given = [("--demo", option.demo), ("--data-dir", option.data_dir), ("--artifacts-dir", option.artifacts_dir),
+        given = [("--demo", True if option.demo == "seed" else option.demo), ("--data-dir", option.data_dir), ("--artifacts-dir", option.artifacts_dir),
                  ("--results", option.results), ("--profile", option.profile if option.profile != "auto" else None),
                  ("--device", option.device if option.device != "auto" else None),
                  ("--seed", option.seed if option.seed != 17 else None), ("--cv", option.cv), ("--folds", option.folds),

@@ -1,4 +1,4 @@
-"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `import-ucr`, `report [RESULTS]`, `select [RESULTS]`,
+"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `filter-pool DATA_DIR`, `import-ucr`, `report [RESULTS]`, `select [RESULTS]`,
 `predict WINDOWS` (run as `python -m moola`)."""
 
 from __future__ import annotations
@@ -11,19 +11,57 @@ from pathlib import Path
 
 import numpy as np
 
-from moola.data.dataset import LABELED, SPLIT
+from moola.data.dataset import LABELED, SPLIT, UNLABELED
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import read_windows
-from moola.data.split import temporal_split, write_json_atomic
+from moola.data.split import check_split, read_split, temporal_split, write_json_atomic
 
 RESULTS = "gated_workflow_results.jsonl"
 
 
 def demo_data(args) -> int:
-    from moola.data.demo import write_demo
+    from moola.data.demos import write
 
-    root = write_demo(Path(args.out), seed=args.seed)
-    print(f"demo dataset written under {root}: {LABELED}, raw/unlabeled_windows.parquet, {SPLIT}")
+    root = write(args.layout, Path(args.out), seed=args.seed)
+    print(f"demo dataset ({args.layout}) written under {root}: {LABELED}, {UNLABELED}, {SPLIT}")
+    return 0
+
+
+def filter_pool(args) -> int:
+    """Write the unlabeled pool without the windows that are, or share bars with, the split's val/test
+    rows (gate 0's refusal under --cv holdout); the old file is kept as .bak[.N]."""
+    import pyarrow.parquet as pq
+
+    from moola.data.parquet import write_windows
+    from moola.data.validate import pool_leaks
+
+    root = Path(args.data_dir)
+    labeled, problems = read_windows(root / LABELED, labeled=True)
+    unlabeled, more = read_windows(root / UNLABELED, labeled=False)
+    split, more_split = read_split(root / SPLIT)
+    if labeled is None or unlabeled is None or split is None:  # other problems are gate 0's to list
+        raise DataContractError([*problems, *more, *more_split])
+    check = check_split(split, len(labeled), None)
+    if check:
+        raise DataContractError(check)
+    held_out = np.concatenate([split.val, split.test])
+    leaking = pool_leaks(labeled, unlabeled, held_out, shared_channels=labeled.features.shape[2] == 4)
+    drop = leaking["identical"] | leaking["sharing"]
+    if not drop.any():
+        print(f"{root / UNLABELED}: no pool window is, or shares bars with, one of the {len(held_out)} val/test rows; "
+              "nothing written")
+        return 0
+    source = pq.read_table(root / UNLABELED)
+    keep = np.flatnonzero(~drop)
+    columns = {name: source[name].take(keep).to_numpy(zero_copy_only=False)
+               for name in source.column_names if name != "features"}
+    path = root / UNLABELED
+    backup = free_name(path.with_name(path.name + ".bak"))
+    path.replace(backup)
+    write_windows(path, {**columns, "features": unlabeled.features[keep].astype(np.float64)})
+    print(f"{path}: left out {int(leaking['identical'].sum())} window(s) identical to and "
+          f"{int(leaking['sharing'].sum())} sharing bars with the split's {len(held_out)} val/test rows; "
+          f"{len(keep)} of {len(drop)} kept (the old file is {backup})")
     return 0
 
 
@@ -178,10 +216,16 @@ def main(argv=None) -> int:
     os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
     parser = argparse.ArgumentParser(prog="python -m moola", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo-data", help="write the embedded demo dataset in the user's layout")
+    demo = commands.add_parser("demo-data", help="write an embedded demo dataset (what --demo runs on)")
     demo.add_argument("out", help="folder to write processed/, raw/ and artifacts/splits/ into")
     demo.add_argument("--seed", type=int, default=17)
+    demo.add_argument("--layout", default="seed", choices=("seed", "user-layout"),
+                      help="seed (timestamps, one span per window) or user-layout (the user's files: no timestamps, "
+                           "several spans per window, a sliding pool holding the labeled windows)")
     demo.set_defaults(run=demo_data)
+    pool = commands.add_parser("filter-pool", help="drop unlabeled windows that are, or share bars with, val/test rows")
+    pool.add_argument("data_dir", help=f"data root holding {LABELED}, {UNLABELED} and {SPLIT}")
+    pool.set_defaults(run=filter_pool)
     split = commands.add_parser("make-split", help="write a temporal split for the labeled file")
     split.add_argument("data_dir", help=f"data root holding {LABELED}")
     split.add_argument("--val-fraction", type=float, default=0.2, help="last share of rows (in time) for val")

@@ -22,6 +22,9 @@ class DataConfig:
     # Duration of one bar: with timestamps, two windows overlap when their starts are closer than
     # T bars (folds purge such neighbours; the pretraining pool drops windows overlapping a scored row).
     bar_seconds: int = 60
+    # Bars every labeled span must lie in, inclusive `first,last`; () = not declared. The user's
+    # layout: 30,74 (0-29 past context, 30-74 the prediction window, 75-104 the "future outcome").
+    prediction_bars: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,9 @@ def check_choices(profile: Profile) -> None:
                          "choose another finetune.select")
 
 
+INT_PAIRS = ("data.prediction_bars",)  # tuple settings holding two integers
+
+
 def _parse(raw: str, annotation, key: str):
     target = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple}[str(annotation)]
     if target is bool:
@@ -261,7 +267,14 @@ def _parse(raw: str, annotation, key: str):
             raise ValueError(f"--set {key}={raw}: expected a boolean (true/false), found {raw!r}")
         return lowered in ("true", "1", "yes")
     if target is tuple:
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+        if key in INT_PAIRS:
+            if not (len(parts) == 2 and all(p.lstrip("-").isdigit() for p in parts) and int(parts[0]) <= int(parts[1])) \
+                    and parts:
+                raise ValueError(f"--set {key}={raw}: expected two bar numbers FIRST,LAST with FIRST <= LAST "
+                                 f"(e.g. 30,74), or nothing to leave it undeclared, found {raw!r}")
+            return tuple(int(p) for p in parts)
+        return parts
     try:
         return target(raw.strip() if target is str else raw)
     except ValueError:

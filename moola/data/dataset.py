@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from moola.config import DataConfig
+from moola.data import labels as label_checks
 from moola.data import validate
 from moola.data.errors import DataContractError, Problem
+from moola.data.normalize import normalize_windows
 from moola.data.parquet import WindowTable, read_windows
 from moola.data.split import Split, check_split, check_temporal, read_split
 
@@ -29,6 +31,8 @@ class Dataset:
     classes: tuple  # class names; y holds their positions
     y: np.ndarray  # (N,) int64
     fingerprint: str  # digest of every array and the split
+    audit: label_checks.LabelAudit | None = None  # rows as labels of windows: conflicts, distinct windows
+    notes: tuple = ()  # what gate 0 reports without refusing (the split file's leaks under the folds)
 
     def __repr__(self) -> str:
         return f"Dataset({self.root}, {len(self.y)} labeled, {len(self.unlabeled)} unlabeled, {self.fingerprint})"
@@ -37,9 +41,15 @@ class Dataset:
     def n_train(self) -> int:
         return len(self.split.train)
 
+    @property
+    def n_windows(self) -> int:
+        """Distinct windows behind the labeled rows (rows of one window count once): the effective n."""
+        return self.audit.n_windows if self.audit is not None else len(self.y)
+
     def summary(self) -> dict:
         counts = {name: int((self.y[self.split.train] == i).sum()) for i, name in enumerate(self.classes)}
-        return {"fingerprint": self.fingerprint, "n_train": self.n_train, "n_val": len(self.split.val),
+        return {"fingerprint": self.fingerprint, "n_labeled": len(self.y), "n_windows": self.n_windows,
+                "n_train": self.n_train, "n_val": len(self.split.val),
                 "n_test": len(self.split.test), "n_unlabeled": len(self.unlabeled),
                 "classes": list(self.classes), "train_class_counts": counts,
                 "window_shape": list(self.labeled.features.shape[1:])}
@@ -54,15 +64,15 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Problem]]:
+def check_data(root: Path, config: DataConfig, protocol: str = "holdout") -> tuple[Dataset | None, list[Problem]]:
     """Read and check everything under `root`; returns the dataset (None if unusable) and all problems.
 
-    Never raises on what the files hold: an unforeseen failure is one more problem, so gate 0
+    `protocol` (`--cv`): what the leakage checks judge by (`validate.check_leakage`). Never raises on what the files hold: an unforeseen failure is one more problem, so gate 0
     always writes its line.
     """
     root = Path(root)
     try:
-        return _check_data(root, config)
+        return _check_data(root, config, protocol)
     except Exception as exc:  # noqa: BLE001 -- the contract's promise: a gate-0 answer, never a traceback
         return None, [Problem(str(root), "files moola can check", f"{type(exc).__name__}: {exc} while checking them",
                               "compare the files with python -m moola demo-data OUT; if they match, report this")]
@@ -112,7 +122,7 @@ def transposed(table: WindowTable, config: DataConfig) -> Problem | None:
                    "write np.asarray(window).T.tolist() per row (bars first, channels last)")
 
 
-def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Problem]]:
+def _check_data(root: Path, config: DataConfig, protocol: str) -> tuple[Dataset | None, list[Problem]]:
     if not root.is_dir():
         return None, [Problem(str(root), "a data folder (processed/, raw/, artifacts/splits/v1/)",
                               "a file" if root.exists() else "no such folder",
@@ -150,8 +160,9 @@ def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pr
         if config.channels == "ohlc":
             problems += validate.check_ohlc(table)
         usable.append(table)
-    if labeled is not None:  # the label set needs no split
+    if labeled is not None:  # the label set and the spans need no split
         problems += validate.check_label_set(labeled, tuple(config.classes))
+        problems += label_checks.check_spans(labeled, tuple(config.prediction_bars))
     if labeled in usable and unlabeled in usable and unlabeled.features.shape[1:] != labeled.features.shape[1:]:
         problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]} "
                                 "(bars × values, as in the labeled file)", f"{unlabeled.features.shape[1:]}",
@@ -167,20 +178,27 @@ def _check_data(root: Path, config: DataConfig) -> tuple[Dataset | None, list[Pr
     problems += validate.check_class_counts(labeled, split, tuple(config.classes),
                                             config.min_train_per_class, config.min_val_per_class)
     finite = [t for t in usable if np.isfinite(t.features).all()]
+    notes, audit = [], None
     if labeled in finite:  # leakage compares normalised windows: only finite ones can be
-        problems += validate.check_leakage(labeled, unlabeled if unlabeled in finite else None, split,
-                                           shared_channels=config.channels == "ohlc")
+        more, notes = validate.check_leakage(labeled, unlabeled if unlabeled in finite else None, split,
+                                             shared_channels=config.channels == "ohlc", protocol=protocol)
+        problems += more
+        audit = label_checks.audit_labels(labeled, normalize_windows(labeled.features,
+                                                                    shared_channels=config.channels == "ohlc"))
+        disorder = label_checks.order_problem(labeled, audit)
+        if disorder is not None and protocol != "blocked":  # blocked: a gate-0 warning (shared bars are purged)
+            problems.append(disorder)
     if unlabeled is None or unlabeled not in usable or problems:
         return None, problems
     classes = tuple(config.classes) if config.classes else tuple(sorted(set(labeled.labels.tolist())))
     y = np.array([classes.index(label) for label in labeled.labels], dtype=np.int64)
     digest = fingerprint(labeled.features, y, unlabeled.features, split.train, split.val, split.test)
-    return Dataset(root, labeled, unlabeled, split, classes, y, digest), problems
+    return Dataset(root, labeled, unlabeled, split, classes, y, digest, audit, tuple(notes)), problems
 
 
-def load_dataset(root: Path, config: DataConfig) -> Dataset:
+def load_dataset(root: Path, config: DataConfig, protocol: str = "holdout") -> Dataset:
     """Like `check_data`, but raises `DataContractError` listing every problem."""
-    dataset, problems = check_data(root, config)
+    dataset, problems = check_data(root, config, protocol)
     if problems or dataset is None:
         raise DataContractError(problems)
     return dataset

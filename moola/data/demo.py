@@ -155,11 +155,3 @@ def write_demo(out_dir: Path, seed: int = 17, n_unlabeled: int = N_UNLABELED) ->
     write_windows(out_dir / UNLABELED, tables["unlabeled"])
     write_json_atomic(out_dir / SPLIT, tables["split"])
     return out_dir
-
-
-def cached_demo(cache_root: Path, seed: int = 17) -> Path:
-    """The demo data root under `cache_root`, generated once per generator version and seed."""
-    root = Path(cache_root) / f"demo-{generator_version()}-seed{seed}"
-    if not (root / SPLIT).is_file():  # the split is written last: its presence means complete
-        write_demo(root, seed)
-    return root

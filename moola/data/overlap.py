@@ -22,6 +22,8 @@ sliding cut over the labeled bars is found at 99% of its offsets in the normal c
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 SAME_WINDOW_ATOL = 1e-3  # in normalised units: float32 prices near 20,000 ×1.0001 differ by ~1e-4 after it
 
@@ -38,6 +40,12 @@ def same_window(windows: np.ndarray, others: np.ndarray, atol: float = SAME_WIND
     for j in range(len(b)):  # one column at a time: (n, T*C) temporaries, never (n, m, T*C)
         close[:, j] = np.abs(a - b[j]).max(axis=1) <= atol
     return close
+
+
+def identical_groups(windows: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.ndarray:
+    """`(n,)` group id per row: rows whose (normalised) windows are equal to `atol` share one."""
+    _, groups = connected_components(csr_matrix(same_window(windows, windows, atol)), directed=False)
+    return groups
 
 
 MIN_SHARED_BARS = 10  # the shortest overlap that counts (shorter ones carry little of a window)

@@ -104,23 +104,42 @@ def train_leaks(labeled: WindowTable, train: np.ndarray, held_out: np.ndarray,
 
 
 def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Split,
-                  shared_channels: bool = True) -> list[Problem]:
+                  shared_channels: bool = True, protocol: str = "holdout") -> tuple[list[Problem], list[str]]:
     """No window on both sides of the split; no val/test window inside the pretraining pool.
 
     "The same window" is judged as the model sees it: equal after per-window normalisation (a
     copy ×1.0001 is the same input), or sharing a run of bars at any offset (a window shifted
     by a bar, cut from the same history; `moola.data.overlap`, from the prices alone).
+
+    Judged by the `protocol` in force: under `holdout` the split file's rows are what is scored,
+    so each leak is a problem, with a command that removes it. Under `blocked` and
+    `walk-forward` every labeled row is scored by folds that purge rows identical to or sharing
+    bars with each scored block, and gate 3 leaves every pool window identical to or sharing bars
+    with a scored row out of pretraining: the split file's leaks are counted in notes (the pool's
+    are counted by gate 3's filter, `moola.evaluation.pool`), never refused.
+    Returns (problems, notes).
     """
     held_out = np.concatenate([split.val, split.test])
-    problems = []
     copy_matrix, pairs = train_leaks(labeled, split.train, held_out, shared_channels)
     copies = copy_matrix.any(axis=0)  # held-out rows equal to some train row
+    if protocol != "holdout":
+        notes = []
+        if copies.any() or len(pairs):
+            notes.append(f"{split.path}: {int(copies.sum())} val/test row(s) identical to a train row and "
+                         f"{len(np.unique(pairs[:, 0]))} train row(s) sharing bars with a val/test row across the "
+                         f"split's boundary; --cv {protocol} scores every row by folds that purge such neighbours "
+                         "(the split's lists are used by --cv holdout only)")
+        return [], notes
+    problems = []
+    root = data_root_of(labeled)
     if copies.any():
         rows = held_out[copies].tolist()
         problems.append(Problem(f"{labeled.path} / {split.path}", "no identical window in train and val/test "
                                 "(compared after per-window normalisation: a scaled copy is the same model input)",
                                 f"{len(rows)} val/test rows identical to a train row, e.g. rows {rows[:5]}",
-                                "keep duplicates (e.g. 102_exp_1/102_exp_2) on one side of the split"))
+                                "keep duplicates (e.g. 102_exp_1/102_exp_2) on one side of the split: "
+                                f"python -m moola make-split {root} leaves the train copies out "
+                                "(or run with --cv blocked, whose folds purge them)"))
     if len(pairs):
         rows = split.train[np.unique(pairs[:, 0])].tolist()
         i, j, s = pairs[0]
@@ -129,30 +148,48 @@ def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Sp
                                 f"{len(rows)} train rows share bars with val/test rows, e.g. train row "
                                 f"{int(split.train[i])} and row {int(held_out[j])} (offset {int(s)} bars); "
                                 f"train rows {rows[:8]}",
-                                "drop those rows from the split's train list (python -m moola make-split DATA_DIR "
-                                "leaves them out)"))
-    if unlabeled is None:
-        return problems
-    if unlabeled.features.shape[1:] != labeled.features.shape[1:]:
-        return problems  # reported by check_data
-    if not len(unlabeled):
-        return problems
-    inputs = _model_inputs(labeled, shared_channels)
-    pool_copies = same_window(_model_inputs(unlabeled, shared_channels), inputs[held_out]).any(axis=0)
-    if pool_copies.any():
-        rows = held_out[pool_copies].tolist()
+                                f"drop those rows from the split's train list (python -m moola make-split {root} "
+                                "leaves them out; or run with --cv blocked, whose folds purge them)"))
+    if unlabeled is None or unlabeled.features.shape[1:] != labeled.features.shape[1:] or not len(unlabeled):
+        return problems, []  # a shape mismatch is reported by check_data
+    leaking = pool_leaks(labeled, unlabeled, held_out, shared_channels)
+    identical, sharing = leaking["identical"], leaking["sharing"]
+    fix = (f"python -m moola filter-pool {root} writes the pool without them (the old file kept as .bak); "
+           "or run with --cv blocked, whose gate 3 leaves them out of pretraining")
+    if identical.any():
+        rows = held_out[leaking["rows_copied"]].tolist()
         problems.append(Problem(f"{unlabeled.path}", "no unlabeled window equal to a val/test window (after "
                                 "per-window normalisation)",
-                                f"{len(rows)} val/test rows in the pretraining pool, e.g. rows {rows[:5]}",
-                                "drop windows from the val period out of the unlabeled pool"))
-    pool_pairs = shared_bars(unlabeled.features, labeled.features[held_out])
-    pool_pairs = pool_pairs[pool_pairs[:, 2] != 0]
-    if len(pool_pairs):
-        pool_rows = np.unique(pool_pairs[:, 0])
-        i, j, s = pool_pairs[0]
+                                f"{len(rows)} val/test rows in the pretraining pool, e.g. rows {rows[:5]} "
+                                f"({int(identical.sum())} pool windows)", fix))
+    if sharing.any():
+        pool_rows = np.flatnonzero(sharing)
+        i, j, s = leaking["example"]
         problems.append(Problem(f"{unlabeled.path}", "no unlabeled window sharing bars with a val/test window",
-                                f"{len(pool_rows)} pool windows share bars with {len(np.unique(pool_pairs[:, 1]))} "
+                                f"{len(pool_rows)} pool windows share bars with {leaking['rows_shared']} "
                                 f"val/test rows, e.g. pool row {int(i)} and labeled row {int(held_out[j])} "
-                                f"(offset {int(s)} bars); pool rows {pool_rows[:8].tolist()}",
-                                "cut the unlabeled pool from bars before the first val window"))
-    return problems
+                                f"(offset {int(s)} bars); pool rows {pool_rows[:8].tolist()}", fix))
+    return problems, []
+
+
+def data_root_of(table: WindowTable):
+    """The data root a table was read from (`processed/train_clean.parquet` sits two folders down)."""
+    return table.path.parents[1] if len(table.path.parents) > 1 else "DATA_DIR"
+
+
+def pool_leaks(labeled: WindowTable, unlabeled: WindowTable, rows: np.ndarray, shared_channels: bool = True) -> dict:
+    """Pool windows that are labeled `rows` as the model sees them, or share a run of bars with one.
+
+    Returns {"identical": (n_pool,) bool, "sharing": (n_pool,) bool (copies left out),
+    "rows_copied": (len(rows),) bool, "rows_shared": int, "example": (pool row, index into rows, offset)}.
+    """
+    inputs = _model_inputs(labeled, shared_channels)[rows]
+    copied = same_window(_model_inputs(unlabeled, shared_channels), inputs)  # (n_pool, len(rows))
+    pairs = shared_bars(unlabeled.features, labeled.features[rows])
+    pairs = pairs[pairs[:, 2] != 0]
+    identical = copied.any(axis=1)
+    sharing = np.zeros(len(unlabeled), bool)
+    sharing[pairs[:, 0]] = True
+    sharing &= ~identical
+    return {"identical": identical, "sharing": sharing, "rows_copied": copied.any(axis=0),
+            "rows_shared": len(np.unique(pairs[:, 1])), "example": tuple(pairs[0]) if len(pairs) else None}

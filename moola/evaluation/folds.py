@@ -16,10 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import connected_components
-
-from moola.data.overlap import SAME_WINDOW_ATOL, same_window
+from moola.data.overlap import identical_groups  # noqa: F401 -- re-exported: the folds' purge uses it
 
 PROTOCOLS = ("holdout", "blocked", "walk-forward")
 REFIT = -1  # the fold index of a fit on every labeled row (the saved models)
@@ -40,12 +37,6 @@ def time_order(n_rows: int, timestamps: np.ndarray | None = None) -> np.ndarray:
     if timestamps is None:
         return np.arange(n_rows)
     return np.argsort(np.asarray(timestamps), kind="stable")
-
-
-def identical_groups(windows: np.ndarray, atol: float = SAME_WINDOW_ATOL) -> np.ndarray:
-    """Group id per row: rows whose (normalised) windows are equal to `atol` share one."""
-    _, groups = connected_components(csr_matrix(same_window(windows, windows, atol)), directed=False)
-    return groups
 
 
 def make_folds(n_rows: int, protocol: str, k: int, *, embargo: int = 1, timestamps: np.ndarray | None = None,

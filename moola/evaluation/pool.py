@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moola.data.overlap import sharing_mask
-from moola.evaluation.folds import same_window
+from moola.data.overlap import same_window, sharing_mask
 
 
 def pool_filter(pool: np.ndarray, scored: np.ndarray, *, pool_times: np.ndarray | None = None,

@@ -63,8 +63,15 @@ def format_run(lines: list[dict], full: bool = False, results=None) -> str:
                     + (f"  ({library_warnings} library warning(s) in the line)" if library_warnings else ""))
         if reason and full:
             rows.extend(f"    {part}" for part in str(reason).splitlines() if part.strip())
+    rows.extend(f"  {text}" for text in data_texts(lines))
     rows.extend(f"  {text}" for text in refit_texts(lines))
     return "\n".join(rows)
+
+
+def data_texts(lines: list[dict]) -> list[str]:
+    """Gate 0's notes: what it counted and reported without refusing (distinct windows, the pool
+    windows gate 3 leaves out, the split file's leaks the folds purge, the bars after each span)."""
+    return [f"{line['gate']}: {note}" for line in lines for note in line.get("data_notes") or []]
 
 
 def refit_texts(lines: list[dict]) -> list[str]:

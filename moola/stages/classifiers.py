@@ -95,8 +95,7 @@ def overfit_check(ctx: RunContext, encoder_state: dict | None) -> dict:
     """
     config = ctx.profile.smoke
     y = ctx.dataset.y
-    per_class = max(1, config.overfit_rows // ctx.n_classes)
-    rows = np.concatenate([ctx.train[y[ctx.train] == k][:per_class] for k in range(ctx.n_classes)])
+    rows, skipped = overfit_rows(ctx, max(1, config.overfit_rows // ctx.n_classes))
     model, _ = enhanced_model(ctx, encoder_state, config.dropout)
     options = FitOptions(len(rows), {name: config.overfit_lr for name in (*HEAD, "encoder")}, warmup_fraction=0.0)
     fit = fit_classifier(model, ctx.windows[rows], y[rows], child_groups(model),
@@ -104,7 +103,30 @@ def overfit_check(ctx: RunContext, encoder_state: dict | None) -> dict:
     accuracy = float((predict_proba(model, ctx.windows[rows], ctx.device).argmax(1) == y[rows]).mean())
     first = next((i + 1 for i, h in enumerate(fit.history) if h["train_acc"] >= config.overfit_target_acc), None)
     return {"overfit_rows": len(rows), "overfit_steps": config.overfit_steps, "overfit_train_acc": accuracy,
-            "overfit_steps_to_target": first, "overfit_target_acc": config.overfit_target_acc}
+            "overfit_steps_to_target": first, "overfit_target_acc": config.overfit_target_acc,
+            "overfit_rows_skipped": skipped}
+
+
+def overfit_rows(ctx: RunContext, per_class: int) -> tuple[np.ndarray, int]:
+    """Up to `per_class` train rows of each class, one per distinct window, none from a window whose
+    train rows carry two classes (the model reads the window, so that is one input with two answers:
+    nothing could memorise it). Returns (rows, train rows passed over for that reason)."""
+    y, train = ctx.dataset.y, ctx.train
+    audit = ctx.dataset.audit
+    window_of = audit.window_of if audit is not None else np.arange(len(y))
+    mixed = {w for w in np.unique(window_of[train]) if len(np.unique(y[train][window_of[train] == w])) > 1}
+    chosen, used = [], set()
+    for k in range(ctx.n_classes):
+        taken = 0
+        for row in train[y[train] == k]:
+            window = int(window_of[row])
+            if taken == per_class or window in used or window in mixed:
+                continue
+            chosen.append(row)
+            used.add(window)
+            taken += 1
+    skipped = int(np.isin(window_of[train], list(mixed)).sum())
+    return np.asarray(chosen, dtype=np.int64), skipped
 
 
 def finetune_groups(model: EnhancedSimpleLSTM) -> dict:

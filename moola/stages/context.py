@@ -12,7 +12,7 @@ import torch
 
 from moola.config import EvaluationConfig, Profile, apply_overrides, resolve_profile
 from moola.data.dataset import Dataset, load_dataset
-from moola.data.demo import cached_demo
+from moola.data.demos import DECLARED, cached_demo, check_layout
 from moola.data.normalize import normalize_windows
 from moola.data.overlap import sharing_matrix
 from moola.data.ucr import META, dataset_overrides
@@ -32,7 +32,7 @@ class Settings:
     results_path: Path
     seed: int = 17
     fresh: bool = False
-    demo: bool = False
+    demo: str = ""  # an embedded demo's layout (moola.data.demos.LAYOUTS); "" = the data under data_root
     shuffle_labels: bool = False  # negative control: train labels permuted (seeded) before any training
     setup_problems: tuple = ()  # found while resolving (the data folder's own settings file): gate 0 lists them
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -55,10 +55,11 @@ def _device_type(requested: str) -> str:
 
 
 def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str | None, results: str | None,
-                     device: str, profile: str, overrides: list, seed: int, fresh: bool, demo: bool,
+                     device: str, profile: str, overrides: list, seed: int, fresh: bool, demo: str | bool,
                      shuffle_labels: bool = False) -> Settings:
     """Turn option values into `Settings`; bad `--profile`/`--set` values raise `ValueError`."""
     rootdir = Path(rootdir)
+    demo = check_layout("seed" if demo is True else demo) if demo else ""
     artifacts = Path(artifacts_dir) if artifacts_dir else rootdir / "artifacts"
     if demo and data_dir:
         raise ValueError("--demo and --data-dir both given: --demo uses the embedded demo data; drop one")
@@ -66,6 +67,7 @@ def resolve_settings(rootdir: Path, *, data_dir: str | None, artifacts_dir: str 
     # A folder may declare its own channels/classes (python -m moola import-ucr writes one); --set wins.
     resolved = resolve_profile(profile, _device_type(device))
     declared, setup_problems = dataset_overrides(data_root)
+    declared = [*DECLARED.get(demo, ()), *declared]  # what the demo's files would declare about themselves
     for item in declared:  # the folder's own file: a bad value is a gate-0 problem, not a usage error
         try:
             resolved = apply_overrides(resolved, [item])
@@ -101,7 +103,7 @@ def describe_protocol(profile: Profile) -> str:
 
 def data_root(settings: Settings) -> Path:
     """The data root; for --demo, the cached demo dataset (generated on first use)."""
-    return cached_demo(settings.data_root, settings.seed) if settings.demo else settings.data_root
+    return cached_demo(settings.data_root, settings.seed, settings.demo) if settings.demo else settings.data_root
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,7 @@ def build_context(settings: Settings, dataset: Dataset | None = None, judged: fr
     if settings.setup_problems:  # gate 0 lists them; a run that skips gate 0 must not go on without them
         raise ValueError("; ".join(settings.setup_problems))
     device = resolve_device(settings.requested_device)
-    dataset = dataset or load_dataset(data_root(settings), settings.profile.data)
+    dataset = dataset or load_dataset(data_root(settings), settings.profile.data, settings.profile.evaluation.cv)
     shared = settings.profile.data.channels == "ohlc"
     windows = normalize_windows(dataset.labeled.features, shared_channels=shared)
     folds, problems = protocol_folds(dataset, windows, settings.profile)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from moola.config import Profile
 from moola.data.dataset import UNLABELED, check_data
+from moola.data.labels import conflict_warning, order_problem
 from moola.data.normalize import normalize_windows
 from moola.models.encoder import BiLSTMEncoder
 from moola.seeding import describe_device, resolve_device
@@ -43,7 +45,7 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
 
     `data_check`: `check_data`'s result for these settings when already computed (the pytest header).
     """
-    problems, warnings = list(settings.setup_problems), []
+    problems, warnings, notes = list(settings.setup_problems), [], []
     device = {"device": settings.requested_device, "memory_gb": None}
     try:
         resolved = resolve_device(settings.requested_device)
@@ -54,25 +56,65 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
         problems.append(str(exc))
     if data_check is None:
         root = data_root(settings)
-        data_check = check_data(root, settings.profile.data)
+        data_check = check_data(root, settings.profile.data, settings.profile.evaluation.cv)
     else:
         root = data_check[0].root if data_check[0] is not None else settings.data_root
     dataset, data_problems = data_check
     problems += [str(p) for p in data_problems]
     if dataset is not None and not data_problems:
         try:
-            more, warnings = _protocol_problems(dataset, settings.profile)
+            more, warnings, notes = _protocol_problems(dataset, settings.profile)
             problems += more
         except Exception as exc:  # noqa: BLE001 -- gate 0 answers with a problem, never a crash
             problems.append(f"{root}: the folds or the pool could not be built ({type(exc).__name__}: {exc})")
-    return {"problems": problems, "warnings": warnings, "device": device, "cuda_available": torch.cuda.is_available(),
-            "data_root": str(root), "data": dataset.summary() if dataset is not None else None}
+        warnings = label_warnings(dataset, settings.profile) + warnings
+        notes = [*label_notes(dataset), *dataset.notes, *notes]
+    return {"problems": problems, "warnings": warnings, "notes": notes, "device": device,
+            "cuda_available": torch.cuda.is_available(), "data_root": str(root),
+            "data": dataset.summary() if dataset is not None else None,
+            "labels": dataset.audit.summary() if dataset is not None and dataset.audit is not None else None}
 
 
-def _protocol_problems(dataset, profile: Profile) -> tuple[list, list]:
+def label_notes(dataset) -> list[str]:
+    """What the labeled rows are: rows against distinct windows, spans, row order, and the bars the
+    models see after each labeled span (what a live prediction at the span's end would not have)."""
+    audit, labeled = dataset.audit, dataset.labeled
+    if audit is None:
+        return []
+    notes = [f"{labeled.path}: {audit.n_rows} labeled rows from {audit.n_windows} distinct windows (the effective n: "
+             f"rows of one window are one draw of the market); {audit.duplicates} row(s) repeat another row's window, "
+             f"span and label; {audit.multi_span_windows} window(s) labeled on more than one span, "
+             f"{audit.mixed_label_windows} of them with different classes; {audit.order}"]
+    if labeled.expansion is not None:
+        n_bars = labeled.features.shape[1]
+        after = n_bars - 1 - labeled.expansion[:, 1]  # (N,) bars after each span's last bar
+        notes.append(f"the models read the whole {n_bars}-bar window: {int(after.min())}–{int(after.max())} bars "
+                     f"(median {int(np.median(after))}) after each labeled span's last bar, which a live prediction "
+                     "made at the end of the span would not have")
+    return notes
+
+
+def label_warnings(dataset, profile: Profile) -> list[str]:
+    """Label conflicts, span-blind inputs with two answers, and row order the data contradict (blocked)."""
+    audit, labeled = dataset.audit, dataset.labeled
+    if audit is None:
+        return []
+    warnings = [w for w in [conflict_warning(labeled, audit)] if w]
+    if audit.mixed_label_windows > len(audit.conflicts):
+        warnings.append(f"{labeled.path}: {audit.mixed_label_windows} window(s) carry rows of different classes "
+                        "on different spans, and the models read the whole window, not the span: to them each such "
+                        "window is one input with two answers (the effective n counts it once)")
+    disorder = order_problem(labeled, audit)
+    if disorder is not None and profile.evaluation.cv == "blocked":  # the other protocols refuse it
+        warnings.append(f"{disorder} (--cv blocked purges windows sharing bars, but its blocks and embargo "
+                        "follow row order)")
+    return warnings
+
+
+def _protocol_problems(dataset, profile: Profile) -> tuple[list, list, list]:
     windows = normalize_windows(dataset.labeled.features, shared_channels=profile.data.channels == "ohlc")
     folds, problems = protocol_folds(dataset, windows, profile)  # every fold must be trainable
-    warnings = []
+    warnings, notes = [], []
     if folds:
         scored = scored_rows(folds, test_rows(dataset, profile))
         candidates, counts = filtered_pool(dataset, windows, scored, profile)
@@ -81,4 +123,14 @@ def _protocol_problems(dataset, profile: Profile) -> tuple[list, list]:
         else:
             small = small_pool_warning(len(candidates), windows.shape[1:], profile, dataset.unlabeled.path)
             warnings += [small] if small else []
-    return problems, warnings
+        dropped = counts["pool"] - counts["kept"]
+        if dropped:
+            notes.append(f"{dataset.unlabeled.path}: gate 3 leaves {dropped} of {counts['pool']} pool windows out of "
+                         f"pretraining ({counts['identical_to_scored']} identical to and "
+                         f"{counts['overlapping_scored'] + counts['sharing_bars_with_scored']} sharing bars with the "
+                         f"{len(scored)} labeled rows --cv {profile.evaluation.cv} scores); {counts['kept']} remain")
+        purged = [len(fold.purged) for fold in folds]
+        if profile.evaluation.cv != "holdout" and any(purged):
+            notes.append(f"folds: {sum(purged)} train row(s) purged in all ({', '.join(map(str, purged))} per fold: "
+                         "the embargo, and rows identical to or sharing bars with the scored block)")
+    return problems, warnings, notes

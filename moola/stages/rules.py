@@ -16,7 +16,8 @@ def smoke_failures(match: dict, thresholds: ThresholdConfig, overfit: dict | Non
     if overfit is not None and overfit["overfit_train_acc"] < overfit["overfit_target_acc"]:
         failures.append(
             f"overfit check: train accuracy {overfit['overfit_train_acc']:.3f} < {overfit['overfit_target_acc']} on "
-            f"{overfit['overfit_rows']} rows after {overfit['overfit_steps']} full-batch steps: the pipeline cannot "
+            f"{overfit['overfit_rows']} rows of as many distinct windows, each one input with one label"
+            f"{skipped_text(overfit)}, after {overfit['overfit_steps']} full-batch steps: the pipeline cannot "
             "learn (unnormalised/saturated inputs, a detached graph or frozen weights?)")
     ratio = match.get("encoder_match_ratio")
     if ratio is not None and ratio < thresholds.encoder_match_ratio:
@@ -24,6 +25,11 @@ def smoke_failures(match: dict, thresholds: ThresholdConfig, overfit: dict | Non
                         f"({match['encoder_matched']}/{match['encoder_tensors']} encoder tensors loaded; "
                         f"missing {match['encoder_missing'][:3]}, shape mismatch {match['encoder_shape_mismatch'][:3]})")
     return failures
+
+
+def skipped_text(overfit: dict) -> str:
+    skipped = overfit.get("overfit_rows_skipped")
+    return f" ({skipped} train rows of windows labeled with two classes left out)" if skipped else ""
 
 
 POLICIES = ("point", "ci")
