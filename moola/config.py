@@ -25,6 +25,14 @@ class DataConfig:
     # Bars every labeled span must lie in, inclusive `first,last`; () = not declared. The user's
     # layout: 30,74 (0-29 past context, 30-74 the prediction window, 75-104 the "future outcome").
     prediction_bars: tuple = ()
+    # The decision point: classifiers read bars 0..visible_bars-1 only, normalised on them (0 = the
+    # whole window, as the seed). The user's layout: 75 leaves out the 30 "future outcome" bars a
+    # live prediction would not have. Pretraining and the pool filter always read whole windows.
+    visible_bars: int = 0
+    # Classifiers read each labeled row's span (expansion_start..expansion_end) as one more 0/1
+    # channel, when the labeled file has spans; off: they read the bars alone (two rows of one
+    # window on different spans are then one input with two answers).
+    span_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +252,8 @@ def check_choices(profile: Profile) -> None:
             ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]"),
             # gate 5 needs this many synthetic rows per train row, and the cap allows at most `ratio`
             ("pretrain.devices", profile.pretrain.devices, profile.pretrain.devices >= 1, "a number of processes >= 1"),
+            ("data.visible_bars", profile.data.visible_bars, profile.data.visible_bars == 0 or profile.data.visible_bars >= 9,
+             "0 (the whole window) or a number of bars >= 9 (MiniRocket's shortest series)"),
             ("augment.min_ratio", profile.augment.min_ratio, 0 < profile.augment.min_ratio <= profile.augment.ratio,
              f"a share in (0, augment.ratio = {profile.augment.ratio}] (else gate 5 could never pass)")):
         if not ok:

@@ -42,7 +42,7 @@ NEIGHBOUR_SHIFT = 5  # in pool windows (5 × 10 = 50 bars)
 P_CONSOLIDATION = 0.57  # the user's 56 / 42
 VAL_FRACTION = 0.2
 EVENT_SPACING = 120  # mean bars between unlabeled pattern events in the pool
-IMPULSE_DRIFT = (0.6, 1.0)  # per-bar drift of a retracement's impulse, in σ
+IMPULSE_DRIFT = (1.0, 1.6)  # per-bar drift of a retracement's impulse, in σ: a 3-8 σ leg over 3-12 bars
 CLASSES = ("consolidation", "retracement")
 
 
@@ -50,7 +50,7 @@ def span_pattern(rng: np.random.Generator, label: int, sigma: float, n: int) -> 
     """Log-returns of an `n`-bar span: 0 a mean-reverting range, 1 an impulse then a 40–70% pullback."""
     noise = rng.standard_normal(n)
     if label == 0:
-        theta = rng.uniform(0.3, 0.6)  # pull back to the range's centre per bar
+        theta = rng.uniform(0.5, 0.8)  # pull back to the range's centre per bar: a tight range
         level = np.zeros(n + 1)
         for t in range(n):
             level[t + 1] = (1 - theta) * level[t] + 0.9 * sigma * noise[t]
@@ -110,6 +110,9 @@ def generate(seed: int = 17, n_unlabeled: int = N_UNLABELED) -> dict:
     n_independent = n_windows - len(followers)
     gap = (n_unlabeled - 1 - N_NEIGHBOURS * NEIGHBOUR_SHIFT) // n_independent  # pool windows per slot
     slack = gap - 2 * N_BARS // STRIDE  # independent windows never share bars, followers included
+    if slack < 1:
+        raise ValueError(f"n_unlabeled: expected at least {n_independent * (2 * N_BARS // STRIDE + 1) + 21} pool "
+                         f"windows to hold {n_windows} labeled windows apart, found {n_unlabeled}")
     independent = iter(np.arange(n_independent) * gap + rng.integers(0, slack, n_independent))
     bases = []
     for w in range(n_windows):

@@ -17,6 +17,7 @@ import numpy as np
 from moola.data.errors import Problem
 from moola.data.overlap import identical_groups, shared_bars
 from moola.data.parquet import WindowTable, _rows
+from moola.data.validate import data_root_of
 
 ID_PATTERN = re.compile(r"^(\d+)_exp_(\d+)$")  # the user's `{base}_exp_{n}`: base orders windows in time
 
@@ -46,15 +47,19 @@ class LabelAudit:
                 "order_contradictions": [list(map(int, c)) for c in self.order_contradictions]}
 
 
-def check_spans(table: WindowTable, prediction_bars: tuple = ()) -> list[Problem]:
+def check_spans(table: WindowTable, prediction_bars: tuple = (), visible_bars: int = 0) -> list[Problem]:
     """`expansion_start <= expansion_end`, both inside the window and, when declared, inside
-    `prediction_bars` (inclusive `(first, last)`, e.g. the user's 30–74)."""
-    if table.expansion is None:
-        return []
-    start, end = table.expansion[:, 0], table.expansion[:, 1]
+    `prediction_bars` (inclusive `(first, last)`, e.g. the user's 30–74); and `visible_bars`
+    (`data.visible_bars`, 0 = all) within the window, with every span inside the bars it keeps."""
     n_bars = table.features.shape[1]
-    where = f"{table.path} columns 'expansion_start', 'expansion_end'"
     problems = []
+    if visible_bars > n_bars:
+        problems.append(Problem(f"--set data.visible_bars={visible_bars}", f"at most the window's {n_bars} bars",
+                                f"{visible_bars}", f"set it to {n_bars} or fewer (0 reads the whole window)"))
+    if table.expansion is None:
+        return problems
+    start, end = table.expansion[:, 0], table.expansion[:, 1]
+    where = f"{table.path} columns 'expansion_start', 'expansion_end'"
     checks = [("expansion_start <= expansion_end", start > end, "swap the two columns where they are reversed"),
               (f"spans inside the window's bars 0..{n_bars - 1}", (start < 0) | (end > n_bars - 1),
                "spans count bars from 0 at the window's first bar")]
@@ -63,6 +68,10 @@ def check_spans(table: WindowTable, prediction_bars: tuple = ()) -> list[Problem
         checks.append((f"spans inside the prediction bars {first}..{last} (the data declare them: "
                        "data.prediction_bars)", (start < first) | (end > last),
                        "correct those spans, or declare other bars with --set data.prediction_bars=FIRST,LAST"))
+    if 0 < visible_bars <= n_bars:
+        checks.append((f"spans ending before the decision point (data.visible_bars={visible_bars}: the models read "
+                       f"bars 0..{visible_bars - 1})", end > visible_bars - 1,
+                       f"raise data.visible_bars to at least {int(end.max()) + 1}, or drop those rows"))
     for expected, bad, fix in checks:
         if bad.any():
             ids = table.window_ids[bad][:3].tolist()
@@ -133,7 +142,7 @@ def order_problem(table: WindowTable, audit: LabelAudit) -> Problem | None:
                    "the embargo and the split follow row order)",
                    f"{len(audit.order_contradictions)} contradiction(s), e.g. {evidence}",
                    "sort the rows by time (e.g. by the window's start in the history) and rewrite the split "
-                   "with python -m moola make-split DATA_DIR")
+                   f"with python -m moola make-split {data_root_of(table)}")
 
 
 def conflict_warning(table: WindowTable, audit: LabelAudit) -> str | None:

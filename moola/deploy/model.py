@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from moola import artifacts, models
-from moola.data.normalize import normalize_windows
+from moola.data.inputs import InputSpec, model_inputs
 from moola.models.minirocket import MiniRocketArrays
 from moola.results import requirements_hold
 from moola.training.calibration import apply_calibrator
@@ -60,7 +60,7 @@ class Deployed:
     kind: str  # "ensemble", "minirocket", "finetuned", "augmented", "baseline"
     members: list
     classes: list
-    input: dict  # window_shape [T, C], channels, shared_channels, normalisation
+    input: dict  # window_shape [T, C], channels, normalisation, and `InputSpec.record()`: how raw windows become inputs
     metadata: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -68,16 +68,23 @@ class Deployed:
     def calibrated(self) -> bool:
         return all(member.calibrator is not None for member in self.members)
 
-    def member_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu") -> dict:
-        """Each member's probabilities `(n, K)` before calibration, for raw windows `(n, T, C)`."""
-        windows = normalize_windows(raw_windows, shared_channels=bool(self.input["shared_channels"]))
+    @property
+    def spec(self) -> InputSpec:
+        return InputSpec.from_record(self.input)
+
+    def member_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu",
+                     spans: np.ndarray | None = None) -> dict:
+        """Each member's probabilities `(n, K)` before calibration, for raw windows `(n, T, C)` (and
+        their labeled spans `(n, 2)`, when the models read them: `moola.data.inputs`)."""
+        windows = model_inputs(raw_windows, self.spec, spans)
         device = torch.device(device)
         return {m.name: predict_proba(m.model.to(device), windows, device) if isinstance(m.model, nn.Module)
                 else m.model.predict_proba(windows) for m in self.members}
 
-    def predict_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
-        """Calibrated, averaged class probabilities `(n, K)` for raw windows `(n, T, C)`."""
-        raw = self.member_proba(raw_windows, device)
+    def predict_proba(self, raw_windows: np.ndarray, device: torch.device | str = "cpu",
+                      spans: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated, averaged class probabilities `(n, K)` for raw windows `(n, T, C)` (and spans `(n, 2)`)."""
+        raw = self.member_proba(raw_windows, device, spans)
         calibrated = [apply_calibrator(m.calibrator, raw[m.name]) if m.calibrator is not None else raw[m.name]
                       for m in self.members]
         return np.mean(calibrated, axis=0)
@@ -101,14 +108,18 @@ def digest(state: dict) -> str:
     return sha.hexdigest()
 
 
-def save_ensemble(path: Path, deployed: Deployed, reference_windows: np.ndarray, metadata: dict) -> Path:
-    """Write `deployed` as one weights-only file, with `reference_windows` `(n, T, C)` (raw) and the
-    probabilities it gives them on the CPU."""
+def save_ensemble(path: Path, deployed: Deployed, reference_windows: np.ndarray, metadata: dict,
+                  reference_spans: np.ndarray | None = None) -> Path:
+    """Write `deployed` as one weights-only file, with `reference_windows` `(n, T, C)` (raw; and their
+    spans `(n, 2)` when the models read them) and the probabilities it gives them on the CPU."""
     reference = np.asarray(reference_windows[:REFERENCE_ROWS], dtype=np.float64)
+    spans = None if reference_spans is None else np.asarray(reference_spans[:REFERENCE_ROWS], dtype=np.int64)
     cpu = on_cpu(deployed)
     state = {"reference.windows": torch.from_numpy(reference),
-             "reference.proba": torch.from_numpy(cpu.predict_proba(reference))}
-    for name, proba in cpu.member_proba(reference).items():
+             "reference.proba": torch.from_numpy(cpu.predict_proba(reference, spans=spans))}
+    if spans is not None:
+        state["reference.spans"] = torch.from_numpy(spans)
+    for name, proba in cpu.member_proba(reference, spans=spans).items():
         state[f"reference.member.{name}"] = torch.from_numpy(proba)
     for member in deployed.members:
         state.update({f"member.{member.name}.{key}": value for key, value in member.model.state_dict().items()})
@@ -196,9 +207,10 @@ def check_reference(deployed: Deployed, state: dict, path: Path, made_by: dict) 
     isotonic map is flat over stretches and would hide a change) and the ensemble's; refuse the
     file when any moved beyond `REFERENCE_ATOL`. Returns the largest difference."""
     windows = state["reference.windows"].numpy()
-    found = deployed.member_proba(windows)
+    spans = state["reference.spans"].numpy() if "reference.spans" in state else None
+    found = deployed.member_proba(windows, spans=spans)
     pairs = [(f"member {name}", state[f"reference.member.{name}"].numpy(), found[name]) for name in found]
-    pairs.append(("ensemble", state["reference.proba"].numpy(), deployed.predict_proba(windows)))
+    pairs.append(("ensemble", state["reference.proba"].numpy(), deployed.predict_proba(windows, spans=spans)))
     worst, where = 0.0, ""
     for name, expected, now in pairs:
         gap = float(np.abs(now - expected).max()) if len(windows) else 0.0

@@ -219,13 +219,30 @@ def contract_problems(table: WindowTable, deployed: Deployed) -> list:
     where = f"{table.path} column 'features'"
     expected_shape = tuple(deployed.input["window_shape"])
     found_shape = tuple(table.features.shape[1:])
+    spec = deployed.spec
     problems = []
-    if found_shape != expected_shape:
+    read = spec.bars(expected_shape[0])  # bars the model reads: windows may stop there (the decision point)
+    if found_shape[1:] != expected_shape[1:] or not read <= found_shape[0] <= expected_shape[0] or (
+            found_shape[0] != expected_shape[0] and not spec.visible_bars):
         bars, channels = expected_shape
-        problems.append(Problem(where, f"windows of {bars} bars x {channels} values ({deployed.input['channels']}: "
-                                       "the layout the model was trained on)",
+        span = f"{read} to {bars}" if read < bars else f"{bars}"
+        problems.append(Problem(where, f"windows of {span} bars x {channels} values ({deployed.input['channels']}: "
+                                       "the layout the model was trained on"
+                                       + (f"; it reads bars 0..{read - 1}" if read < bars else "") + ")",
                                 f"{found_shape[0]} bars x {found_shape[1]} values",
-                                f"cut windows of {bars} bars with the same {channels} values per bar, in the same order"))
+                                f"cut windows of {span} bars with the same {channels} values per bar, in the same order"))
+    elif spec.span_channel and table.expansion is None:
+        problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'", "the span to classify in "
+                                "each window (integer first and last bar): this model reads it as an input",
+                                "no such columns", "add them (the pattern's bars, as in the labeled file), or use a "
+                                "model trained with --set data.span_input=false"))
+    elif spec.span_channel and ((table.expansion[:, 0] > table.expansion[:, 1]) | (table.expansion[:, 0] < 0)
+                                | (table.expansion[:, 1] >= read)).any():
+        bad = (table.expansion[:, 0] > table.expansion[:, 1]) | (table.expansion[:, 0] < 0) | (table.expansion[:, 1] >= read)
+        problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'",
+                                f"spans with start <= end inside the bars the model reads (0..{read - 1})",
+                                f"{int(bad.sum())} row(s) outside, e.g. {table.window_ids[bad][:3].tolist()}",
+                                "correct those spans"))
     elif deployed.input.get("channels") == "ohlc" and np.isfinite(table.features).all():  # else already reported
         problems += check_ohlc(table)
     if table.labels is not None:
@@ -240,7 +257,7 @@ def score(windows: Path, deployed: Deployed, device: str = "cpu", resamples: int
     """Probabilities for every window of `windows`, and macro F1 with its CI when labels are present."""
     table = read_input(windows, deployed)
     started = time.monotonic()
-    proba = deployed.predict_proba(table.features, device)  # (n, K)
+    proba = deployed.predict_proba(table.features, device, spans=table.expansion)  # (n, K)
     seconds = time.monotonic() - started
     classes = deployed.classes
     members = "+".join(m.name for m in deployed.members) + ("" if deployed.calibrated else " (uncalibrated softmax)")

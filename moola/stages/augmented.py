@@ -31,9 +31,9 @@ def run_augmented(ctx: RunContext, encoder_state: dict, finetuned: Trained) -> T
     The samples ride along in `trained.extra["samples"]`."""
     y = ctx.dataset.y
     samples = make_pseudo_samples(
-        ctx.windows[ctx.train], y[ctx.train], ctx.windows[ctx.held_out],
+        ctx.inputs[ctx.train], y[ctx.train], ctx.inputs[ctx.held_out],
         lambda windows: predict_proba(finetuned.model, windows, ctx.device),
-        ctx.profile.augment, ohlc=ctx.shared_channels, seed=ctx.seed,
+        ctx.profile.augment, ohlc=ctx.shared_channels, seed=ctx.seed, marker_channels=int(ctx.spec.span_channel),
     )
     trained = run_finetune(ctx, encoder_state, samples.windows, samples.y, artifact=artifacts.AUGMENTED)
     trained.extra["samples"] = samples
@@ -67,7 +67,7 @@ def source_rows(ctx: RunContext, samples: PseudoSamples) -> np.ndarray:
 def synthetic_numbers(ctx: RunContext, samples: PseudoSamples) -> dict:
     """Everything gate 5's synthetic-row rules compare for one fit, checked afresh on the accepted rows."""
     hashes = list(window_hashes(samples.windows))
-    real = set(window_hashes(ctx.windows))  # every labeled row: train, scored and purged
+    real = set(window_hashes(ctx.inputs))  # every labeled row as the model reads it: train, scored and purged
     duplicates = sum(h in real for h in hashes) + (len(hashes) - len(set(hashes)))
     sources = source_rows(ctx, samples)
     foreign = sorted(set(sources.tolist()) - set(ctx.train.tolist()))
@@ -103,7 +103,9 @@ def augment_verdict(ctx: RunContext, augmented: CrossFitted, finetuned: CrossFit
         per_fit.append({"fit": where, **numbers})
         if view.saves_models:
             samples = trained.extra["samples"]
-            saved = (numbers, samples, statistic_quantiles(samples.windows, view.windows[view.train]))
+            n_values = view.windows.shape[2]  # price channels (the span channel is no statistic)
+            saved = (numbers, samples, statistic_quantiles(samples.windows[..., :n_values],
+                                                           view.inputs[view.train][..., :n_values]))
     comparison = compare(ctx, augmented, finetuned, "4_finetune_enhanced")
     failures += [f"{failure}: augmentation degrades real scored rows" for failure in no_worse_failures(
         augmented.val_f1, finetuned.val_f1, "gate-4", config.tolerance, ctx.profile.thresholds.gate_policy,

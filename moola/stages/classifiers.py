@@ -58,19 +58,20 @@ def evaluate(ctx: RunContext, name: str, model: nn.Module, train_windows: np.nda
              **kwargs) -> Trained:
     """Metrics on the fit's scored rows, train accuracy and the majority baseline for a fitted model."""
     y = ctx.dataset.y
-    val_proba = predict_proba(model, ctx.windows[ctx.val], ctx.device)
+    val_proba = predict_proba(model, ctx.inputs[ctx.val], ctx.device)
     metrics = classification_metrics(y[ctx.val], val_proba)
     metrics["train_acc"] = float((predict_proba(model, train_windows, ctx.device).argmax(1) == train_y).mean())
     metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
-    test_proba = predict_proba(model, ctx.windows[ctx.test], ctx.device) if len(ctx.test) else None
+    test_proba = predict_proba(model, ctx.inputs[ctx.test], ctx.device) if len(ctx.test) else None
     return Trained(name, model, val_proba, metrics, test_proba, **kwargs)
 
 
 def enhanced_model(ctx: RunContext, encoder_state: dict | None, dropout: float) -> tuple[EnhancedSimpleLSTM, dict]:
     config = ctx.profile.pretrain
     torch.manual_seed(ctx.seed)
+    # the encoder reads the price channels it was pretrained on; the span channel (if any) steers the pooling
     model = EnhancedSimpleLSTM(ctx.windows.shape[2], ctx.n_classes, config.hidden_size, config.num_layers,
-                               dropout=dropout)
+                               dropout=dropout, span_channel=ctx.spec.span_channel)
     match = artifacts.load_encoder_weights(model, encoder_state) if encoder_state is not None else {}
     return model, match
 
@@ -79,7 +80,7 @@ def run_smoke(ctx: RunContext, encoder_state: dict | None) -> Trained:
     """Gate 1: EnhancedSimpleLSTM, encoder frozen, head only, no augmentation."""
     config = ctx.profile.smoke
     model, match = enhanced_model(ctx, encoder_state, config.dropout)
-    train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
+    train_x, train_y = ctx.inputs[ctx.train], ctx.dataset.y[ctx.train]
     options = FitOptions(config.batch_size, {name: config.lr for name in (*HEAD, "encoder")})
     fit = fit_classifier(model, train_x, train_y, child_groups(model), [Phase("smoke", config.epochs, HEAD)],
                          options, ctx.device, ctx.seed, ctx.n_classes)
@@ -98,9 +99,9 @@ def overfit_check(ctx: RunContext, encoder_state: dict | None) -> dict:
     rows, skipped = overfit_rows(ctx, max(1, config.overfit_rows // ctx.n_classes))
     model, _ = enhanced_model(ctx, encoder_state, config.dropout)
     options = FitOptions(len(rows), {name: config.overfit_lr for name in (*HEAD, "encoder")}, warmup_fraction=0.0)
-    fit = fit_classifier(model, ctx.windows[rows], y[rows], child_groups(model),
+    fit = fit_classifier(model, ctx.inputs[rows], y[rows], child_groups(model),
                          [Phase("overfit", config.overfit_steps, HEAD)], options, ctx.device, ctx.seed, ctx.n_classes)
-    accuracy = float((predict_proba(model, ctx.windows[rows], ctx.device).argmax(1) == y[rows]).mean())
+    accuracy = float((predict_proba(model, ctx.inputs[rows], ctx.device).argmax(1) == y[rows]).mean())
     first = next((i + 1 for i, h in enumerate(fit.history) if h["train_acc"] >= config.overfit_target_acc), None)
     return {"overfit_rows": len(rows), "overfit_steps": config.overfit_steps, "overfit_train_acc": accuracy,
             "overfit_steps_to_target": first, "overfit_target_acc": config.overfit_target_acc,
@@ -183,12 +184,14 @@ def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray
     config = ctx.profile.finetune
     started = time.monotonic()
     model, match = enhanced_model(ctx, encoder_state, config.dropout)
-    train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
+    train_x, train_y = ctx.inputs[ctx.train], ctx.dataset.y[ctx.train]
     if extra_windows is not None and len(extra_windows):
         train_x, train_y = np.concatenate([train_x, extra_windows]), np.concatenate([train_y, extra_y])
     phases, lrs = finetune_schedule(config, model.encoder.num_layers)
-    options = dataclasses.replace(finetune_options(config, lrs, sum(p.epochs for p in phases)),
-                                  batch_size=ctx.batch_size(config.batch_size, len(train_x)))
+    options = finetune_options(config, lrs, sum(p.epochs for p in phases))
+    options = dataclasses.replace(options, batch_size=ctx.batch_size(config.batch_size, len(train_x)),
+                                  augmentation=dataclasses.replace(options.augmentation,
+                                                                   marker_channels=int(ctx.spec.span_channel)))
     l2sp = L2SP.from_modules(model.encoder, [getattr(model, m) for m in HEAD], config.l2sp_alpha, config.l2sp_beta)
     fit = fit_classifier(model, train_x, train_y, finetune_groups(model), phases, options, ctx.device, ctx.seed,
                          ctx.n_classes, l2sp)
@@ -196,14 +199,14 @@ def run_finetune(ctx: RunContext, encoder_state: dict, extra_windows: np.ndarray
     weights = {}
     for kind, candidate in candidates.items():
         if candidate is not None:
-            proba = predict_proba(candidate, ctx.windows[ctx.val], ctx.device)
+            proba = predict_proba(candidate, ctx.inputs[ctx.val], ctx.device)
             weights[kind] = classification_metrics(ctx.dataset.y[ctx.val], proba)["val_f1"]
     chosen = candidates[config.select]
     if chosen is None:
         raise ValueError(f"finetune.select={config.select!r} but that average was not kept "
                          "(set finetune.ema_half_life or finetune.swa_fraction above 0)")
     chosen = getattr(chosen, "module", chosen)  # AveragedModel wraps the averaged copy in .module
-    trained = evaluate(ctx, name, chosen, ctx.windows[ctx.train], ctx.dataset.y[ctx.train], steps=fit.steps,
+    trained = evaluate(ctx, name, chosen, ctx.inputs[ctx.train], ctx.dataset.y[ctx.train], steps=fit.steps,
                        history=fit.history,
                        extra={**match, "phase_lrs": fit.lrs, "trainable": fit.trainable, "n_fit_rows": len(train_x),
                               **fit_shape(options.batch_size, fit),
@@ -219,8 +222,8 @@ def run_baseline(ctx: RunContext) -> Trained:
     config = ctx.profile.baseline
     started = time.monotonic()
     torch.manual_seed(ctx.seed)
-    model = SimpleLSTM(ctx.windows.shape[2], ctx.n_classes, config.hidden_size)
-    train_x, train_y = ctx.windows[ctx.train], ctx.dataset.y[ctx.train]
+    model = SimpleLSTM(ctx.inputs.shape[2], ctx.n_classes, config.hidden_size)  # the span channel is one more input
+    train_x, train_y = ctx.inputs[ctx.train], ctx.dataset.y[ctx.train]
     options = FitOptions(ctx.batch_size(config.batch_size, len(train_x)), {"lstm": config.lr, "head": config.lr},
                          config.grad_clip, config.weight_decay)
     fit = fit_classifier(model, train_x, train_y, child_groups(model), [Phase("scratch", config.epochs, ("lstm", "head"))],
@@ -242,9 +245,9 @@ def fit_shape(batch_size: int, fit) -> dict:
 def input_contract(ctx: RunContext) -> dict:
     """What a window must look like, and the transform applied to it, for this model to read it."""
     return {"window_shape": list(ctx.windows.shape[1:]), "channels": ctx.profile.data.channels,
-            "normalisation": "per-window z-score, " + ("one mean and std shared by the channels (OHLC)"
-                                                       if ctx.shared_channels else "per channel"),
-            "shared_channels": ctx.shared_channels}
+            "normalisation": "per-window z-score over the bars read, " + (
+                "one mean and std shared by the channels (OHLC)" if ctx.shared_channels else "per channel"),
+            **ctx.spec.record()}
 
 
 def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, duration_s: float) -> Path | None:

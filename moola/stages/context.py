@@ -13,6 +13,7 @@ import torch
 from moola.config import EvaluationConfig, Profile, apply_overrides, resolve_profile
 from moola.data.dataset import Dataset, load_dataset
 from moola.data.demos import DECLARED, cached_demo, check_layout
+from moola.data.inputs import InputSpec, model_inputs
 from moola.data.normalize import normalize_windows
 from moola.data.overlap import sharing_matrix
 from moola.data.ucr import META, dataset_overrides
@@ -113,7 +114,9 @@ class RunContext:
     settings: Settings
     device: torch.device
     dataset: Dataset  # labels as given (a fit's view holds its fold's permuted train labels under --shuffle-labels)
-    windows: np.ndarray  # (N, T, C) normalised labeled windows
+    windows: np.ndarray  # (N, T, C) normalised labeled windows: what the encoder and the pool filter read
+    inputs: np.ndarray  # (N, V, C[+1]) what the classifiers read (`moola.data.inputs`: decision point, span)
+    spec: InputSpec  # how `inputs` were made (saved with every classifier; predict makes them alike)
     folds: tuple = ()  # the protocol's folds (holdout: one, the split file's)
     fold: Fold | None = None  # the fit this view trains: its train rows and scored rows
     fit_seed: int | None = None
@@ -295,4 +298,14 @@ def build_context(settings: Settings, dataset: Dataset | None = None, judged: fr
     folds, problems = protocol_folds(dataset, windows, settings.profile)
     if problems:
         raise ValueError("; ".join(problems))
-    return RunContext(settings, device, dataset, windows, folds, judged=judged)
+    spec = input_spec(dataset, settings.profile)
+    inputs = model_inputs(dataset.labeled.features, spec, dataset.labeled.expansion)
+    return RunContext(settings, device, dataset, windows, inputs, spec, folds, judged=judged)
+
+
+def input_spec(dataset: Dataset, profile: Profile) -> InputSpec:
+    """The classifiers' inputs for this data: the span channel only where the labeled file has spans."""
+    spec = InputSpec.from_config(profile.data)
+    if spec.span_channel and dataset.labeled.expansion is None:
+        return dataclasses.replace(spec, span_channel=False)
+    return spec

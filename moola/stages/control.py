@@ -12,16 +12,16 @@ from moola.training.metrics import classification_metrics, majority_baseline
 
 def run_minirocket(ctx: RunContext) -> Trained:
     y = ctx.dataset.y
-    model = MiniRocketClassifier(seed=ctx.seed).fit(ctx.windows[ctx.train], y[ctx.train])
-    scores = model.decision_function(ctx.windows[ctx.val])
-    pred = model.predict(ctx.windows[ctx.val])
+    model = MiniRocketClassifier(seed=ctx.seed).fit(ctx.inputs[ctx.train], y[ctx.train])
+    scores = model.decision_function(ctx.inputs[ctx.val])
+    pred = model.predict(ctx.inputs[ctx.val])
     proba = np.eye(ctx.n_classes)[pred]  # (n_val, K) one-hot: ridge gives scores, not probabilities
     metrics = classification_metrics(y[ctx.val], proba)
-    metrics["train_acc"] = float((model.predict(ctx.windows[ctx.train]) == y[ctx.train]).mean())
+    metrics["train_acc"] = float((model.predict(ctx.inputs[ctx.train]) == y[ctx.train]).mean())
     metrics["ridge_alpha"] = float(model.head_[-1].alpha_)
     metrics.update(majority_baseline(y[ctx.train], y[ctx.val], ctx.n_classes))
     test = ctx.test
-    test_proba = score_proba(model.decision_function(ctx.windows[test])) if len(test) else None
+    test_proba = score_proba(model.decision_function(ctx.inputs[test])) if len(test) else None
     return Trained("minirocket_ridge", model, proba, metrics, test_proba,
                    extra={"val_scores": scores, "val_score_proba": score_proba(scores)})
 

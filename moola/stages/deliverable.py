@@ -102,9 +102,10 @@ def save_control(ctx: RunContext, stage: CrossFitted) -> dict | None:
                           {"trained_on": member.info["trained_on"], "scored_by": "the gate line's pooled out-of-fold "
                            "predictions of the same recipe" if not ctx.holdout else "the split file's val rows",
                            "refit_check": stage.final.extra.get("refit_check")})
-    windows = ctx.windows  # normalised labeled windows, what the in-session classifier reads
-    session = score_proba(stage.final.model.decision_function(windows))
-    reread = deployment.load_deployed(Path(record["path"]), "minirocket").predict_proba(ctx.dataset.labeled.features)
+    session = score_proba(stage.final.model.decision_function(ctx.inputs))  # what the in-session classifier reads
+    labeled = ctx.dataset.labeled
+    reread = deployment.load_deployed(Path(record["path"]), "minirocket").predict_proba(
+        labeled.features, spans=labeled.expansion)
     worst = float(np.abs(session - reread).max())
     if not worst <= 1e-6:  # float32 features either way; the sums may differ in the last bits
         raise ValueError(f"{record['path']}: read back, it scores the labeled windows up to {worst:.2g} away from the "
@@ -115,7 +116,7 @@ def save_control(ctx: RunContext, stage: CrossFitted) -> dict | None:
 def save_checked(ctx: RunContext, deployed: deployment.Deployed, relative: Path, model: str, extra: dict) -> dict:
     """Write `deployed` at `relative` under the run's models folder, read it back and check it gives
     the labeled windows exactly what the session's models give on the CPU."""
-    labeled = ctx.dataset.labeled.features
+    labeled, spans = ctx.dataset.labeled.features, ctx.dataset.labeled.expansion
     path = ctx.models_dir / relative
     metadata = {"model": model, "run_id": ctx.settings.run_id, "profile": ctx.profile.name,
                 "protocol": ctx.protocol(), "data_fingerprint": ctx.dataset.fingerprint,
@@ -124,9 +125,10 @@ def save_checked(ctx: RunContext, deployed: deployment.Deployed, relative: Path,
                 "versions": versions(), "train_labels_shuffled": ctx.settings.shuffle_labels,
                 # rewritten by the results plugin once the gate rules (artifacts.mark_gate)
                 "gate": {"gate": artifacts.GATE_OF[relative], "status": "pending", "run_id": ctx.settings.run_id}}
-    deployment.save_ensemble(path, deployed, labeled, metadata)
+    deployment.save_ensemble(path, deployed, labeled, metadata, spans)
     loaded = deployment.load_deployed(path, deployed.kind)  # refuses a file that does not give the session's numbers
-    session, reread = deployment.on_cpu(deployed).predict_proba(labeled), loaded.predict_proba(labeled)
+    session = deployment.on_cpu(deployed).predict_proba(labeled, spans=spans)
+    reread = loaded.predict_proba(labeled, spans=spans)
     worst = float(np.abs(session - reread).max())
     if not worst <= 1e-9:  # the same machine, the same CPU kernels: nothing may move
         raise ValueError(f"{path}: read back, it gives the labeled windows probabilities up to {worst:.2g} away from "

@@ -312,7 +312,8 @@ def probe(ctx: RunContext, encoder_state: dict) -> dict:
     scores = {}
     y = ctx.dataset.y
     for name, state in (("probe_balanced_acc", encoder_state), ("probe_random_balanced_acc", None)):
-        features = encoder_features(build_encoder(ctx, state), ctx.windows, ctx.device)
+        # the bars a classifier reads (data.visible_bars), price channels only: the probe scores labels too
+        features = encoder_features(build_encoder(ctx, state), ctx.inputs[..., :ctx.windows.shape[2]], ctx.device)
         scored, predicted, per_fold = [], [], []
         for fold in ctx.folds:
             fit_y = ctx.for_fit(fold, ctx.seed).dataset.y  # permuted train labels under --shuffle-labels

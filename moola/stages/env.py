@@ -7,6 +7,7 @@ import torch
 
 from moola.config import Profile
 from moola.data.dataset import UNLABELED, check_data
+from moola.data.inputs import InputSpec
 from moola.data.labels import conflict_warning, order_problem
 from moola.data.normalize import normalize_windows
 from moola.models.encoder import BiLSTMEncoder
@@ -68,14 +69,14 @@ def verify_environment(settings: Settings, data_check: tuple | None = None) -> d
         except Exception as exc:  # noqa: BLE001 -- gate 0 answers with a problem, never a crash
             problems.append(f"{root}: the folds or the pool could not be built ({type(exc).__name__}: {exc})")
         warnings = label_warnings(dataset, settings.profile) + warnings
-        notes = [*label_notes(dataset), *dataset.notes, *notes]
+        notes = [*label_notes(dataset, settings.profile), *dataset.notes, *notes]
     return {"problems": problems, "warnings": warnings, "notes": notes, "device": device,
             "cuda_available": torch.cuda.is_available(), "data_root": str(root),
             "data": dataset.summary() if dataset is not None else None,
             "labels": dataset.audit.summary() if dataset is not None and dataset.audit is not None else None}
 
 
-def label_notes(dataset) -> list[str]:
+def label_notes(dataset, profile: Profile) -> list[str]:
     """What the labeled rows are: rows against distinct windows, spans, row order, and the bars the
     models see after each labeled span (what a live prediction at the span's end would not have)."""
     audit, labeled = dataset.audit, dataset.labeled
@@ -83,15 +84,29 @@ def label_notes(dataset) -> list[str]:
         return []
     notes = [f"{labeled.path}: {audit.n_rows} labeled rows from {audit.n_windows} distinct windows (the effective n: "
              f"rows of one window are one draw of the market); {audit.duplicates} row(s) repeat another row's window, "
-             f"span and label; {audit.multi_span_windows} window(s) labeled on more than one span, "
-             f"{audit.mixed_label_windows} of them with different classes; {audit.order}"]
+             f"span and label; {audit.multi_span_windows} window(s) labeled on more than one span; "
+             f"{audit.mixed_label_windows} window(s) whose rows carry different classes; {audit.order}"]
     if labeled.expansion is not None:
-        n_bars = labeled.features.shape[1]
-        after = n_bars - 1 - labeled.expansion[:, 1]  # (N,) bars after each span's last bar
-        notes.append(f"the models read the whole {n_bars}-bar window: {int(after.min())}–{int(after.max())} bars "
-                     f"(median {int(np.median(after))}) after each labeled span's last bar, which a live prediction "
-                     "made at the end of the span would not have")
+        notes.append(decision_point_note(labeled, profile))
     return notes
+
+
+def decision_point_note(labeled, profile: Profile) -> str:
+    """How many bars after each labeled span the classifiers read (`data.visible_bars`), and what it means live."""
+    spec = InputSpec.from_config(profile.data)
+    n_bars = labeled.features.shape[1]
+    read = spec.bars(n_bars)
+    after = np.maximum(read - 1 - labeled.expansion[:, 1], 0)  # (N,) bars read after each span's last bar
+    seen = (f"{int(after.min())}" if after.min() == after.max() else
+            f"{int(after.min())}–{int(after.max())} (median {int(np.median(after))})")
+    which = (f"the whole {n_bars}-bar window" if read == n_bars else
+             f"bars 0..{read - 1} of each {n_bars}-bar window (data.visible_bars={read})")
+    span = "; the labeled span is an input channel" if spec.span_channel else ""
+    if not after.max():
+        return f"the classifiers read {which}: no bar after any labeled span's last bar{span}"
+    return (f"the classifiers read {which}: {seen} bars after each labeled span's last bar{span}. A live "
+            "prediction made at the end of the span does not have those bars: its verdicts hold for windows "
+            f"observed up to bar {read - 1} (--set data.visible_bars=N moves the decision point)")
 
 
 def label_warnings(dataset, profile: Profile) -> list[str]:

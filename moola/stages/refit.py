@@ -27,6 +27,7 @@ import numpy as np
 from torch import nn
 
 from moola import artifacts
+from moola.data.inputs import model_inputs
 from moola.evaluation.crossfit import Evaluation
 from moola.stages.context import RunContext
 from moola.training.classifier import predict_proba
@@ -70,10 +71,12 @@ def refit_check(ctx: RunContext, evaluation: Evaluation, fits: dict, final) -> d
                           "scored_fits_mean": float(np.mean(steps)), "scored_fits_range": [min(steps), max(steps)]}
     base = [fit.model for (seed, _), fit in fits.items() if seed == ctx.settings.seed]
     unlabeled = ctx.dataset.unlabeled.features
-    if final.model is not None and base and len(unlabeled):
+    if final.model is not None and base and len(unlabeled) and ctx.spec.span_channel:
+        check["unlabeled"] = None  # pool windows carry no labeled span: nothing the models could read
+    elif final.model is not None and base and len(unlabeled):
         rows = np.sort(np.random.default_rng(ctx.settings.seed).choice(
             len(unlabeled), min(UNLABELED_SAMPLE, len(unlabeled)), replace=False))
-        windows = ctx.normalize(unlabeled[rows]).astype(np.float32)
+        windows = model_inputs(unlabeled[rows], ctx.spec)  # what the classifiers read: the visible bars
         folds = np.mean([_proba(ctx, model, windows) for model in base], axis=0)
         check["unlabeled"] = {**_agreement(_proba(ctx, final.model, windows), folds),
                               "against": f"the mean of the base seed's {len(base)} fold models",

@@ -26,21 +26,24 @@ def time_warp(batch: torch.Tensor, sigma: float, generator: torch.Generator, n_k
 
 
 def augment_batch(batch: torch.Tensor, jitter_sigma: float, scale_sigma: float, warp_sigma: float,
-                  prob: float, generator: torch.Generator) -> torch.Tensor:
+                  prob: float, generator: torch.Generator, marker_channels: int = 0) -> torch.Tensor:
     """Draw each augmentation independently per sample with probability `prob`; `(n, T, C)` in and out.
 
     Jitter adds the same noise to all four channels of a bar, and scaling multiplies whole windows
-    by a positive factor, so OHLC ordering survives both.
+    by a positive factor, so OHLC ordering survives both. The last `marker_channels` channels (the
+    0/1 span channel, `moola.data.inputs`) mark bars rather than measure them: the time warp moves
+    them with their bars, jitter and scaling leave them alone.
     """
-    n, n_steps, _ = batch.shape
+    n, n_steps, n_channels = batch.shape
+    values = n_channels - marker_channels  # channels jitter and scaling apply to
     out = batch
     pick = lambda: (torch.rand(n, generator=generator) < prob).view(n, 1, 1)
     if warp_sigma > 0:
         out = torch.where(pick(), time_warp(out, warp_sigma, generator), out)
     if scale_sigma > 0:
         factor = (1.0 + scale_sigma * torch.randn(n, 1, 1, generator=generator)).clamp(min=0.1)
-        out = torch.where(pick(), out * factor, out)
+        out = torch.cat([torch.where(pick(), out[..., :values] * factor, out[..., :values]), out[..., values:]], 2)
     if jitter_sigma > 0:
         noise = jitter_sigma * torch.randn(n, n_steps, 1, generator=generator)  # one draw per bar
-        out = torch.where(pick(), out + noise, out)
+        out = torch.cat([torch.where(pick(), out[..., :values] + noise, out[..., :values]), out[..., values:]], 2)
     return out

@@ -47,6 +47,7 @@ class Augmentation:
     scale_sigma: float
     warp_sigma: float
     prob: float
+    marker_channels: int = 0  # trailing 0/1 channels (the span) that jitter and scaling leave alone
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,8 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
                     batch = x_all[index]
                     if options.augmentation is not None:
                         a = options.augmentation
-                        batch = augment_batch(batch, a.jitter_sigma, a.scale_sigma, a.warp_sigma, a.prob, generator)
+                        batch = augment_batch(batch, a.jitter_sigma, a.scale_sigma, a.warp_sigma, a.prob, generator,
+                                              a.marker_channels)
                     batch, target = to_device(batch, device), to_device(y_all[index], device)
                     if swa_scheduler is None:
                         factor = cosine_lr(step, scheduled_steps, 1.0, warmup, final_factor)

@@ -183,12 +183,27 @@ def _rms_to(flat: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def make_pseudo_samples(train_windows: np.ndarray, train_y: np.ndarray, held_out_windows: np.ndarray,
-                        label_proba, config: AugmentConfig, ohlc: bool, seed: int) -> PseudoSamples:
+                        label_proba, config: AugmentConfig, ohlc: bool, seed: int,
+                        marker_channels: int = 0) -> PseudoSamples:
     """Generate, repair, score, deduplicate and cap pseudo-samples from train rows only.
 
     `held_out_windows`: val (and test) rows, used only to reject copies of them.
     `label_proba(windows) -> (n, n_classes)`: the gate-4 model, for label confidence.
+    `marker_channels`: trailing 0/1 channels of the inputs (the labeled span, `moola.data.inputs`):
+    the generators work on the other channels, and each candidate carries its source row's marks
+    (a warp moves bars by a few positions, so a warped candidate's span is its source's, to a bar or two).
     """
+    if marker_channels:
+        values = train_windows.shape[2] - marker_channels
+        return _make(train_windows[..., :values], train_y, held_out_windows, label_proba, config, ohlc, seed,
+                     marks=train_windows[..., values:])
+    return _make(train_windows, train_y, held_out_windows, label_proba, config, ohlc, seed)
+
+
+def _make(train_windows: np.ndarray, train_y: np.ndarray, held_out_windows: np.ndarray,
+          label_proba, config: AugmentConfig, ohlc: bool, seed: int, marks: np.ndarray | None = None) -> PseudoSamples:
+    """`make_pseudo_samples` on value channels; `marks` `(n_train, T, m)`: each candidate takes its
+    first source row's (then `held_out_windows` hold the marks too, as every compared window does)."""
     rng = np.random.default_rng(seed)
     n_train = len(train_windows)
     candidates, meta = [], []
@@ -211,12 +226,16 @@ def make_pseudo_samples(train_windows: np.ndarray, train_y: np.ndarray, held_out
         windows = repair_ohlc(windows)
         valid = ohlc_valid(windows)
     windows = normalize_windows(windows, shared_channels=ohlc)
+    values, train_values = windows, train_windows  # (n, T, C) value channels: what the KS statistics compare
+    if marks is not None:  # the model reads the marks too: the candidates as inputs, and the rows they are compared with
+        windows = np.concatenate([windows, marks[[m["source_rows"][0] for m in meta]]], axis=2).astype(np.float32)
+        train_windows = np.concatenate([train_windows, marks], axis=2)
     keep = valid.copy()
     counts["ohlc"] = int(keep.sum())
 
-    source_close = train_windows[[m["source_rows"][0] for m in meta]][..., -1]
+    source_close = train_values[[m["source_rows"][0] for m in meta]][..., -1]
     similarity = np.array([1.0 - ks_2samp(np.diff(w[:, -1]), np.diff(s)).statistic
-                           for w, s in zip(windows, source_close)])
+                           for w, s in zip(values, source_close)])
     confidence = label_proba(windows)[np.arange(len(windows)), labels]
     quality = valid * (similarity + confidence) / 2
     keep &= quality >= config.quality_threshold
@@ -245,5 +264,6 @@ def make_pseudo_samples(train_windows: np.ndarray, train_y: np.ndarray, held_out
     accepted = sorted(accepted[:cap])
     counts["capped"] = len(accepted)
     provenance = [{**meta[i], "quality": float(quality[i]), "label": int(labels[i])} for i in accepted]
-    ks = ks_report(windows[accepted], train_windows) if accepted else {}
+    n_values = values.shape[2]
+    ks = ks_report(windows[accepted][..., :n_values], train_values) if accepted else {}
     return PseudoSamples(windows[accepted], labels[accepted], provenance, counts, quality[accepted], ks)

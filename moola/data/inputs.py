@@ -1,0 +1,76 @@
+"""What a classifier reads: the window up to the decision point, normalised, with its labeled span marked.
+
+- `visible_bars` V (`data.visible_bars`; 0 = the whole window, as the seed): a classifier reads
+  bars 0..V-1 only, normalised on those bars alone (statistics over the whole window would carry
+  the later bars' range into the earlier ones). The user's windows hold 30 "future outcome" bars
+  after the prediction window (75-104) that a live prediction would not have: V = 75 cuts them.
+- `span_channel` (`data.span_input`): one more channel, 1 on the labeled span's bars and 0
+  elsewhere, so two rows of one window on different spans are two inputs, not one input with two
+  answers. Pretraining never sees it (the pool has no spans); the encoder reads the price channels.
+
+Pretraining, the pool filter and the leakage checks read the whole raw window; only classifiers
+(and the linear probe, which scores labels) read these inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from moola.data.normalize import normalize_windows
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How raw windows `(n, T, C)` become classifier inputs `(n, V, C + span_channel)`."""
+
+    shared_channels: bool = True  # OHLC: one mean/std per window over all four channels
+    visible_bars: int = 0  # bars 0..V-1 are read; 0 = every bar
+    span_channel: bool = False  # append the labeled span as a 0/1 channel
+
+    @classmethod
+    def from_config(cls, data) -> InputSpec:
+        """From a `DataConfig`."""
+        return cls(data.channels == "ohlc", int(data.visible_bars), bool(data.span_input))
+
+    @classmethod
+    def from_record(cls, record: dict) -> InputSpec:
+        """From a checkpoint's `input` metadata (files written before these settings read whole windows)."""
+        return cls(bool(record.get("shared_channels", True)), int(record.get("visible_bars") or 0),
+                   bool(record.get("span_channel", False)))
+
+    def record(self) -> dict:
+        return {"shared_channels": self.shared_channels, "visible_bars": self.visible_bars,
+                "span_channel": self.span_channel}
+
+    def bars(self, n_bars: int) -> int:
+        """Bars a classifier reads of an `n_bars` window."""
+        return min(self.visible_bars, n_bars) if self.visible_bars else n_bars
+
+
+def span_mask(spans: np.ndarray, n_bars: int) -> np.ndarray:
+    """`(n, 2)` inclusive `(start, end)` bar spans -> `(n, n_bars)` float32, 1 on the span's bars."""
+    spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    bars = np.arange(n_bars)[None, :]  # (1, T)
+    return ((bars >= spans[:, :1]) & (bars <= spans[:, 1:])).astype(np.float32)
+
+
+def model_inputs(raw: np.ndarray, spec: InputSpec, spans: np.ndarray | None = None) -> np.ndarray:
+    """Raw windows `(n, T, C)` -> classifier inputs `(n, V, C)`, or `(n, V, C + 1)` with the span channel.
+
+    `spans` `(n, 2)` (`expansion_start`, `expansion_end`): required when `spec.span_channel`.
+    """
+    raw = np.asarray(raw)
+    if raw.ndim != 3:
+        raise ValueError(f"expected windows of shape (N, T, C), found shape {raw.shape}")
+    n_bars = spec.bars(raw.shape[1])
+    inputs = normalize_windows(raw[:, :n_bars], shared_channels=spec.shared_channels)  # (n, V, C)
+    if not spec.span_channel:
+        return inputs
+    if spans is None:
+        raise ValueError("this model reads the labeled span as an input (data.span_input): expected the columns "
+                         "expansion_start and expansion_end (the pattern's first and last bar) beside the windows, "
+                         "found none; add them, or use a model trained with --set data.span_input=false")
+    mask = span_mask(spans, raw.shape[1])[:, :n_bars, None]  # (n, V, 1)
+    return np.concatenate([inputs, mask], axis=2)
