@@ -214,3 +214,36 @@ def test_demo_layout_names_are_checked_and_user_layout_declares_its_prediction_b
         resolve_settings(tmp_path, demo="gates", **common)
     with pytest.raises(ValueError, match="expected two bar numbers FIRST,LAST"):
         resolve_settings(tmp_path, demo=False, **{**common, "overrides": ["data.prediction_bars=74,30"]})
+
+
+@pytest.mark.slow
+def test_gate_0_on_the_user_layout_runs_past_under_blocked_and_names_the_effective_n(pytester, user_root):
+    from .gate_runs import run_gates
+
+    output = []
+    lines = run_gates(pytester, user_root, "--end-gate", "0", overrides=["data.prediction_bars=30,74"], output=output)
+    gate0 = lines["0_verify_env"]
+    assert gate0["status"] == "warning" and gate0["reason"].count("_exp_") >= 2  # the conflicting pair, by id
+    assert gate0["data"]["n_windows"] == 66 and gate0["data"]["n_labeled"] == 98
+    assert "98 labeled rows from 66 distinct windows" in output[0]  # the pytest header
+    assert "gate 3 leaves" in output[0]  # the counts, in the table under the gates
+
+
+@pytest.mark.slow
+def test_span_input_and_the_decision_point_run_through_gates_4_to_7_and_predict(pytester, user_root):
+    from moola.deploy.model import load_deployed
+
+    from .gate_runs import TINY, run_gates
+
+    lines = run_gates(pytester, user_root, "--start-gate", "4", "--gate-policy", "point",
+                      overrides=[*TINY, "data.span_input=true", "data.visible_bars=75"])
+    assert not [g for g, line in lines.items() if line["status"] == "error"], {g: l["reason"] for g, l in lines.items()}
+    assert lines["4_finetune_enhanced"]["data"]["inputs"] == {"shared_channels": True, "visible_bars": 75,
+                                                              "span_channel": True}
+    table, _ = read_windows(user_root / "processed/train_clean.parquet", labeled=True)
+    model = load_deployed(pytester.path / "run/artifacts/models/enhanced_finetuned_v1.pt", "finetuned")
+    assert model.input["visible_bars"] == 75 and model.input["span_channel"] is True
+    proba = model.predict_proba(table.features, spans=table.expansion)
+    np.testing.assert_allclose(proba, model.predict_proba(table.features[:, :75], spans=table.expansion))  # live
+    with pytest.raises(ValueError, match="expansion_start and expansion_end"):
+        model.predict_proba(table.features)

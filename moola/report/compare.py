@@ -4,6 +4,10 @@ first section of the HTML report (the "iterate" step: what changed, and what it 
 
 from __future__ import annotations
 
+import numpy as np
+
+from moola.deploy.select import evaluation_of
+from moola.evaluation.crossfit import paired_block_bootstrap
 from moola.report.cells import (
     ABSENT,
     delta_dict,
@@ -17,15 +21,17 @@ from moola.report.cells import (
     table,
 )
 from moola.report.plots import is_number
+from moola.report.text import verdict
 
 
 def comparison_html(lines_a: list[dict], lines_b: list[dict]) -> str:
     comparison = compare_runs(lines_a, lines_b)
     a, b = comparison["run_a"], comparison["run_b"]
-    gates = table(["gate", f"status {a}", f"status {b}", f"val_f1 {a}", f"val_f1 {b}", "B − A"],
+    gates = table(["gate", f"status {a}", f"status {b}", f"val_f1 {a}", f"val_f1 {b}", "B − A",
+                   "95% CI (paired, same rows)"],
                   [[esc(g["gate"]), status_span(g["status_a"]), status_span(g["status_b"]),
-                    num(g["f1_a"]), num(g["f1_b"]), num(g["f1_delta"], "+.3f")]
-                   for g in comparison["gates"]], classes=["", "", "", "num", "num", "num"])
+                    num(g["f1_a"]), num(g["f1_b"]), num(g["f1_delta"], "+.3f"), esc(ci_text(g.get("f1_delta_ci95")))]
+                   for g in comparison["gates"]], classes=["", "", "", "num", "num", "num", ""])
     settings = table(["setting", a, b], [[esc(d["key"]), esc(d["a"]), esc(d["b"])]
                                          for d in comparison["config"]])
     deltas = table(["comparison", f"delta [95% CI] {a}", f"delta [95% CI] {b}"],
@@ -46,7 +52,8 @@ def compare_runs(lines_a: list[dict], lines_b: list[dict]) -> dict:
         f1_a, f1_b = ((line.get("metrics") or {}).get("val_f1") for line in (line_a, line_b))
         gates.append({"gate": gate, "status_a": line_a.get("status", ABSENT),
                       "status_b": line_b.get("status", ABSENT), "f1_a": f1_a, "f1_b": f1_b,
-                      "f1_delta": f1_b - f1_a if is_number(f1_a) and is_number(f1_b) else None})
+                      "f1_delta": f1_b - f1_a if is_number(f1_a) and is_number(f1_b) else None,
+                      "f1_delta_ci95": paired_runs(line_a, line_b)})
     rows_a, rows_b = ({row.label: row for row in forest_rows(lines)}
                       for lines in (lines_a, lines_b))
     comparisons = [{"label": label, "a": delta_dict(rows_a.get(label)),
@@ -56,14 +63,25 @@ def compare_runs(lines_a: list[dict], lines_b: list[dict]) -> dict:
             "config": setting_differences(lines_a, lines_b), "comparisons": comparisons}
 
 
+def paired_runs(line_a: dict, line_b: dict) -> list | None:
+    """The 95% CI of B − A pooled macro F1 when both lines scored the same rows with the same seeds
+    (their `oof` records): the same block bootstrap a gate's own comparison uses; None otherwise."""
+    ev_a, ev_b = (evaluation_of(line) if line else None for line in (line_a, line_b))
+    if ev_a is None or ev_b is None or not np.array_equal(ev_a.rows, ev_b.rows) or ev_a.seeds != ev_b.seeds:
+        return None
+    holdout = (line_b.get("evaluation") or {}).get("cv") == "holdout"
+    return paired_block_bootstrap(ev_b, ev_a, run_length=1 if holdout else None)["delta_ci95"]
+
+
 def format_comparison(comparison: dict) -> str:
     """`compare_runs` as text."""
     a, b = comparison["run_a"], comparison["run_b"]
-    head = ("gate", "status A", "status B", "val_f1 A", "val_f1 B", "B − A")
+    head = ("gate", "status A", "status B", "val_f1 A", "val_f1 B", "B − A", "[95% CI] (paired, same rows)")
     rows = [f"run {b} (B) compared with run {a} (A)",
-            "{:<22}  {:<8}  {:<8}  {:>8}  {:>8}  {:>7}".format(*head)]
+            "{:<22}  {:<8}  {:<8}  {:>8}  {:>8}  {:>7}  {}".format(*head)]
     rows += [f"{g['gate']:<22}  {g['status_a']:<8}  {g['status_b']:<8}  {num(g['f1_a']):>8}  "
-             f"{num(g['f1_b']):>8}  {num(g['f1_delta'], '+.3f'):>7}" for g in comparison["gates"]]
+             f"{num(g['f1_b']):>8}  {num(g['f1_delta'], '+.3f'):>7}  {ci_text(g.get('f1_delta_ci95'))}"
+             for g in comparison["gates"]]
     rows.append("settings that differ (A → B):" + ("" if comparison["config"] else " none"))
     rows += [f"  {d['key']}: {d['a']} → {d['b']}" for d in comparison["config"]]
     rows.append("comparisons, delta [95% CI] (A → B):"
@@ -71,6 +89,12 @@ def format_comparison(comparison: dict) -> str:
     rows += [f"  {c['label']}: {interval(c['a'])} → {interval(c['b'])}"
              for c in comparison["comparisons"]]
     return "\n".join(rows)
+
+
+def ci_text(ci) -> str:
+    if not ci:
+        return ""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}] {verdict(ci)}"
 
 
 def setting_differences(lines_a: list[dict], lines_b: list[dict]) -> list[dict]:
@@ -98,6 +122,7 @@ def run_settings(lines: list[dict]) -> dict:
     settings = {"profile": first.get("profile"), "seed": first.get("seed"),
                 "data.fingerprint": (first.get("data") or {}).get("fingerprint")}
     settings.update(flatten(first.get("evaluation") or {}, "evaluation"))
+    settings.update(flatten((first.get("data") or {}).get("inputs") or {}, "data.inputs"))
     for line in lines:
         settings.update(flatten(line.get("config") or {}, line["gate"]))
     return settings

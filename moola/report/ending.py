@@ -109,7 +109,9 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
     if deep_lost:
         rows = max([len((line.get("oof") or {}).get("rows") or []) for line in lines], default=0)
-        more = (f"at {rows} scored rows one row is ~{100 / rows:.0f} pp of F1 and the CIs are wide; "
+        windows = (lines[0].get("data") or {}).get("n_windows") or rows  # distinct windows behind the rows
+        behind = f" from {windows} distinct windows" if rows and windows < rows else ""
+        more = (f"at {rows} scored rows{behind} one window is ~{100 / windows:.0f} pp of F1 and the CIs are wide; "
                 if rows else "")
         steps.append((f"to make the pretrained LSTM pay: {more}label more windows, then rerun",
                       f"pytest gates -x{run_opt}"))

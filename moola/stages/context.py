@@ -228,7 +228,8 @@ class RunContext:
         labels = (f"shuffled: every fold's train labels permuted with seed {self.settings.seed} (a negative control)"
                   if self.settings.shuffle_labels else "as given")
         return {"profile": self.profile.name, "device": describe_device(self.device)["device"],
-                "seed": self.settings.seed, "data": {**self.dataset.summary(), "train_labels": labels},
+                "seed": self.settings.seed,
+                "data": {**self.dataset.summary(), "train_labels": labels, "inputs": self.spec.record()},
                 "evaluation": self.protocol()}
 
 
