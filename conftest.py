@@ -226,7 +226,8 @@ class ResultsPlugin:
         lines = [(f"moola: profile {settings.profile.name} (--profile {config.option.profile}), "
                   f"device {settings.requested_device} -> {settings.device_type}, seed {settings.seed}"),
                  f"moola: evaluation {describe_protocol(settings.profile)}",
-                 (f"moola: data {f'embedded demo ({settings.demo}) under ' if settings.demo else ''}{settings.data_root}, "
+                 (f"moola: data {f'embedded demo ({settings.demo}) under ' if settings.demo else ''}"
+                  f"{settings.data_root}, "
                   f"artifacts {settings.artifacts_dir}, results {settings.results_path}")]
         if settings.shuffle_labels:
             lines.append(f"moola: NEGATIVE CONTROL (--shuffle-labels): train labels permuted with seed {settings.seed}; "
@@ -261,7 +262,8 @@ class ResultsPlugin:
                                                    f"{type(exc).__name__}: {exc}",
                                                    "check --data-dir / --artifacts-dir")])
                 else:
-                    self.checked = check_data(root, self.settings.profile.data, self.settings.profile.evaluation.cv)
+                    profile = self.settings.profile
+                    self.checked = check_data(root, profile.data, profile.evaluation.cv)
             self.caught = []
             for warning in caught:
                 self._keep(self.session_warnings, warning)
@@ -505,7 +507,8 @@ class ResultsPlugin:
         """The options a next command must repeat to read the same data, models and results, and to
         run the same recipe (so a rerun of later gates reuses this run's encoder)."""
         option = self.config.option
-        given = [("--demo", True if option.demo == "seed" else option.demo), ("--data-dir", option.data_dir), ("--artifacts-dir", option.artifacts_dir),
+        given = [("--demo", True if option.demo == "seed" else option.demo), ("--data-dir", option.data_dir),
+                 ("--artifacts-dir", option.artifacts_dir),
                  ("--results", option.results), ("--profile", option.profile if option.profile != "auto" else None),
                  ("--device", option.device if option.device != "auto" else None),
                  ("--seed", option.seed if option.seed != 17 else None), ("--cv", option.cv), ("--folds", option.folds),

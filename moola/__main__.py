@@ -1,5 +1,5 @@
-"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `filter-pool DATA_DIR`, `import-ucr`, `report [RESULTS]`, `select [RESULTS]`,
-`predict WINDOWS` (run as `python -m moola`)."""
+"""Command line: `demo-data OUT`, `make-split DATA_DIR`, `filter-pool DATA_DIR`, `import-ucr`,
+`report [RESULTS]`, `select [RESULTS]`, `predict WINDOWS` (run as `python -m moola`)."""
 
 from __future__ import annotations
 

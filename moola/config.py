@@ -252,7 +252,8 @@ def check_choices(profile: Profile) -> None:
             ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]"),
             # gate 5 needs this many synthetic rows per train row, and the cap allows at most `ratio`
             ("pretrain.devices", profile.pretrain.devices, profile.pretrain.devices >= 1, "a number of processes >= 1"),
-            ("data.visible_bars", profile.data.visible_bars, profile.data.visible_bars == 0 or profile.data.visible_bars >= 9,
+            ("data.visible_bars", profile.data.visible_bars,
+             profile.data.visible_bars == 0 or profile.data.visible_bars >= 9,
              "0 (the whole window) or a number of bars >= 9 (MiniRocket's shortest series)"),
             ("augment.min_ratio", profile.augment.min_ratio, 0 < profile.augment.min_ratio <= profile.augment.ratio,
              f"a share in (0, augment.ratio = {profile.augment.ratio}] (else gate 5 could never pass)")):
