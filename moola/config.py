@@ -33,6 +33,10 @@ class DataConfig:
     # channel, when the labeled file has spans; off: they read the bars alone (two rows of one
     # window on different spans are then one input with two answers).
     span_input: bool = False
+    # A span-aligned view: classifiers read the span_bars bars ending at each labeled span's last
+    # bar (0 = off), so patterns line up and no bar after the span is read; replaces visible_bars.
+    # The user's layout: up to 31 (spans end at bar 30 or later).
+    span_bars: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,10 @@ def check_choices(profile: Profile) -> None:
             ("finetune.swa_lr_factor", finetune.swa_lr_factor, 0 < finetune.swa_lr_factor <= 1, "a share in (0, 1]"),
             # gate 5 needs this many synthetic rows per train row, and the cap allows at most `ratio`
             ("pretrain.devices", profile.pretrain.devices, profile.pretrain.devices >= 1, "a number of processes >= 1"),
+            ("data.span_bars", profile.data.span_bars,
+             profile.data.span_bars == 0 or (profile.data.span_bars >= 9 and not profile.data.visible_bars),
+             "0 (off) or a number of bars >= 9, with data.visible_bars 0 (the view ends at the span: one decision "
+             "point or the other)"),
             ("data.visible_bars", profile.data.visible_bars,
              profile.data.visible_bars == 0 or profile.data.visible_bars >= 9,
              "0 (the whole window) or a number of bars >= 9 (MiniRocket's shortest series)"),

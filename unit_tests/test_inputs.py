@@ -121,3 +121,37 @@ def test_predict_reads_windows_cut_at_the_decision_point_and_needs_spans_when_th
     assert "this model reads it as an input" in missing and "no such columns" in missing
     [late] = problems(raw.astype(np.float32), np.tile([[3, 14]], (6, 1)))
     assert "inside the bars the model reads (0..11)" in late
+
+
+def test_the_span_aligned_view_reads_the_bars_ending_at_each_span(raw):
+    spans = np.array([[9, 11], [13, 19], [8, 8], [10, 15], [12, 12], [9, 14]])
+    inputs = model_inputs(raw, InputSpec(span_bars=9, span_channel=True), spans)
+    assert inputs.shape == (6, 9, 5)
+    np.testing.assert_array_equal(inputs[1, :, :4], normalize_windows(raw[1:2, 11:20])[0])  # bars 11..19
+    np.testing.assert_array_equal(inputs[0, :, 4], [0] * 6 + [1, 1, 1])  # the span ends the view
+    np.testing.assert_array_equal(inputs[3, :, 4], [0, 0, 0] + [1] * 6)
+    later = raw.copy()
+    later[0, 12:] *= 1.5  # bars after row 0's span: the view never reads them
+    np.testing.assert_array_equal(model_inputs(later, InputSpec(span_bars=9), spans)[0],
+                                  model_inputs(raw, InputSpec(span_bars=9), spans)[0])
+    with pytest.raises(ValueError, match=r"expected every span to end at bar 8 or later.*rows \[0\]"):
+        model_inputs(raw, InputSpec(span_bars=9), np.array([[2, 5]] + [[9, 11]] * 5))
+    with pytest.raises(ValueError, match="data.span_bars"):
+        model_inputs(raw, InputSpec(span_bars=9))
+
+
+def test_gate_0_checks_spans_against_the_span_aligned_view(data_folder):
+    from moola.config import DataConfig
+    from moola.data.dataset import check_data
+
+    data_folder.labeled["expansion_start"] = np.full(20, 6)
+    data_folder.labeled["expansion_end"] = np.full(20, 9)
+    data_folder.labeled["expansion_end"][4] = 5  # ends before bar 7: an 8-bar view cannot end there
+    data_folder.labeled["expansion_start"][4] = 3
+    root = data_folder.write()
+    [problem] = [str(p) for p in check_data(root, DataConfig(span_bars=8))[1]]
+    assert "fit the span-aligned view" in problem and "rows 4 (1 in all)" in problem
+    assert check_data(root, DataConfig(span_bars=6))[1] == []
+    del data_folder.labeled["expansion_start"], data_folder.labeled["expansion_end"]
+    [missing] = [str(p) for p in check_data(data_folder.write(), DataConfig(span_bars=6))[1]]
+    assert "data.span_bars=6 reads the bars ending at it" in missing and "no such columns" in missing

@@ -214,6 +214,8 @@ def test_demo_layout_names_are_checked_and_user_layout_declares_its_prediction_b
         resolve_settings(tmp_path, demo="gates", **common)
     with pytest.raises(ValueError, match="expected two bar numbers FIRST,LAST"):
         resolve_settings(tmp_path, demo=False, **{**common, "overrides": ["data.prediction_bars=74,30"]})
+    with pytest.raises(ValueError, match="one decision point or the other"):
+        resolve_settings(tmp_path, demo=False, **{**common, "overrides": ["data.span_bars=31", "data.visible_bars=75"]})
 
 
 @pytest.mark.slow

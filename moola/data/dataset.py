@@ -162,7 +162,8 @@ def _check_data(root: Path, config: DataConfig, protocol: str) -> tuple[Dataset 
         usable.append(table)
     if labeled is not None:  # the label set and the spans need no split
         problems += validate.check_label_set(labeled, tuple(config.classes))
-        problems += label_checks.check_spans(labeled, tuple(config.prediction_bars), config.visible_bars)
+        problems += label_checks.check_spans(labeled, tuple(config.prediction_bars), config.visible_bars,
+                                             config.span_bars)
     if labeled in usable and unlabeled in usable and unlabeled.features.shape[1:] != labeled.features.shape[1:]:
         problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]} "
                                 "(bars × values, as in the labeled file)", f"{unlabeled.features.shape[1:]}",

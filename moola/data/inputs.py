@@ -4,6 +4,10 @@
   bars 0..V-1 only, normalised on those bars alone (statistics over the whole window would carry
   the later bars' range into the earlier ones). The user's windows hold 30 "future outcome" bars
   after the prediction window (75-104) that a live prediction would not have: V = 75 cuts them.
+- `span_bars` L (`data.span_bars`; 0 = off): a span-aligned view. A classifier reads the L bars
+  that end at each row's labeled span's last bar (bars `end - L + 1 .. end`), so every row's
+  pattern ends at the same position and the decision point is the end of the span: no bar after
+  it is read. It replaces `visible_bars` (one decision point or the other).
 - `span_channel` (`data.span_input`): one more channel, 1 on the labeled span's bars and 0
   elsewhere, so two rows of one window on different spans are two inputs, not one input with two
   answers. Pretraining never sees it (the pool has no spans); the encoder reads the price channels.
@@ -28,24 +32,31 @@ class InputSpec:
     shared_channels: bool = True  # OHLC: one mean/std per window over all four channels
     visible_bars: int = 0  # bars 0..V-1 are read; 0 = every bar
     span_channel: bool = False  # append the labeled span as a 0/1 channel
+    span_bars: int = 0  # read the L bars ending at the span's last bar; 0 = off
 
     @classmethod
     def from_config(cls, data) -> InputSpec:
         """From a `DataConfig`."""
-        return cls(data.channels == "ohlc", int(data.visible_bars), bool(data.span_input))
+        return cls(data.channels == "ohlc", int(data.visible_bars), bool(data.span_input), int(data.span_bars))
 
     @classmethod
     def from_record(cls, record: dict) -> InputSpec:
         """From a checkpoint's `input` metadata (files written before these settings read whole windows)."""
         return cls(bool(record.get("shared_channels", True)), int(record.get("visible_bars") or 0),
-                   bool(record.get("span_channel", False)))
+                   bool(record.get("span_channel", False)), int(record.get("span_bars") or 0))
 
     def record(self) -> dict:
         return {"shared_channels": self.shared_channels, "visible_bars": self.visible_bars,
-                "span_channel": self.span_channel}
+                "span_channel": self.span_channel, "span_bars": self.span_bars}
+
+    @property
+    def needs_spans(self) -> bool:
+        return self.span_channel or self.span_bars > 0
 
     def bars(self, n_bars: int) -> int:
-        """Bars a classifier reads of an `n_bars` window."""
+        """Bars a classifier reads of an `n_bars` window (the view's length under `span_bars`)."""
+        if self.span_bars:
+            return self.span_bars
         return min(self.visible_bars, n_bars) if self.visible_bars else n_bars
 
 
@@ -64,13 +75,29 @@ def model_inputs(raw: np.ndarray, spec: InputSpec, spans: np.ndarray | None = No
     raw = np.asarray(raw)
     if raw.ndim != 3:
         raise ValueError(f"expected windows of shape (N, T, C), found shape {raw.shape}")
+    if spec.needs_spans and spans is None:
+        setting = "data.span_bars" if spec.span_bars else "data.span_input"
+        raise ValueError(f"this model reads the labeled span ({setting}): expected the columns expansion_start and "
+                         "expansion_end (the pattern's first and last bar) beside the windows, found none; add "
+                         f"them, or use a model trained without {setting}")
+    marks = span_mask(spans, raw.shape[1]) if spec.needs_spans else None  # (n, T)
+    if spec.span_bars:
+        raw, marks = span_view(raw, marks, np.asarray(spans)[:, 1], spec.span_bars)
     n_bars = spec.bars(raw.shape[1])
     inputs = normalize_windows(raw[:, :n_bars], shared_channels=spec.shared_channels)  # (n, V, C)
     if not spec.span_channel:
         return inputs
-    if spans is None:
-        raise ValueError("this model reads the labeled span as an input (data.span_input): expected the columns "
-                         "expansion_start and expansion_end (the pattern's first and last bar) beside the windows, "
-                         "found none; add them, or use a model trained with --set data.span_input=false")
-    mask = span_mask(spans, raw.shape[1])[:, :n_bars, None]  # (n, V, 1)
-    return np.concatenate([inputs, mask], axis=2)
+    return np.concatenate([inputs, marks[:, :n_bars, None]], axis=2)  # (n, V, C + 1)
+
+
+def span_view(raw: np.ndarray, marks: np.ndarray, ends: np.ndarray, n_bars: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `n_bars` bars ending at each row's `ends` bar: `(n, T, C)`, `(n, T)` -> `(n, L, C)`, `(n, L)`."""
+    ends = np.asarray(ends, dtype=np.int64)
+    if ((ends < n_bars - 1) | (ends >= raw.shape[1])).any():
+        bad = np.flatnonzero((ends < n_bars - 1) | (ends >= raw.shape[1]))
+        raise ValueError(f"data.span_bars={n_bars}: expected every span to end at bar {n_bars - 1} or later, inside "
+                         f"the window's {raw.shape[1]} bars, found rows {bad[:5].tolist()} ending at bars "
+                         f"{ends[bad][:5].tolist()}; lower data.span_bars")
+    index = ends[:, None] - n_bars + 1 + np.arange(n_bars)[None, :]  # (n, L) bars of each view
+    rows = np.arange(len(raw))[:, None]
+    return raw[rows, index], marks[rows, index]

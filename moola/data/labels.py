@@ -47,7 +47,8 @@ class LabelAudit:
                 "order_contradictions": [list(map(int, c)) for c in self.order_contradictions]}
 
 
-def check_spans(table: WindowTable, prediction_bars: tuple = (), visible_bars: int = 0) -> list[Problem]:
+def check_spans(table: WindowTable, prediction_bars: tuple = (), visible_bars: int = 0,
+                span_bars: int = 0) -> list[Problem]:
     """`expansion_start <= expansion_end`, both inside the window and, when declared, inside
     `prediction_bars` (inclusive `(first, last)`, e.g. the user's 30–74); and `visible_bars`
     (`data.visible_bars`, 0 = all) within the window, with every span inside the bars it keeps."""
@@ -57,6 +58,10 @@ def check_spans(table: WindowTable, prediction_bars: tuple = (), visible_bars: i
         problems.append(Problem(f"--set data.visible_bars={visible_bars}", f"at most the window's {n_bars} bars",
                                 f"{visible_bars}", f"set it to {n_bars} or fewer (0 reads the whole window)"))
     if table.expansion is None:
+        if span_bars:
+            problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'", "each row's labeled "
+                                    f"span (data.span_bars={span_bars} reads the bars ending at it)", "no such columns",
+                                    "add the spans, or drop --set data.span_bars"))
         return problems
     start, end = table.expansion[:, 0], table.expansion[:, 1]
     where = f"{table.path} columns 'expansion_start', 'expansion_end'"
@@ -72,6 +77,11 @@ def check_spans(table: WindowTable, prediction_bars: tuple = (), visible_bars: i
         checks.append((f"spans ending before the decision point (data.visible_bars={visible_bars}: the models read "
                        f"bars 0..{visible_bars - 1})", end > visible_bars - 1,
                        f"raise data.visible_bars to at least {int(end.max()) + 1}, or drop those rows"))
+    if span_bars:
+        checks.append((f"spans that fit the span-aligned view (data.span_bars={span_bars}: the {span_bars} bars "
+                       f"ending at the span's last bar, so a span ends at bar {span_bars - 1} or later and is at most "
+                       f"{span_bars} bars long)", (end < span_bars - 1) | (end - start + 1 > span_bars),
+                       f"lower data.span_bars to at most {int(end.min()) + 1}, or drop those rows"))
     for expected, bad, fix in checks:
         if bad.any():
             ids = table.window_ids[bad][:3].tolist()

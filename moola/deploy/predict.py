@@ -222,8 +222,9 @@ def contract_problems(table: WindowTable, deployed: Deployed) -> list:
     spec = deployed.spec
     problems = []
     read = spec.bars(expected_shape[0])  # bars the model reads: windows may stop there (the decision point)
+    cut = spec.visible_bars or spec.span_bars  # windows may be shorter than the trained ones
     if found_shape[1:] != expected_shape[1:] or not read <= found_shape[0] <= expected_shape[0] or (
-            found_shape[0] != expected_shape[0] and not spec.visible_bars):
+            found_shape[0] != expected_shape[0] and not cut):
         bars, channels = expected_shape
         span = f"{read} to {bars}" if read < bars else f"{bars}"
         problems.append(Problem(where, f"windows of {span} bars x {channels} values ({deployed.input['channels']}: "
@@ -231,16 +232,18 @@ def contract_problems(table: WindowTable, deployed: Deployed) -> list:
                                        + (f"; it reads bars 0..{read - 1}" if read < bars else "") + ")",
                                 f"{found_shape[0]} bars x {found_shape[1]} values",
                                 f"cut windows of {span} bars with the same {channels} values per bar, in the same order"))
-    elif spec.span_channel and table.expansion is None:
+    elif spec.needs_spans and table.expansion is None:
         problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'", "the span to classify in "
                                 "each window (integer first and last bar): this model reads it as an input",
                                 "no such columns", "add them (the pattern's bars, as in the labeled file), or use a "
                                 "model trained with --set data.span_input=false"))
-    elif spec.span_channel and ((table.expansion[:, 0] > table.expansion[:, 1]) | (table.expansion[:, 0] < 0)
-                                | (table.expansion[:, 1] >= read)).any():
-        bad = (table.expansion[:, 0] > table.expansion[:, 1]) | (table.expansion[:, 0] < 0) | (table.expansion[:, 1] >= read)
+    elif spec.needs_spans and bad_spans(table, spec, read).any():
+        bad = bad_spans(table, spec, read)
+        inside = (f"ending at bar {spec.span_bars - 1} or later inside the window (the model reads the "
+                  f"{spec.span_bars} bars ending at the span)" if spec.span_bars else
+                  f"inside the bars the model reads (0..{read - 1})")
         problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'",
-                                f"spans with start <= end inside the bars the model reads (0..{read - 1})",
+                                f"spans with start <= end {inside}",
                                 f"{int(bad.sum())} row(s) outside, e.g. {table.window_ids[bad][:3].tolist()}",
                                 "correct those spans"))
     elif deployed.input.get("channels") == "ohlc" and np.isfinite(table.features).all():  # else already reported
@@ -251,6 +254,16 @@ def contract_problems(table: WindowTable, deployed: Deployed) -> list:
             problems.append(Problem(f"{table.path} column 'label'", f"labels among the model's classes {deployed.classes}",
                                     f"{unknown}", "rename them, or drop the label column to predict without scoring"))
     return problems
+
+
+def bad_spans(table: WindowTable, spec, read: int) -> np.ndarray:
+    """`(n,)` rows whose span the model cannot read: reversed, before bar 0, past the bars it reads, or
+    (span-aligned view) ending before the view's first bar or past the window."""
+    start, end = table.expansion[:, 0], table.expansion[:, 1]
+    bad = (start > end) | (start < 0)
+    if spec.span_bars:
+        return bad | (end < spec.span_bars - 1) | (end >= table.features.shape[1])
+    return bad | (end >= read)
 
 
 def score(windows: Path, deployed: Deployed, device: str = "cpu", resamples: int = 1000, seed: int = 17) -> Scored:

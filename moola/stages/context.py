@@ -305,7 +305,8 @@ def build_context(settings: Settings, dataset: Dataset | None = None, judged: fr
 
 
 def input_spec(dataset: Dataset, profile: Profile) -> InputSpec:
-    """The classifiers' inputs for this data: the span channel only where the labeled file has spans."""
+    """The classifiers' inputs for this data: the span channel only where the labeled file has spans
+    (`data.span_bars` without spans is a gate-0 problem, `labels.check_spans`)."""
     spec = InputSpec.from_config(profile.data)
     if spec.span_channel and dataset.labeled.expansion is None:
         return dataclasses.replace(spec, span_channel=False)

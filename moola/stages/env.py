@@ -95,13 +95,16 @@ def decision_point_note(labeled, profile: Profile) -> str:
     """How many bars after each labeled span the classifiers read (`data.visible_bars`), and what it means live."""
     spec = InputSpec.from_config(profile.data)
     n_bars = labeled.features.shape[1]
+    span = "; the labeled span is an input channel" if spec.span_channel else ""
+    if spec.span_bars:
+        return (f"the classifiers read the {spec.span_bars} bars ending at each labeled span's last bar "
+                f"(data.span_bars={spec.span_bars}): no bar after the span, as a live prediction made at its end{span}")
     read = spec.bars(n_bars)
     after = np.maximum(read - 1 - labeled.expansion[:, 1], 0)  # (N,) bars read after each span's last bar
     seen = (f"{int(after.min())}" if after.min() == after.max() else
             f"{int(after.min())}–{int(after.max())} (median {int(np.median(after))})")
     which = (f"the whole {n_bars}-bar window" if read == n_bars else
              f"bars 0..{read - 1} of each {n_bars}-bar window (data.visible_bars={read})")
-    span = "; the labeled span is an input channel" if spec.span_channel else ""
     if not after.max():
         return f"the classifiers read {which}: no bar after any labeled span's last bar{span}"
     return (f"the classifiers read {which}: {seen} bars after each labeled span's last bar{span}. A live "
@@ -115,10 +118,11 @@ def label_warnings(dataset, profile: Profile) -> list[str]:
     if audit is None:
         return []
     warnings = [w for w in [conflict_warning(labeled, audit)] if w]
-    if audit.mixed_label_windows > len(audit.conflicts):
+    if audit.mixed_label_windows > len(audit.conflicts) and not InputSpec.from_config(profile.data).needs_spans:
         warnings.append(f"{labeled.path}: {audit.mixed_label_windows} window(s) carry rows of different classes "
                         "on different spans, and the models read the whole window, not the span: to them each such "
-                        "window is one input with two answers (the effective n counts it once)")
+                        "window is one input with two answers (the effective n counts it once; --set "
+                        "data.span_input=true or data.span_bars=N let them read the span)")
     disorder = order_problem(labeled, audit)
     if disorder is not None and profile.evaluation.cv == "blocked":  # the other protocols refuse it
         warnings.append(f"{disorder} (--cv blocked purges windows sharing bars, but its blocks and embargo "

@@ -71,7 +71,7 @@ def refit_check(ctx: RunContext, evaluation: Evaluation, fits: dict, final) -> d
                           "scored_fits_mean": float(np.mean(steps)), "scored_fits_range": [min(steps), max(steps)]}
     base = [fit.model for (seed, _), fit in fits.items() if seed == ctx.settings.seed]
     unlabeled = ctx.dataset.unlabeled.features
-    if final.model is not None and base and len(unlabeled) and ctx.spec.span_channel:
+    if final.model is not None and base and len(unlabeled) and ctx.spec.needs_spans:
         check["unlabeled"] = None  # pool windows carry no labeled span: nothing the models could read
     elif final.model is not None and base and len(unlabeled):
         rows = np.sort(np.random.default_rng(ctx.settings.seed).choice(
