@@ -30,13 +30,14 @@ class DataConfig:
     # live prediction would not have. Pretraining and the pool filter always read whole windows.
     visible_bars: int = 0
     # Classifiers read each labeled row's span (expansion_start..expansion_end) as one more 0/1
-    # channel, when the labeled file has spans; off: they read the bars alone (two rows of one
-    # window on different spans are then one input with two answers).
-    span_input: bool = False
+    # channel, when the labeled spans vary between rows; off: they read the bars alone (two rows of
+    # one window on different spans are then one input with two answers).
+    span_input: bool = True
     # A span-aligned view: classifiers read the span_bars bars ending at each labeled span's last
-    # bar (0 = off), so patterns line up and no bar after the span is read; replaces visible_bars.
-    # The user's layout: up to 31 (spans end at bar 30 or later).
-    span_bars: int = 0
+    # bar, so patterns line up and no bar after the span is read (replaces visible_bars). -1 = auto:
+    # min(expansion_end) + 1 when the spans vary and visible_bars is 0 (31 on the user's layout);
+    # 0 = off (whole windows). Chosen by evidence on the user-layout demo (docs/gates.md).
+    span_bars: int = -1
 
 
 @dataclass(frozen=True)
@@ -257,9 +258,9 @@ def check_choices(profile: Profile) -> None:
             # gate 5 needs this many synthetic rows per train row, and the cap allows at most `ratio`
             ("pretrain.devices", profile.pretrain.devices, profile.pretrain.devices >= 1, "a number of processes >= 1"),
             ("data.span_bars", profile.data.span_bars,
-             profile.data.span_bars == 0 or (profile.data.span_bars >= 9 and not profile.data.visible_bars),
-             "0 (off) or a number of bars >= 9, with data.visible_bars 0 (the view ends at the span: one decision "
-             "point or the other)"),
+             profile.data.span_bars in (-1, 0) or (profile.data.span_bars >= 9 and not profile.data.visible_bars),
+             "-1 (auto), 0 (off) or a number of bars >= 9 with data.visible_bars 0 (the view ends at the span: one "
+             "decision point or the other)"),
             ("data.visible_bars", profile.data.visible_bars,
              profile.data.visible_bars == 0 or profile.data.visible_bars >= 9,
              "0 (the whole window) or a number of bars >= 9 (MiniRocket's shortest series)"),

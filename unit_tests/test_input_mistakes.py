@@ -428,7 +428,7 @@ def test_a_saved_model_rebuilds_from_its_own_metadata(tmp_path):
     assert metadata["architecture"]["args"]["hidden_size"] == 12
     assert metadata["input"] == {"window_shape": [12, 4], "channels": "generic", "shared_channels": False,
                                  "normalisation": "per-window z-score over the bars read, per channel",
-                                 "visible_bars": 0, "span_channel": False}
+                                 "visible_bars": 0, "span_channel": False, "span_bars": 0}
     assert metadata["gate"] == {"gate": "6_baseline_simplelstm", "status": "pending", "run_id": ctx.settings.run_id}
     if (REPO / ".git").exists():
         assert metadata["versions"]["git"], "a checkout's commit belongs in the checkpoint as in the results line"

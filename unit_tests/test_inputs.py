@@ -155,3 +155,19 @@ def test_gate_0_checks_spans_against_the_span_aligned_view(data_folder):
     del data_folder.labeled["expansion_start"], data_folder.labeled["expansion_end"]
     [missing] = [str(p) for p in check_data(data_folder.write(), DataConfig(span_bars=6))[1]]
     assert "data.span_bars=6 reads the bars ending at it" in missing and "no such columns" in missing
+
+
+def test_span_awareness_is_on_where_spans_vary_and_changes_nothing_where_they_do_not():
+    from moola.config import DataConfig
+    from moola.data.inputs import resolve_spec
+
+    varying = np.array([[31, 36], [40, 52], [30, 30], [60, 74]])
+    user = DataConfig(prediction_bars=(30, 74))
+    assert resolve_spec(user, varying) == InputSpec(True, 0, True, 31)  # the prediction bars fix the view
+    assert resolve_spec(DataConfig(), varying) == InputSpec(True, 0, True, 31)  # else the earliest span end
+    assert resolve_spec(DataConfig(), varying[[0, 1, 3]]) == InputSpec(True, 0, True, 37)
+    assert resolve_spec(DataConfig(), np.tile([[30, 74]], (4, 1))) == InputSpec(True, 0, False, 0)  # the seed's demo
+    assert resolve_spec(DataConfig(), None) == InputSpec(True, 0, False, 0)
+    assert resolve_spec(DataConfig(visible_bars=75), varying) == InputSpec(True, 75, True, 0)  # one decision point
+    assert resolve_spec(DataConfig(span_bars=0, span_input=False), varying) == InputSpec(True, 0, False, 0)
+    assert resolve_spec(DataConfig(), np.array([[5, 40], [30, 31]])).span_bars == 0  # a 36-bar span fits no 32-bar view

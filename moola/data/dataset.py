@@ -163,7 +163,7 @@ def _check_data(root: Path, config: DataConfig, protocol: str) -> tuple[Dataset 
     if labeled is not None:  # the label set and the spans need no split
         problems += validate.check_label_set(labeled, tuple(config.classes))
         problems += label_checks.check_spans(labeled, tuple(config.prediction_bars), config.visible_bars,
-                                             config.span_bars)
+                                             max(config.span_bars, 0))  # auto (-1) only ever picks a view that fits
     if labeled in usable and unlabeled in usable and unlabeled.features.shape[1:] != labeled.features.shape[1:]:
         problems.append(Problem(f"{unlabeled.path} column 'features'", f"windows of shape {labeled.features.shape[1:]} "
                                 "(bars × values, as in the labeled file)", f"{unlabeled.features.shape[1:]}",

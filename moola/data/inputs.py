@@ -18,7 +18,7 @@ Pretraining, the pool filter and the leakage checks read the whole raw window; o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,11 +33,6 @@ class InputSpec:
     visible_bars: int = 0  # bars 0..V-1 are read; 0 = every bar
     span_channel: bool = False  # append the labeled span as a 0/1 channel
     span_bars: int = 0  # read the L bars ending at the span's last bar; 0 = off
-
-    @classmethod
-    def from_config(cls, data) -> InputSpec:
-        """From a `DataConfig`."""
-        return cls(data.channels == "ohlc", int(data.visible_bars), bool(data.span_input), int(data.span_bars))
 
     @classmethod
     def from_record(cls, record: dict) -> InputSpec:
@@ -58,6 +53,35 @@ class InputSpec:
         if self.span_bars:
             return self.span_bars
         return min(self.visible_bars, n_bars) if self.visible_bars else n_bars
+
+
+AUTO = -1  # data.span_bars: the span-aligned view when the labeled spans vary (`resolve_spec`)
+MIN_VIEW = 9  # bars: MiniRocket's shortest series
+
+
+def resolve_spec(data, expansion: np.ndarray | None) -> InputSpec:
+    """The classifiers' inputs for a `DataConfig` and the labeled file's spans `(N, 2)` (or None).
+
+    Spans that vary between rows carry information a window alone does not (two rows of one
+    window, two spans, two labels): then the span channel is on (`data.span_input`, default true)
+    and, with `data.span_bars` at its default `AUTO` and no `data.visible_bars`, the span-aligned
+    view reads the `first + 1` bars ending at each span, `first` the first of the declared
+    `data.prediction_bars` (31 on the user's layout, 30-74: every span ends at bar 30 or later;
+    a new row never changes it), else the earliest span end; when every span fits in it. Spans that are all equal (the
+    seed's demo: 30-74 in every row) or absent change nothing: whole windows, no channel. The
+    measured effect on the user-layout demo is in docs/gates.md.
+    """
+    spec = InputSpec(data.channels == "ohlc", int(data.visible_bars), bool(data.span_input), max(int(data.span_bars), 0))
+    varying = expansion is not None and len(np.unique(np.asarray(expansion), axis=0)) > 1
+    if not varying:
+        return replace(spec, span_channel=False)
+    if data.span_bars == AUTO and not data.visible_bars:
+        start, end = np.asarray(expansion)[:, 0], np.asarray(expansion)[:, 1]
+        first = data.prediction_bars[0] if data.prediction_bars else int(end.min())
+        view = min(int(first), int(end.min())) + 1
+        if view >= max(MIN_VIEW, int((end - start).max()) + 1):
+            spec = replace(spec, span_bars=view)
+    return spec
 
 
 def span_mask(spans: np.ndarray, n_bars: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 from moola.config import EvaluationConfig, Profile, apply_overrides, resolve_profile
 from moola.data.dataset import Dataset, load_dataset
 from moola.data.demos import DECLARED, cached_demo, check_layout
-from moola.data.inputs import InputSpec, model_inputs
+from moola.data.inputs import InputSpec, model_inputs, resolve_spec
 from moola.data.normalize import normalize_windows
 from moola.data.overlap import sharing_matrix
 from moola.data.ucr import META, dataset_overrides
@@ -305,9 +305,6 @@ def build_context(settings: Settings, dataset: Dataset | None = None, judged: fr
 
 
 def input_spec(dataset: Dataset, profile: Profile) -> InputSpec:
-    """The classifiers' inputs for this data: the span channel only where the labeled file has spans
-    (`data.span_bars` without spans is a gate-0 problem, `labels.check_spans`)."""
-    spec = InputSpec.from_config(profile.data)
-    if spec.span_channel and dataset.labeled.expansion is None:
-        return dataclasses.replace(spec, span_channel=False)
-    return spec
+    """The classifiers' inputs for this data (`inputs.resolve_spec`: span-aware where the spans vary;
+    an explicit `data.span_bars` without spans is a gate-0 problem, `labels.check_spans`)."""
+    return resolve_spec(profile.data, dataset.labeled.expansion)

@@ -7,7 +7,7 @@ import torch
 
 from moola.config import Profile
 from moola.data.dataset import UNLABELED, check_data
-from moola.data.inputs import InputSpec
+from moola.data.inputs import resolve_spec
 from moola.data.labels import conflict_warning, order_problem
 from moola.data.normalize import normalize_windows
 from moola.models.encoder import BiLSTMEncoder
@@ -93,7 +93,7 @@ def label_notes(dataset, profile: Profile) -> list[str]:
 
 def decision_point_note(labeled, profile: Profile) -> str:
     """How many bars after each labeled span the classifiers read (`data.visible_bars`), and what it means live."""
-    spec = InputSpec.from_config(profile.data)
+    spec = resolve_spec(profile.data, labeled.expansion)
     n_bars = labeled.features.shape[1]
     span = "; the labeled span is an input channel" if spec.span_channel else ""
     if spec.span_bars:
@@ -118,11 +118,11 @@ def label_warnings(dataset, profile: Profile) -> list[str]:
     if audit is None:
         return []
     warnings = [w for w in [conflict_warning(labeled, audit)] if w]
-    if audit.mixed_label_windows > len(audit.conflicts) and not InputSpec.from_config(profile.data).needs_spans:
+    if audit.mixed_label_windows > len(audit.conflicts) and not resolve_spec(profile.data, labeled.expansion).needs_spans:
         warnings.append(f"{labeled.path}: {audit.mixed_label_windows} window(s) carry rows of different classes "
                         "on different spans, and the models read the whole window, not the span: to them each such "
-                        "window is one input with two answers (the effective n counts it once; --set "
-                        "data.span_input=true or data.span_bars=N let them read the span)")
+                        "window is one input with two answers (the effective n counts it once; the defaults "
+                        "data.span_input=true and data.span_bars=-1 let them read the span)")
     disorder = order_problem(labeled, audit)
     if disorder is not None and profile.evaluation.cv == "blocked":  # the other protocols refuse it
         warnings.append(f"{disorder} (--cv blocked purges windows sharing bars, but its blocks and embargo "
