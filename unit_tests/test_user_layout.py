@@ -234,20 +234,27 @@ def test_gate_0_on_the_user_layout_runs_past_under_blocked_and_names_the_effecti
 
 
 @pytest.mark.slow
-def test_span_input_and_the_decision_point_run_through_gates_4_to_7_and_predict(pytester, user_root):
+@pytest.mark.parametrize("overrides, inputs", [
+    (["data.prediction_bars=30,74"], {"visible_bars": 0, "span_channel": True, "span_bars": 31}),  # the default
+    (["data.visible_bars=75"], {"visible_bars": 75, "span_channel": True, "span_bars": 0}),
+])
+def test_span_aware_inputs_run_through_gates_4_to_7_and_predict(pytester, user_root, overrides, inputs):
     from moola.deploy.model import load_deployed
 
     from .gate_runs import TINY, run_gates
 
-    lines = run_gates(pytester, user_root, "--start-gate", "4", "--gate-policy", "point",
-                      overrides=[*TINY, "data.span_input=true", "data.visible_bars=75"])
+    lines = run_gates(pytester, user_root, "--start-gate", "4", "--gate-policy", "point", overrides=[*TINY, *overrides])
     assert not [g for g, line in lines.items() if line["status"] == "error"], {g: l["reason"] for g, l in lines.items()}
-    assert lines["4_finetune_enhanced"]["data"]["inputs"] == {"shared_channels": True, "visible_bars": 75,
-                                                              "span_channel": True}
+    assert lines["4_finetune_enhanced"]["data"]["inputs"] == {"shared_channels": True, **inputs}
     table, _ = read_windows(user_root / "processed/train_clean.parquet", labeled=True)
-    model = load_deployed(pytester.path / "run/artifacts/models/enhanced_finetuned_v1.pt", "finetuned")
-    assert model.input["visible_bars"] == 75 and model.input["span_channel"] is True
-    proba = model.predict_proba(table.features, spans=table.expansion)
-    np.testing.assert_allclose(proba, model.predict_proba(table.features[:, :75], spans=table.expansion))  # live
-    with pytest.raises(ValueError, match="expansion_start and expansion_end"):
-        model.predict_proba(table.features)
+    for name, kind in (("enhanced_finetuned_v1.pt", "finetuned"), ("minirocket_v1.pt", "minirocket")):
+        path = pytester.path / "run/artifacts/models" / name
+        if not path.exists():  # gate 2 is outside --start-gate 4: no MiniRocket file
+            continue
+        model = load_deployed(path, kind)
+        assert {k: model.input[k] for k in inputs} == inputs
+        proba = model.predict_proba(table.features, spans=table.expansion)
+        live = model.predict_proba(table.features[:, :75], spans=table.expansion)  # windows stop at bar 74
+        np.testing.assert_allclose(proba, live)
+        with pytest.raises(ValueError, match="expansion_start and expansion_end"):
+            model.predict_proba(table.features)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moola.data.dataset import UNLABELED
+from moola.data.dataset import LABELED, UNLABELED
 from moola.deploy.select import Selection, shown_path
 from moola.report.text import short_reason
 from moola.results import shuffled as negative_control
@@ -95,9 +95,15 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     steps = [("every model of this run, ranked, and the rule", f"python -m moola select{results}")]
     chosen = selection.recommended
     if chosen is not None:
-        windows = shown_path(Path(options.get("data_root") or "data") / UNLABELED)
+        inputs = (lines[0].get("data") or {}).get("inputs") or next(
+            ((line.get("data") or {}).get("inputs") for line in lines if (line.get("data") or {}).get("inputs")), {})
+        spans = bool(inputs.get("span_channel") or inputs.get("span_bars"))
+        # a span-aware model scores windows with their span to classify: the pool has none, the labeled file has
+        windows = shown_path(Path(options.get("data_root") or "data") / (LABELED if spans else UNLABELED))
         predict = f"python -m moola predict {windows} --out predictions.parquet{artifacts_opt}{results_opt}{run_id}"
-        steps.append((f"score windows with {chosen.name} (any parquet file of windows in the data contract)", predict))
+        what = ("windows with the span to classify (columns expansion_start, expansion_end), e.g. the labeled file "
+                "(in-sample)" if spans else "any parquet file of windows in the data contract")
+        steps.append((f"score windows with {chosen.name} ({what})", predict))
     steps.append(("the run as a page: curves, CIs, timings", f"python -m moola report{results} --html report.html"))
     if status.get("0_verify_env") in ("failed", "error"):
         steps.append(("after fixing the data problems above", f"pytest gates -x{run_opt}"))
