@@ -249,3 +249,13 @@ def test_circular_shift_null_holds_its_level_when_labels_and_predictions_come_in
     strong = runs_of(rng, n, 20)
     ev = Evaluation("s", np.arange(n), strong, np.zeros(n, int), (0,), np.eye(2)[strong][None])
     assert circular_shift_p_value(ev) < 0.05
+
+
+def test_bootstrap_runs_hold_whole_windows_and_equal_the_row_rule_when_each_row_is_a_window():
+    from moola.evaluation.crossfit import default_run_length, window_run_length
+
+    assert window_run_length(98, 1.0, holdout=False) == default_run_length(98) == 5
+    assert window_run_length(78, 1.0, holdout=False) == default_run_length(78) == 4
+    assert window_run_length(20, 1.0, holdout=True) == 1
+    assert window_run_length(98, 98 / 66, holdout=False) == 6  # ~4 windows of ~1.5 rows
+    assert window_run_length(20, 2.0, holdout=True) == 2  # one window of two labeled spans

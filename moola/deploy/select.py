@@ -35,6 +35,7 @@ from moola.evaluation.crossfit import (
     block_resample,
     chance_bootstrap,
     default_run_length,
+    window_run_length,
     paired_block_bootstrap,
 )
 from moola.results import requirements_hold
@@ -92,6 +93,16 @@ class Selection:
                 "vs_best": self.recommended.vs_best if self.recommended else None}
 
 
+def line_run_length(line: dict, n_scored: int | None = None) -> int | None:
+    """The gates' bootstrap run length for a line's run: whole windows (`window_run_length`) when
+    the line records `data.n_windows`; else (lines written before it) rows: 1 under holdout, the
+    default otherwise."""
+    data, holdout = line.get("data") or {}, (line.get("evaluation") or {}).get("cv") == "holdout"
+    if not (data.get("n_labeled") and data.get("n_windows") and n_scored):
+        return 1 if holdout else None
+    return window_run_length(int(n_scored), data["n_labeled"] / data["n_windows"], holdout)
+
+
 def evaluation_of(line: dict) -> Evaluation | None:
     """The line's pooled out-of-fold predictions as an Evaluation (one-hot probabilities: every
     statistic here reads the predicted classes only)."""
@@ -111,7 +122,8 @@ def choose(lines: list[dict]) -> Selection:
     evaluation = first.get("evaluation") or {}
     policy = evaluation.get("gate_policy") or "ci"
     seed = int(first.get("seed") or 17)
-    run_length = 1 if evaluation.get("cv") == "holdout" else None
+    scored = next((line for line in lines if (line.get("evaluation") or {}).get("n_scored")), first)
+    run_length = line_run_length(scored, (scored.get("evaluation") or {}).get("n_scored"))
     status = {line["gate"]: line.get("status") for line in lines}
     shuffled = negative_control(lines)
     ranked, evaluations, notes = [], {}, []

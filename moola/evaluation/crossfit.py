@@ -107,6 +107,21 @@ def default_run_length(n_rows: int) -> int:
     return max(1, round(n_rows ** (1 / 3)))
 
 
+def window_run_length(n_scored: int, rows_per_window: float, holdout: bool) -> int:
+    """Runs of rows that resample whole windows: the user's file labels several spans of one window
+    in neighbouring rows, and those rows are one draw of the market, not several.
+
+    `rows_per_window` R: labeled rows over distinct windows (`Dataset.n_windows`). The folds
+    resample runs of cube-root(n_scored / R) windows (R times as many rows), the split file's val
+    rows runs of one window (R rows). With one row per window this is `default_run_length(n_scored)`
+    (5 for 98 rows) and 1, as before; 98 rows from 66 windows: 6 and 1.
+    """
+    rows_per_window = max(1.0, float(rows_per_window or 1.0))
+    if holdout:
+        return max(1, round(rows_per_window))
+    return max(1, round((n_scored / rows_per_window) ** (1 / 3) * rows_per_window))
+
+
 def shift_offsets(n_rows: int, min_shift: int | None = None) -> np.ndarray:
     """Rotations of the circular-shift null: every offset at least `min_shift` rows (default a
     tenth of the rows, at least 1) from zero either way."""

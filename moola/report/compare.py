@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moola.deploy.select import evaluation_of
+from moola.deploy.select import evaluation_of, line_run_length
 from moola.evaluation.crossfit import paired_block_bootstrap
 from moola.report.cells import (
     ABSENT,
@@ -69,8 +69,7 @@ def paired_runs(line_a: dict, line_b: dict) -> list | None:
     ev_a, ev_b = (evaluation_of(line) if line else None for line in (line_a, line_b))
     if ev_a is None or ev_b is None or not np.array_equal(ev_a.rows, ev_b.rows) or ev_a.seeds != ev_b.seeds:
         return None
-    holdout = (line_b.get("evaluation") or {}).get("cv") == "holdout"
-    return paired_block_bootstrap(ev_b, ev_a, run_length=1 if holdout else None)["delta_ci95"]
+    return paired_block_bootstrap(ev_b, ev_a, run_length=line_run_length(line_b, len(ev_b.rows)))["delta_ci95"]
 
 
 def format_comparison(comparison: dict) -> str:

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from moola.evaluation.crossfit import Evaluation, chance_bootstrap, cross_fit, paired_block_bootstrap
+from moola.evaluation.crossfit import (
+    Evaluation,
+    chance_bootstrap,
+    cross_fit,
+    paired_block_bootstrap,
+    window_run_length,
+)
 from moola.evaluation.folds import REFIT, Fold
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
@@ -146,7 +152,7 @@ def compare(ctx: RunContext, candidate: CrossFitted, baseline: CrossFitted, base
     """
     thresholds = ctx.profile.thresholds
     delta = paired_block_bootstrap(candidate.evaluation, baseline.evaluation, thresholds.bootstrap_resamples,
-                                   ctx.settings.seed, run_length=1 if ctx.holdout else None)
+                                   ctx.settings.seed, run_length=run_length(ctx))
     return {"baseline_gate": baseline_gate, "baseline_f1": baseline.val_f1, **delta, "policy": thresholds.gate_policy,
             **spread(candidate.evaluation, baseline.evaluation)}
 
@@ -154,4 +160,11 @@ def compare(ctx: RunContext, candidate: CrossFitted, baseline: CrossFitted, base
 def compare_to_chance(ctx: RunContext, candidate: CrossFitted) -> dict:
     """Balanced accuracy minus chance (1/K) with its CI: the "learned anything?" comparison."""
     return chance_bootstrap(candidate.evaluation, ctx.profile.thresholds.bootstrap_resamples, ctx.settings.seed,
-                            run_length=1 if ctx.holdout else None)
+                            run_length=run_length(ctx))
+
+
+def run_length(ctx: RunContext) -> int:
+    """Rows per bootstrap run: whole windows (`crossfit.window_run_length`; rows as before when every
+    row is its own window)."""
+    scored = sum(len(fold.scored) for fold in ctx.folds)
+    return window_run_length(scored, len(ctx.dataset.y) / ctx.dataset.n_windows, ctx.holdout)
