@@ -34,9 +34,10 @@ class DataConfig:
     # one window on different spans are then one input with two answers).
     span_input: bool = True
     # A span-aligned view: classifiers read the span_bars bars ending at each labeled span's last
-    # bar, so patterns line up and no bar after the span is read (replaces visible_bars). -1 = auto:
-    # min(expansion_end) + 1 when the spans vary and visible_bars is 0 (31 on the user's layout);
-    # 0 = off (whole windows). Chosen by evidence on the user-layout demo (docs/gates.md).
+    # bar, so patterns line up and no bar after the span is read (replaces visible_bars). -1 = auto
+    # when the spans vary and visible_bars is 0: the first of prediction_bars + 1 (31 on the user's
+    # layout), else the earliest span end + 1; 0 = off (whole windows). Chosen by evidence on the
+    # user-layout demo (docs/gates.md).
     span_bars: int = -1
 
 

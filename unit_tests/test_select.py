@@ -227,3 +227,20 @@ def test_predict_given_a_csv_names_the_conversion_before_loading_any_model(tmp_p
                  "--artifacts-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "moola does not read CSV" in err and "d.to_parquet('" in err and str(tmp_path / "w.parquet") in err
+
+
+def test_report_compare_pairs_two_runs_on_the_same_rows_and_labels_only():
+    from moola.report.compare import compare_runs, paired_runs
+
+    worse, better = model_line("minirocket", predictions(0.7, 1), 2.0), model_line("minirocket", predictions(0.95, 2),
+                                                                                   2.0, run_id="run2")
+    low, high = paired_runs(worse, better)
+    assert 0 < low < high  # 0.95 vs 0.70 accuracy on the same 98 rows: better beyond noise
+    assert paired_runs(better, better) == [0.0, 0.0]
+    flipped = model_line("minirocket", predictions(0.95, 2), 2.0, run_id="run2")
+    flipped["oof"]["y"] = (1 - Y).tolist()  # other labels on the same rows: nothing to pair
+    assert paired_runs(worse, flipped) is None
+    elsewhere = model_line("minirocket", predictions(0.95, 2)[:60], 2.0, run_id="run2", rows=list(range(60)))
+    assert paired_runs(worse, elsewhere) is None
+    gate = next(g for g in compare_runs([worse], [better])["gates"] if g["gate"] == GATES[2])
+    assert gate["f1_delta_ci95"] == [low, high]

@@ -14,6 +14,7 @@ from moola.__main__ import main
 from moola.config import DataConfig
 from moola.data import demo_user
 from moola.data.dataset import check_data
+from moola.data.inputs import InputSpec
 from moola.data.labels import audit_labels, check_spans
 from moola.data.normalize import normalize_windows
 from moola.data.parquet import read_windows
@@ -200,10 +201,25 @@ def test_without_timestamps_ids_or_shared_bars_row_order_is_said_to_be_assumed(d
 def test_the_overfit_check_takes_one_row_per_window_and_skips_windows_with_two_labels():
     y = np.array([0, 1, 0, 0, 1, 1, 0, 1])
     window_of = np.array([0, 0, 1, 1, 2, 3, 4, 5])  # rows 0/1: one window, two labels; rows 2/3: one window
-    ctx = SimpleNamespace(dataset=SimpleNamespace(y=y, audit=SimpleNamespace(window_of=window_of)),
-                          train=np.arange(8), n_classes=2)
+    spans = np.array([[30, 35], [50, 55], [30, 35], [30, 35], [40, 44], [40, 44], [40, 44], [40, 44]])
+    ctx = SimpleNamespace(dataset=SimpleNamespace(y=y, audit=SimpleNamespace(window_of=window_of),
+                                                  labeled=SimpleNamespace(expansion=spans)),
+                          train=np.arange(8), n_classes=2, spec=InputSpec())
     rows, skipped = overfit_rows(ctx, per_class=3)
     assert rows.tolist() == [2, 6, 4, 5, 7] and skipped == 2
+    # a span-aware model reads rows 0 and 1 (one window, two spans) as two inputs: both can be memorised
+    rows, skipped = overfit_rows(SimpleNamespace(**{**vars(ctx), "spec": InputSpec(span_channel=True)}), per_class=3)
+    assert rows.tolist() == [0, 2, 6, 1, 4, 5] and skipped == 0
+
+
+def test_a_written_user_layout_folder_declares_its_prediction_bars(user_root, tmp_path):
+    settings = resolve_settings(user_root, data_dir=str(user_root), artifacts_dir=str(tmp_path), results=None,
+                                device="cpu", profile="quick", overrides=[], seed=17, fresh=False, demo=False)
+    assert settings.profile.data.prediction_bars == (30, 74) and not settings.setup_problems
+    (tmp_path / "moola_dataset.json").write_text('{"prediction_bars": [74, 30]}')
+    bad = resolve_settings(tmp_path, data_dir=str(tmp_path), artifacts_dir=str(tmp_path), results=None,
+                           device="cpu", profile="quick", overrides=[], seed=17, fresh=False, demo=False)
+    assert "expected [FIRST, LAST] bar numbers" in bad.setup_problems[0]
 
 
 def test_demo_layout_names_are_checked_and_user_layout_declares_its_prediction_bars(tmp_path):
@@ -258,3 +274,26 @@ def test_span_aware_inputs_run_through_gates_4_to_7_and_predict(pytester, user_r
         np.testing.assert_allclose(proba, live)
         with pytest.raises(ValueError, match="expansion_start and expansion_end"):
             model.predict_proba(table.features)
+
+
+@pytest.mark.parametrize("start, expected", [
+    ([3.0] * 20, None),  # whole numbers stored as floats (pandas after a NaN): read as integers
+    ([3.0] * 19 + [float("nan")], "null, NaN or fractional values in rows 19 (1 in all)"),
+    ([3.5] + [3.0] * 19, "null, NaN or fractional values in rows 0 (1 in all)"),
+])
+def test_spans_stored_as_floats_are_read_or_refused_never_dropped(data_folder, start, expected):
+    data_folder.labeled["expansion_start"] = np.array(start)
+    data_folder.labeled["expansion_end"] = np.full(20, 6.0)
+    root = data_folder.write()
+    table, problems = read_windows(root / "processed/train_clean.parquet", labeled=True)
+    if expected is None:
+        assert problems == [] and table.expansion.dtype == np.int64 and (table.expansion == [3, 6]).all()
+    else:
+        assert any(expected in str(p) for p in problems), problems
+        assert any(expected in str(p) for p in check_data(root, DataConfig())[1])
+
+
+def test_one_span_column_without_the_other_is_a_problem(data_folder):
+    data_folder.labeled["expansion_start"] = np.full(20, 3)
+    [problem] = [str(p) for p in check_data(data_folder.write(), DataConfig())[1]]
+    assert "only 'expansion_start'" in problem and "add 'expansion_end'" in problem

@@ -193,7 +193,8 @@ def _check_data(root: Path, config: DataConfig, protocol: str) -> tuple[Dataset 
         return None, problems
     classes = tuple(config.classes) if config.classes else tuple(sorted(set(labeled.labels.tolist())))
     y = np.array([classes.index(label) for label in labeled.labels], dtype=np.int64)
-    digest = fingerprint(labeled.features, y, unlabeled.features, split.train, split.val, split.test)
+    spans = () if labeled.expansion is None else (labeled.expansion,)  # spans decide what classifiers read
+    digest = fingerprint(labeled.features, y, *spans, unlabeled.features, split.train, split.val, split.test)
     return Dataset(root, labeled, unlabeled, split, classes, y, digest, audit, tuple(notes)), problems
 
 

@@ -31,6 +31,7 @@ from moola.data.demo import N_BARS, N_UNLABELED, _bars, _volatility, generator_v
 from moola.data.dataset import LABELED, SPLIT, UNLABELED
 from moola.data.parquet import write_windows
 from moola.data.split import write_json_atomic
+from moola.data.ucr import META
 
 LAYOUT = "user-layout"
 STRIDE = 10  # bars between pool window starts (the user's sliding cut: stride 10)
@@ -161,7 +162,10 @@ def write_demo(out_dir: Path, seed: int = 17, n_unlabeled: int = N_UNLABELED) ->
     tables = generate(seed, n_unlabeled)
     write_windows(out_dir / LABELED, tables["labeled"])
     write_windows(out_dir / UNLABELED, tables["unlabeled"])
-    write_json_atomic(out_dir / SPLIT, tables["split"])
+    # The folder says where its spans lie, as a user's folder can (moola_dataset.json): gate 0 checks
+    # the spans against it and the span-aligned view takes its length from it.
+    write_json_atomic(out_dir / META, {"prediction_bars": list(PREDICTION_BARS)})
+    write_json_atomic(out_dir / SPLIT, tables["split"])  # last: its presence means the folder is complete
     return out_dir
 
 

@@ -18,6 +18,7 @@ Pretraining, the pool filter and the leakage checks read the whole raw window; o
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -103,15 +104,31 @@ def model_inputs(raw: np.ndarray, spec: InputSpec, spans: np.ndarray | None = No
         setting = "data.span_bars" if spec.span_bars else "data.span_input"
         raise ValueError(f"this model reads the labeled span ({setting}): expected the columns expansion_start and "
                          "expansion_end (the pattern's first and last bar) beside the windows, found none; add "
-                         f"them, or use a model trained without {setting}")
+                         "them, or use a model trained with --set data.span_bars=0 --set data.span_input=false")
+    bars, marks = read_bars(raw, spec, spans)
+    inputs = normalize_windows(bars, shared_channels=spec.shared_channels)  # (n, V, C)
+    if not spec.span_channel:
+        return inputs
+    return np.concatenate([inputs, marks[..., None]], axis=2)  # (n, V, C + 1)
+
+
+def read_bars(raw: np.ndarray, spec: InputSpec, spans: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The raw bars a classifier reads `(n, V, C)` and their span marks `(n, V)` (None without spans)."""
     marks = span_mask(spans, raw.shape[1]) if spec.needs_spans else None  # (n, T)
     if spec.span_bars:
         raw, marks = span_view(raw, marks, np.asarray(spans)[:, 1], spec.span_bars)
     n_bars = spec.bars(raw.shape[1])
-    inputs = normalize_windows(raw[:, :n_bars], shared_channels=spec.shared_channels)  # (n, V, C)
-    if not spec.span_channel:
-        return inputs
-    return np.concatenate([inputs, marks[:, :n_bars, None]], axis=2)  # (n, V, C + 1)
+    return raw[:, :n_bars], (None if marks is None else marks[:, :n_bars])
+
+
+def read_hashes(raw: np.ndarray, spec: InputSpec, spans: np.ndarray | None = None) -> list:
+    """One hex digest per row of exactly what a classifier reads (raw bars, and the span when read):
+    `predict` tells windows a model has seen from new ones by it, whole windows or cut ones alike."""
+    bars, marks = read_bars(raw, spec, spans)
+    read = np.ascontiguousarray(bars, dtype=np.float32)
+    if marks is not None:
+        read = np.concatenate([read, marks[..., None].astype(np.float32)], axis=2)
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in read]
 
 
 def span_view(raw: np.ndarray, marks: np.ndarray, ends: np.ndarray, n_bars: int) -> tuple[np.ndarray, np.ndarray]:

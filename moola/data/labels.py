@@ -160,6 +160,7 @@ def conflict_warning(table: WindowTable, audit: LabelAudit) -> str | None:
     if not audit.conflicts:
         return None
     shown = "; ".join(" / ".join(c) for c in audit.conflicts[:5])
-    return (f"{table.path}: {len(audit.conflicts)} window(s) labeled with different classes on the same bars "
-            f"and span ({shown}{' …' if len(audit.conflicts) > 5 else ''}): no model can learn both, and each "
+    same = "the same bars and span" if table.expansion is not None else "the same bars (the file has no spans)"
+    return (f"{table.path}: {len(audit.conflicts)} window(s) labeled with different classes on {same} "
+            f"({shown}{' …' if len(audit.conflicts) > 5 else ''}): no model can learn both, and each "
             "such pair costs one of them. Fix: review those rows in the labeling tool and keep one label")

@@ -179,6 +179,37 @@ def decode_timestamps(column: pa.ChunkedArray, where: str) -> tuple[np.ndarray |
     return ns.view("datetime64[ns]"), []
 
 
+SPAN_COLUMNS = ("expansion_start", "expansion_end")
+
+
+def decode_spans(table: pa.Table, path: Path) -> tuple[np.ndarray | None, list[Problem]]:
+    """`(N, 2)` int64 spans from `expansion_start`/`expansion_end`, or None when the file has neither.
+
+    Whole numbers stored as floats (what pandas writes once a NaN was there) are read as integers;
+    one column without the other, a null, a fraction or a non-number is a problem: the spans
+    decide what the classifiers read, so they are never dropped silently.
+    """
+    present = [name for name in SPAN_COLUMNS if name in table.column_names]
+    if not present:
+        return None, []
+    where = f"{path} columns 'expansion_start', 'expansion_end'"
+    if len(present) == 1:
+        missing = next(name for name in SPAN_COLUMNS if name not in present)
+        return None, [Problem(where, "both span columns (the pattern's first and last bar)", f"only {present[0]!r}",
+                              f"add {missing!r}, or drop {present[0]!r}")]
+    columns = [table[name] for name in SPAN_COLUMNS]
+    if not all(pa.types.is_integer(c.type) or pa.types.is_floating(c.type) for c in columns):
+        return None, [Problem(where, "integer bar numbers", f"types {[str(c.type) for c in columns]}",
+                              "df[c] = pd.to_numeric(df[c]).astype('int64') for both columns")]
+    values = np.stack([np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float64) for c in columns], 1)  # (N, 2)
+    bad = ~np.isfinite(values).all(axis=1) | (values != np.round(values)).any(axis=1)
+    if bad.any():
+        return None, [Problem(where, "a whole bar number in both columns of every row",
+                              f"null, NaN or fractional values in {_rows(bad)}",
+                              "fill or drop those rows (every labeled row needs its span), then store them as int64")]
+    return values.astype(np.int64), []
+
+
 def read_windows(path: Path, labeled: bool) -> tuple[WindowTable | None, list[Problem]]:
     """Read a labeled or unlabeled window file; returns the table (or None) and every problem.
 
@@ -231,11 +262,8 @@ def _decode(path: Path, table: pa.Table, labeled: bool) -> tuple[WindowTable | N
         zoned = pa.types.is_timestamp(table["timestamp"].type) and table["timestamp"].type.tz is not None
         timestamps, more = decode_timestamps(table["timestamp"], f"{path} column 'timestamp'")
         problems += more
-    expansion = None
-    if "expansion_start" in table.column_names and "expansion_end" in table.column_names:
-        columns = [table[name] for name in ("expansion_start", "expansion_end")]
-        if all(pa.types.is_integer(c.type) and not c.null_count for c in columns):
-            expansion = np.stack([np.asarray(c.to_numpy(), dtype=np.int64) for c in columns], 1)
+    expansion, more = decode_spans(table, path)
+    problems += more
     if features is None or window_ids is None or (labeled and labels is None):
         return None, problems
     return WindowTable(path, window_ids, features, labels, timestamps, zoned=zoned, expansion=expansion), problems

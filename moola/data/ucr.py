@@ -79,9 +79,18 @@ def dataset_overrides(data_root: Path) -> tuple[list[str], list[str]]:
     if not isinstance(meta, dict):
         return [], [f"{path}: expected a JSON object, found {type(meta).__name__}. Fix: {fix}"]
     overrides, problems = [], []
-    unknown = sorted(set(meta) - {"source", "channels", "classes", "cv"})
+    unknown = sorted(set(meta) - {"source", "channels", "classes", "cv", "prediction_bars"})
     if unknown:
-        problems.append(f"{path}: expected keys among source, channels, classes, cv, found {unknown}. Fix: {fix}")
+        problems.append(f"{path}: expected keys among source, channels, classes, cv, prediction_bars, found {unknown}. "
+                        f"Fix: {fix}")
+    if "prediction_bars" in meta:  # the bars every labeled span lies in, e.g. [30, 74] for the user's layout
+        bars = meta["prediction_bars"]
+        if isinstance(bars, list) and len(bars) == 2 and all(isinstance(b, int) and not isinstance(b, bool)
+                                                              for b in bars) and 0 <= bars[0] <= bars[1]:
+            overrides.append(f"data.prediction_bars={bars[0]},{bars[1]}")
+        else:
+            problems.append(f"{path} key 'prediction_bars': expected [FIRST, LAST] bar numbers, FIRST <= LAST, found "
+                            f"{bars!r}. Fix: {fix}")
     for key, setting in (("channels", "data.channels"), ("cv", "evaluation.cv")):
         if key in meta:
             if isinstance(meta[key], str):

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from moola import artifacts
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import WindowTable, read_windows
+from moola.data.inputs import InputSpec, read_hashes
 from moola.data.validate import check_ohlc, labeled_hashes
 from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed
 from moola.evaluation.crossfit import block_resample, default_run_length
@@ -236,11 +237,11 @@ def contract_problems(table: WindowTable, deployed: Deployed) -> list:
         problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'", "the span to classify in "
                                 "each window (integer first and last bar): this model reads it as an input",
                                 "no such columns", "add them (the pattern's bars, as in the labeled file), or use a "
-                                "model trained with --set data.span_input=false"))
+                                "model trained with --set data.span_bars=0 --set data.span_input=false"))
     elif spec.needs_spans and bad_spans(table, spec, read).any():
         bad = bad_spans(table, spec, read)
-        inside = (f"ending at bar {spec.span_bars - 1} or later inside the window (the model reads the "
-                  f"{spec.span_bars} bars ending at the span)" if spec.span_bars else
+        inside = (f"ending at bar {spec.span_bars - 1} or later inside the window, at most {spec.span_bars} bars "
+                  f"long (the model reads the {spec.span_bars} bars ending at the span)" if spec.span_bars else
                   f"inside the bars the model reads (0..{read - 1})")
         problems.append(Problem(f"{table.path} columns 'expansion_start', 'expansion_end'",
                                 f"spans with start <= end {inside}",
@@ -261,8 +262,8 @@ def bad_spans(table: WindowTable, spec, read: int) -> np.ndarray:
     (span-aligned view) ending before the view's first bar or past the window."""
     start, end = table.expansion[:, 0], table.expansion[:, 1]
     bad = (start > end) | (start < 0)
-    if spec.span_bars:
-        return bad | (end < spec.span_bars - 1) | (end >= table.features.shape[1])
+    if spec.span_bars:  # the view must hold the whole span, as gate 0 required of the labeled rows
+        return bad | (end < spec.span_bars - 1) | (end >= table.features.shape[1]) | (end - start + 1 > spec.span_bars)
     return bad | (end >= read)
 
 
@@ -292,7 +293,11 @@ def labeled_f1(table: WindowTable, proba: np.ndarray, classes: list, metadata: d
     gates used are in-sample for a refit model and its calibrator)."""
     index = {name: k for k, name in enumerate(classes)}
     y = np.array([index[label] for label in table.labels])
-    seen = np.isin(labeled_hashes(table.features), metadata.get("labeled_window_hashes") or [])
+    if metadata.get("labeled_read_hashes") is not None:  # what the model read: cut windows, spans
+        spec = InputSpec.from_record(metadata.get("input") or {})
+        seen = np.isin(read_hashes(table.features, spec, table.expansion), metadata["labeled_read_hashes"])
+    else:  # files written before it: whole windows
+        seen = np.isin(labeled_hashes(table.features), metadata.get("labeled_window_hashes") or [])
     order = np.argsort(table.timestamps, kind="stable") if table.timestamps is not None else np.arange(len(y))
     result = {"n": len(y), "n_seen": int(seen.sum()), **_f1_ci(y[order], proba[order].argmax(1), len(classes),
                                                               resamples, seed)}

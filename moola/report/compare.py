@@ -64,11 +64,13 @@ def compare_runs(lines_a: list[dict], lines_b: list[dict]) -> dict:
 
 
 def paired_runs(line_a: dict, line_b: dict) -> list | None:
-    """The 95% CI of B − A pooled macro F1 when both lines scored the same rows with the same seeds
-    (their `oof` records): the same block bootstrap a gate's own comparison uses; None otherwise."""
+    """The 95% CI of B − A pooled macro F1 when both lines scored the same rows, with the same labels
+    and seeds (their `oof` records): the same block bootstrap a gate's own comparison uses (runs of
+    whole windows); None otherwise."""
     ev_a, ev_b = (evaluation_of(line) if line else None for line in (line_a, line_b))
-    if ev_a is None or ev_b is None or not np.array_equal(ev_a.rows, ev_b.rows) or ev_a.seeds != ev_b.seeds:
-        return None
+    if ev_a is None or ev_b is None or ev_a.seeds != ev_b.seeds or not (
+            np.array_equal(ev_a.rows, ev_b.rows) and np.array_equal(ev_a.y, ev_b.y)):
+        return None  # other rows, labels or seeds: nothing to pair
     return paired_block_bootstrap(ev_b, ev_a, run_length=line_run_length(line_b, len(ev_b.rows)))["delta_ci95"]
 
 

@@ -25,7 +25,7 @@ from moola.report.cells import (
     table,
 )
 from moola.report.plots import is_number
-from moola.report.text import refit_texts
+from moola.report.text import data_texts, refit_texts
 from moola.results import GATES
 
 log = logging.getLogger(__name__)
@@ -110,14 +110,34 @@ def header(lines: list[dict], results) -> str:
              "classes": ", ".join(map(str, data.get("classes") or [])),
              "rows": f"{data['n_train']} train / {data.get('n_val')} val" if "n_train" in data
              else None,
+             "distinct windows": (f"{data['n_windows']} behind {data.get('n_labeled')} labeled rows (the effective n)"
+                                  if data.get("n_windows") else None),
              "window shape": " × ".join(map(str, shape)) if isinstance(shape, list) else shape,
+             "classifiers read": inputs_text(lines),
              "unlabeled pool": data.get("n_unlabeled"), "train labels": data.get("train_labels"),
              "data fingerprint": data.get("fingerprint"),
              "versions": ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items())}
     banner = ('<p class="banner">NEGATIVE CONTROL: train labels shuffled. A sound suite fails at '
               "gate 4 or earlier; no model of this run is a deliverable.</p>\n"
               if str(data.get("train_labels", "")).startswith("shuffled") else "")
-    return banner + facts_table(facts)
+    notes = "".join(f"<li>{esc(text)}</li>" for text in data_texts(lines))
+    return banner + facts_table(facts) + (note("What gate 0 counted and reported without refusing:")
+                                          + f"<ul>{notes}</ul>" if notes else "")
+
+
+def inputs_text(lines: list[dict]) -> str | None:
+    """What the classifiers read (`data.inputs` of the model lines), in words."""
+    inputs = next(((line.get("data") or {}).get("inputs") for line in lines if (line.get("data") or {}).get("inputs")),
+                  None)
+    if not inputs:
+        return None
+    if inputs.get("span_bars"):
+        view = f"the {inputs['span_bars']} bars ending at each labeled span"
+    elif inputs.get("visible_bars"):
+        view = f"bars 0..{inputs['visible_bars'] - 1} of each window"
+    else:
+        view = "the whole window"
+    return view + (", the span as a channel" if inputs.get("span_channel") else "")
 
 
 def gate_table(lines: list[dict]) -> str:

@@ -85,8 +85,10 @@ def refit_texts(lines: list[dict]) -> list[str]:
             pooled = check["pooled_rows"]
             text = (f"{line['gate']}: saved refit vs its fold models: class agreement {pooled['agreement']:.2f} on "
                     f"{pooled['rows']} labeled rows (refit in-sample), mean |dp| {pooled['mean_abs_prob_diff']:.3f}")
-            if check.get("unlabeled"):
-                other = check["unlabeled"]
+            other = check.get("unlabeled") or {}
+            if other.get("skipped"):
+                text += f"; not compared on unlabeled windows: {other['skipped']}"
+            elif other:
                 text += (f"; {other['agreement']:.2f} on {other['rows']} unlabeled windows, mean |dp| "
                          f"{other['mean_abs_prob_diff']:.3f}")
             if check.get("steps"):

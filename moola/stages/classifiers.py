@@ -13,6 +13,7 @@ from torch import nn
 
 from moola import artifacts, models
 from moola.config import FinetuneConfig, to_dict
+from moola.data.inputs import read_hashes
 from moola.data.validate import labeled_hashes
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
@@ -109,12 +110,17 @@ def overfit_check(ctx: RunContext, encoder_state: dict | None) -> dict:
 
 
 def overfit_rows(ctx: RunContext, per_class: int) -> tuple[np.ndarray, int]:
-    """Up to `per_class` train rows of each class, one per distinct window, none from a window whose
-    train rows carry two classes (the model reads the window, so that is one input with two answers:
-    nothing could memorise it). Returns (rows, train rows passed over for that reason)."""
+    """Up to `per_class` train rows of each class, one per distinct input, none from an input whose
+    train rows carry two classes (one input with two answers: nothing could memorise it). An input
+    is a window, or a window and its span when the classifiers read spans (`ctx.spec.needs_spans`).
+    Returns (rows, train rows passed over for that reason)."""
     y, train = ctx.dataset.y, ctx.train
     audit = ctx.dataset.audit
     window_of = audit.window_of if audit is not None else np.arange(len(y))
+    spans = ctx.dataset.labeled.expansion
+    if ctx.spec.needs_spans and spans is not None:  # one id per (window, span)
+        _, window_of = np.unique(np.column_stack([window_of, spans]), axis=0, return_inverse=True)
+        window_of = window_of.reshape(-1)
     mixed = {w for w in np.unique(window_of[train]) if len(np.unique(y[train][window_of[train] == w])) > 1}
     chosen, used = [], set()
     for k in range(ctx.n_classes):
@@ -273,6 +279,8 @@ def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, 
                 "input": input_contract(ctx),
                 "classes": list(ctx.dataset.classes), "data_fingerprint": ctx.dataset.fingerprint,
                 "labeled_window_hashes": labeled_hashes(ctx.dataset.labeled.features),
+                # what the model read of each labeled row: predict's seen/unseen split, cut windows included
+                "labeled_read_hashes": read_hashes(ctx.dataset.labeled.features, ctx.spec, ctx.dataset.labeled.expansion),
                 "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions(),
                 "train_labels_shuffled": ctx.settings.shuffle_labels,
                 # The gate's verdict comes after the save: the results plugin rewrites this entry

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from moola import artifacts
+from moola.data.inputs import read_hashes
 from moola.data.validate import labeled_hashes
 from moola.deploy import model as deployment
 from moola.models.minirocket import MiniRocketArrays, score_proba
@@ -121,7 +122,8 @@ def save_checked(ctx: RunContext, deployed: deployment.Deployed, relative: Path,
     metadata = {"model": model, "run_id": ctx.settings.run_id, "profile": ctx.profile.name,
                 "protocol": ctx.protocol(), "data_fingerprint": ctx.dataset.fingerprint,
                 # every labeled window the gates used (to train, calibrate or score): predict says when it sees them
-                "labeled_window_hashes": labeled_hashes(labeled), **extra, "seed": ctx.settings.seed,
+                "labeled_window_hashes": labeled_hashes(labeled),
+                "labeled_read_hashes": read_hashes(labeled, ctx.spec, spans), **extra, "seed": ctx.settings.seed,
                 "versions": versions(), "train_labels_shuffled": ctx.settings.shuffle_labels,
                 # rewritten by the results plugin once the gate rules (artifacts.mark_gate)
                 "gate": {"gate": artifacts.GATE_OF[relative], "status": "pending", "run_id": ctx.settings.run_id}}

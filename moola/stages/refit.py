@@ -72,7 +72,7 @@ def refit_check(ctx: RunContext, evaluation: Evaluation, fits: dict, final) -> d
     base = [fit.model for (seed, _), fit in fits.items() if seed == ctx.settings.seed]
     unlabeled = ctx.dataset.unlabeled.features
     if final.model is not None and base and len(unlabeled) and ctx.spec.needs_spans:
-        check["unlabeled"] = None  # pool windows carry no labeled span: nothing the models could read
+        check["unlabeled"] = {"skipped": "the classifiers read a labeled span and pool windows have none"}
     elif final.model is not None and base and len(unlabeled):
         rows = np.sort(np.random.default_rng(ctx.settings.seed).choice(
             len(unlabeled), min(UNLABELED_SAMPLE, len(unlabeled)), replace=False))
