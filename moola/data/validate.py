@@ -138,7 +138,8 @@ def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Sp
                                 "(compared after per-window normalisation: a scaled copy is the same model input)",
                                 f"{len(rows)} val/test rows identical to a train row, e.g. rows {rows[:5]}",
                                 "keep duplicates (e.g. 102_exp_1/102_exp_2) on one side of the split: "
-                                f"python -m moola make-split {root} leaves the train copies out "
+                                f"python -m moola make-split {root} rewrites the split in time order and leaves the "
+                                "train copies out (the old split kept as .bak) "
                                 "(or run with --cv blocked, whose folds purge them)"))
     if len(pairs):
         rows = split.train[np.unique(pairs[:, 0])].tolist()
@@ -149,7 +150,8 @@ def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Sp
                                 f"{int(split.train[i])} and row {int(held_out[j])} (offset {int(s)} bars); "
                                 f"train rows {rows[:8]}",
                                 f"drop those rows from the split's train list (python -m moola make-split {root} "
-                                "leaves them out; or run with --cv blocked, whose folds purge them)"))
+                                "rewrites the split in time order, the last 20% of rows as val, and leaves them out; "
+                                "the old split is kept as .bak; or run with --cv blocked, whose folds purge them)"))
     if unlabeled is None or unlabeled.features.shape[1:] != labeled.features.shape[1:] or not len(unlabeled):
         return problems, []  # a shape mismatch is reported by check_data
     leaking = pool_leaks(labeled, unlabeled, held_out, shared_channels)
