@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from moola.artifacts import load_checkpoint
 from moola.config import FinetuneConfig, PretrainConfig
 from moola.data.demo import N_UNLABELED, generate
 from moola.data.normalize import normalize_windows
@@ -32,7 +33,6 @@ from moola.data.parquet import read_windows, write_windows
 from moola.data.pool_file import write_pool
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.masked_autoencoder import MaskedAutoencoder
-from moola.artifacts import load_checkpoint
 from moola.stages.classifiers import HEAD, finetune_groups, finetune_options, finetune_schedule
 from moola.training import launch
 from moola.training.classifier import FitOptions, Phase, fit_classifier

@@ -260,8 +260,8 @@ def check_choices(profile: Profile) -> None:
             ("pretrain.devices", profile.pretrain.devices, profile.pretrain.devices >= 1, "a number of processes >= 1"),
             ("data.span_bars", profile.data.span_bars,
              profile.data.span_bars in (-1, 0) or (profile.data.span_bars >= 9 and not profile.data.visible_bars),
-             "-1 (auto), 0 (off) or a number of bars >= 9 with data.visible_bars 0 (the view ends at the span: one "
-             "decision point or the other)"),
+             ("-1 (auto), 0 (off) or a number of bars >= 9 with data.visible_bars 0 (the view ends at the span: "
+              "one decision point or the other)")),
             ("data.visible_bars", profile.data.visible_bars,
              profile.data.visible_bars == 0 or profile.data.visible_bars >= 9,
              "0 (the whole window) or a number of bars >= 9 (MiniRocket's shortest series)"),

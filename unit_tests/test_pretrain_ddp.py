@@ -12,10 +12,10 @@ on their own.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -183,7 +183,7 @@ def test_world_shares_cover_a_batch_once():
         for n in (2, 7, 63, 512):
             shares = [World(rank, size).share(n) for rank in range(size)]
             assert shares[0][0] == 0 and shares[-1][1] == n
-            assert all(a[1] == b[0] for a, b in zip(shares, shares[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(shares))
             assert max(e - b for b, e in shares) - min(e - b for b, e in shares) <= 1
 
 

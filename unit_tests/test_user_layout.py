@@ -22,7 +22,6 @@ from moola.stages.classifiers import overfit_rows
 from moola.stages.context import resolve_settings
 from moola.stages.env import verify_environment
 
-from .conftest import DataFolder
 from .test_input_mistakes import history_windows
 
 POOL = 2000  # the smallest pool that holds the 66 labeled windows apart, for speed
@@ -223,8 +222,8 @@ def test_a_written_user_layout_folder_declares_its_prediction_bars(user_root, tm
 
 
 def test_demo_layout_names_are_checked_and_user_layout_declares_its_prediction_bars(tmp_path):
-    common = dict(data_dir=None, artifacts_dir=str(tmp_path), results=None, device="cpu", profile="quick",
-                  overrides=[], seed=17, fresh=False)
+    common = {"data_dir": None, "artifacts_dir": str(tmp_path), "results": None, "device": "cpu",
+              "profile": "quick", "overrides": [], "seed": 17, "fresh": False}
     settings = resolve_settings(tmp_path, demo="user-layout", **common)
     assert settings.demo == "user-layout" and settings.profile.data.prediction_bars == (30, 74)
     assert resolve_settings(tmp_path, demo=True, **common).profile.data.prediction_bars == ()

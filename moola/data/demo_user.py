@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moola.data.demo import N_BARS, N_UNLABELED, _bars, _volatility, generator_version
 from moola.data.dataset import LABELED, SPLIT, UNLABELED
+from moola.data.demo import N_BARS, N_UNLABELED, _bars, _volatility, generator_version
 from moola.data.parquet import write_windows
 from moola.data.split import write_json_atomic
 from moola.data.ucr import META
@@ -79,7 +79,7 @@ def _window_plan(rng: np.random.Generator) -> list[list[tuple[int, int, int]]]:
     first, last = PREDICTION_BARS
     plans = []
     for w, kind in enumerate(kinds):
-        label = lambda: int(rng.random() >= P_CONSOLIDATION)  # noqa: E731
+        label = lambda: int(rng.random() >= P_CONSOLIDATION)
         if kind == "double":  # two spans apart: one in each half of the prediction bars
             a, b = _span(rng, first, 51), _span(rng, 53, last)
             plans.append([(*a, label()), (*b, label())])

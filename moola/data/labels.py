@@ -70,17 +70,17 @@ def check_spans(table: WindowTable, prediction_bars: tuple = (), visible_bars: i
                "spans count bars from 0 at the window's first bar")]
     if prediction_bars:
         first, last = prediction_bars
-        checks.append((f"spans inside the prediction bars {first}..{last} (the data declare them: "
-                       "data.prediction_bars)", (start < first) | (end > last),
+        checks.append(((f"spans inside the prediction bars {first}..{last} (the data declare them: "
+                        "data.prediction_bars)"), (start < first) | (end > last),
                        "correct those spans, or declare other bars with --set data.prediction_bars=FIRST,LAST"))
     if 0 < visible_bars <= n_bars:
-        checks.append((f"spans ending before the decision point (data.visible_bars={visible_bars}: the models read "
-                       f"bars 0..{visible_bars - 1})", end > visible_bars - 1,
+        checks.append(((f"spans ending before the decision point (data.visible_bars={visible_bars}: the models "
+                        f"read bars 0..{visible_bars - 1})"), end > visible_bars - 1,
                        f"raise data.visible_bars to at least {int(end.max()) + 1}, or drop those rows"))
     if span_bars:
-        checks.append((f"spans that fit the span-aligned view (data.span_bars={span_bars}: the {span_bars} bars "
-                       f"ending at the span's last bar, so a span ends at bar {span_bars - 1} or later and is at most "
-                       f"{span_bars} bars long)", (end < span_bars - 1) | (end - start + 1 > span_bars),
+        checks.append(((f"spans that fit the span-aligned view (data.span_bars={span_bars}: the {span_bars} bars "
+                        f"ending at the span's last bar, so a span ends at bar {span_bars - 1} or later and is at "
+                        f"most {span_bars} bars long)"), (end < span_bars - 1) | (end - start + 1 > span_bars),
                        f"lower data.span_bars to at most {int(end.min()) + 1}, or drop those rows"))
     for expected, bad, fix in checks:
         if bad.any():

@@ -8,8 +8,8 @@ operating system's page cache instead of each holding a copy (2M windows are 3.4
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

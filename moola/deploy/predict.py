@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 
 from moola import artifacts
 from moola.data.errors import DataContractError, Problem
-from moola.data.parquet import WindowTable, read_windows
 from moola.data.inputs import InputSpec, read_hashes
+from moola.data.parquet import WindowTable, read_windows
 from moola.data.validate import check_ohlc, labeled_hashes
 from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed
 from moola.evaluation.crossfit import block_resample, default_run_length

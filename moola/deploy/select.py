@@ -35,8 +35,8 @@ from moola.evaluation.crossfit import (
     block_resample,
     chance_bootstrap,
     default_run_length,
-    window_run_length,
     paired_block_bootstrap,
+    window_run_length,
 )
 from moola.results import requirements_hold
 from moola.results import shuffled as negative_control

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from moola.data.overlap import identical_groups  # noqa: F401 -- re-exported: the folds' purge uses it
 
 PROTOCOLS = ("holdout", "blocked", "walk-forward")

@@ -82,10 +82,10 @@ def label_notes(dataset, profile: Profile) -> list[str]:
     audit, labeled = dataset.audit, dataset.labeled
     if audit is None:
         return []
-    notes = [f"{labeled.path}: {audit.n_rows} labeled rows from {audit.n_windows} distinct windows (the effective n: "
-             f"rows of one window are one draw of the market); {audit.duplicates} row(s) repeat another row's window, "
-             f"span and label; {audit.multi_span_windows} window(s) labeled on more than one span; "
-             f"{audit.mixed_label_windows} window(s) whose rows carry different classes; {audit.order}"]
+    notes = [(f"{labeled.path}: {audit.n_rows} labeled rows from {audit.n_windows} distinct windows (the effective "
+              f"n: rows of one window are one draw of the market); {audit.duplicates} row(s) repeat another row's "
+              f"window, span and label; {audit.multi_span_windows} window(s) labeled on more than one span; "
+              f"{audit.mixed_label_windows} window(s) whose rows carry different classes; {audit.order}")]
     if labeled.expansion is not None:
         notes.append(decision_point_note(labeled, profile))
     return notes

@@ -28,7 +28,6 @@ from moola.training.distributed import World, die_with_parent
 from moola.training.launch import FAILED
 from moola.training.pretrain import pretrain_encoder
 
-
 # A rank stuck in a collective (a peer died without torchrun noticing) errors out after this
 # instead of holding the pod for NCCL's default 30 minutes.
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
