@@ -26,8 +26,10 @@ pytestmark = pytest.mark.slow
 FAULTS = {
     "unnormalised": """
 import numpy as np
+import moola.data.inputs as inputs
 import moola.stages.context as context
-context.normalize_windows = lambda raw, shared_channels=True: np.asarray(raw, dtype=np.float32)
+# raw prices into every model: the encoder's windows (context) and the classifiers' inputs (inputs)
+context.normalize_windows = inputs.normalize_windows = lambda raw, shared_channels=True: np.asarray(raw, dtype=np.float32)
 """,
     "collapsed_head": """
 import moola.models.enhanced_lstm as enhanced
