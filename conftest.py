@@ -213,7 +213,9 @@ class ResultsPlugin:
                     "description": describe_protocol(settings.profile), **dataclasses.asdict(settings.profile.evaluation),
                     "seeds": list(range(settings.seed, settings.seed + settings.profile.evaluation.seeds)),
                     "gate_policy": settings.profile.thresholds.gate_policy},
-                "scope": self.scope, "versions": self.versions}
+                "scope": self.scope, "versions": self.versions,
+                # None before the `run` fixture resolved the data (gate 0, a run stopped there)
+                "recipe": self.context.get("recipe")}
 
     @property
     def versions(self) -> dict:
@@ -512,7 +514,8 @@ class ResultsPlugin:
                  ("--results", option.results), ("--profile", option.profile if option.profile != "auto" else None),
                  ("--device", option.device if option.device != "auto" else None),
                  ("--seed", option.seed if option.seed != 17 else None), ("--cv", option.cv), ("--folds", option.folds),
-                 ("--seeds", option.seeds), ("--shuffle-labels", option.shuffle_labels),
+                 ("--seeds", option.seeds), ("--gate-policy", option.gate_policy), ("--nproc", option.nproc),
+                 ("--shuffle-labels", option.shuffle_labels),
                  *(("--set", value) for value in option.moola_set)]
         run_options = " ".join(name if value is True else f"{name} {value}" for name, value in given
                                if value not in (None, False))

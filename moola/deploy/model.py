@@ -24,6 +24,7 @@ from moola import artifacts, models
 from moola.data.inputs import InputSpec, model_inputs
 from moola.models.minirocket import MiniRocketArrays
 from moola.results import requirements_hold
+from moola.stages.rules import refit_failures
 from moola.training.calibration import apply_calibrator
 from moola.training.classifier import predict_proba
 
@@ -248,6 +249,9 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
         return status in ("passed", "warning"), said
     if kind == "minirocket":  # gate 2's control: delivered when `moola select` recommends it
         chosen = metadata.get("selected") or {}
+        if saved_refit_failures(metadata):
+            return False, f"MiniRocket (gate 2's control) of run {gate.get('run_id')}: " + "; ".join(
+                saved_refit_failures(metadata))
         if gate.get("deliverable") and chosen:
             return True, f"recommended by moola select in run {chosen.get('run_id')} ({chosen.get('rule')})"
         return False, (f"MiniRocket (gate 2's control) of run {gate.get('run_id')}: moola select did not recommend "
@@ -255,5 +259,17 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
     held, why = requirements_hold(gate.get("gate"), gate.get("requires"))
     if gate.get("deliverable") and not held:  # a file marked before moola checked what it builds on
         return False, f"{said}: {why}"
+    strayed = saved_refit_failures(metadata)
+    if gate.get("deliverable") and strayed:
+        return False, f"{said}, but " + "; ".join(strayed)
     return bool(gate.get("deliverable")), said
+
+
+def saved_refit_failures(metadata: dict) -> list[str]:
+    """The refit floor (`stages.rules.refit_failures`) on a file's recorded check(s): one network's
+    `refit_check`, or an ensemble's per member."""
+    if metadata.get("refit_checks"):
+        return [f"member {name}: {failure}" for name, check in metadata["refit_checks"].items()
+                for failure in refit_failures(check)]
+    return refit_failures(metadata.get("refit_check"))
 

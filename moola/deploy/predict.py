@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from moola import artifacts
+from moola import artifacts, recipe
 from moola.data.errors import DataContractError, Problem
 from moola.data.inputs import InputSpec, read_hashes
 from moola.data.parquet import WindowTable, read_windows
 from moola.data.validate import check_ohlc, labeled_hashes
-from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed
+from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed, saved_refit_failures
 from moola.evaluation.crossfit import block_resample, default_run_length
 from moola.results import choose_run, read_lines
 from moola.training.metrics import macro_f1, macro_f1_rows
@@ -68,11 +68,45 @@ def approved_model(artifacts_dir: Path, kind: str, results: Path, run_id: str | 
     if kind == "baseline":
         notices.append("SimpleLSTM is gate 6's comparison model, not the deliverable")
     notices += calibration_note(deployed)
-    latest = _latest_run_id(results)
-    if latest and latest != gate.get("run_id"):
-        notices.append(f"it comes from run {gate.get('run_id')}, not from the latest run of the gates in {results} "
-                       f"({latest}: " + latest_run_story(results, kind) + ")")
+    notices += scored_by(deployed, kind, Path(results), run_id)
     return deployed, "; ".join(notices)
+
+
+def scored_by(deployed: Deployed, kind: str, results: Path, run_id: str | None) -> list[str]:
+    """`--model X`: the file checked against the run whose numbers stand for it (`--run-id`, else the
+    latest run of the gates; when that run did not score the file's gate, the run that saved it, on
+    the same data). Raises DeploymentError when they differ; returns notices."""
+    metadata = deployed.metadata
+    gate = metadata.get("gate") or {}
+    try:
+        lines, which = choose_run(results, run_id)
+    except ValueError:
+        if run_id is not None:
+            raise DeploymentError(f"--run-id {run_id}: {results} has no such run. Fix: python -m moola report "
+                                  f"{results} lists the runs") from None
+        return [f"not compared with any run's results: no results lines at {results} (pass --results FILE)"]
+    line = next((one for one in lines if one["gate"] == gate.get("gate")), None)
+    notices = []
+    if line is None or line.get("status") in ("skipped", "not_run", "error"):
+        data = (lines[0].get("data") or {}).get("fingerprint")
+        if data and metadata.get("data_fingerprint") and data != metadata["data_fingerprint"]:
+            raise DeploymentError(f"{deployed.path} was trained on other data (fingerprint "
+                                  f"{metadata['data_fingerprint']}) than {which} read ({data}). Fix: rerun the gates "
+                                  "on this data (pytest gates -x), or pass --run-id of the run that saved the file")
+        said = f"{which} did not score gate {gate.get('gate')}"
+        try:
+            lines, which = choose_run(results, gate.get("run_id"))
+        except ValueError:
+            return [f"{said}, and the run that saved the file ({gate.get('run_id')}) is not in {results}"]
+        line = next((one for one in lines if one["gate"] == gate.get("gate")), None)
+        notices.append(said)
+        if line is None:
+            return notices
+    problems = delivery_problems(metadata, line, kind)
+    if problems:
+        raise DeploymentError(f"{deployed.path} is not the model whose numbers {which} holds: {'; '.join(problems)}. "
+                              "Fix: " + matching_fix(results, metadata, line))
+    return [*notices, f"the recipe and verdict scored in {which}"]
 
 
 def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = None) -> tuple[Deployed, str]:
@@ -98,15 +132,14 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
                               "models folder of the machine that ran the gates (section After the gates), or pass "
                               "--artifacts-dir where that run saved them")
     deployed = load_deployed(path, chosen.name)
-    gate = deployed.metadata.get("gate") or {}
-    resaved = _resaved_alike(results, gate.get("run_id"), lines, chosen.name)
-    if resaved:
-        which += f"; {path} was saved again by {resaved}"
-    elif gate.get("run_id") != selection.run_id or deployed.metadata.get("train_labels_shuffled"):
-        raise DeploymentError(f"{which} recommends {chosen.name}, but {path} was saved by run {gate.get('run_id')}: "
-                              "a later run replaced it. Fix: pass --run-id "
-                              f"{gate.get('run_id')} to use that run's recommendation (if it made one), or rerun the "
-                              "gates (pytest gates -x)")
+    line = next(line for line in lines if line["gate"] == chosen.gate)
+    problems = delivery_problems(deployed.metadata, line, chosen.name, selected=True)
+    if problems:
+        raise DeploymentError(f"{which} recommends {chosen.name}, but {path} is not the model whose numbers that run "
+                              f"printed: {'; '.join(problems)}. Fix: " + matching_fix(results, deployed.metadata, line))
+    file_run = (deployed.metadata.get("gate") or {}).get("run_id")
+    if file_run != selection.run_id:
+        which += f"; {path} was saved again by run {file_run}, with the same recipe and verdict"
     ci = chosen.f1_ci95
     said = (f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
             f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s (rule: {selection.rule})")
@@ -120,24 +153,51 @@ def calibration_note(deployed: Deployed) -> list:
     return [f"calibration: {deployed.metadata['calibration']}"]
 
 
-def _resaved_alike(results: Path, file_run: str | None, lines: list, name: str) -> str | None:
-    """When a later narrowed run (`--lf`, `-k`) re-saved the recommended model's file from the same
-    data, and its own ranking recommends the same model: the words saying so; else None."""
-    from moola.deploy.select import choose
-    from moola.results import narrowed, shuffled
+def delivery_problems(metadata: dict, line: dict, kind: str, selected: bool = False) -> list[str]:
+    """Why a model file is not the model whose numbers `line` holds (empty: it is): trained by
+    another recipe (`moola.recipe`), or judged otherwise by its gate. `selected`: `moola select`
+    recommended it on that run's lines (MiniRocket needs no mark of its own then)."""
+    gate = metadata.get("gate") or {}
+    file_run, line_run = gate.get("run_id"), line.get("run_id")
+    problems = []
+    if file_run != line_run:
+        if not metadata.get("recipe") or not line.get("recipe"):
+            problems.append(f"it was saved by run {file_run}, not by run {line_run}, and one of them was written "
+                            "before moola recorded recipes, so they cannot be shown to be the same")
+        else:
+            differ = recipe.differences(metadata["recipe"], line["recipe"])
+            if differ:
+                problems.append(f"it was trained by run {file_run} with another recipe than run {line_run}'s "
+                                f"(the file's vs the run's: {'; '.join(differ)})")
+    if gate.get("status") != line.get("status"):
+        problems.append(f"its gate {line['gate']} said {gate.get('status')} of it (run {file_run}), "
+                        f"{line.get('status')} in run {line_run}")
+    if metadata.get("train_labels_shuffled"):
+        problems.append("it is a negative-control model (train labels shuffled)")
+    elif selected and kind == "minirocket":  # the run's own ranking approved the control
+        problems += saved_refit_failures(metadata)
+    else:
+        approved, said = approval(metadata, kind)
+        if not approved:
+            problems.append(f"it is not approved: {said}")
+    return problems
 
-    if not file_run or file_run == lines[0]["run_id"]:
-        return None
+
+def matching_fix(results: Path, metadata: dict, line: dict) -> str:
+    """The commands that make the file and the printed numbers match again."""
+    file_run = (metadata.get("gate") or {}).get("run_id")
+    fixes = []
     try:
-        later = choose_run(results, file_run)[0]
-    except ValueError:
-        return None
-    same_data = ({(line.get("data") or {}).get("fingerprint") for line in later}
-                 == {(line.get("data") or {}).get("fingerprint") for line in lines})
-    picked = choose(later).recommended
-    if narrowed(later) and not shuffled(later) and same_data and picked is not None and picked.name == name:
-        return f"the later narrowed run {file_run} (same data; it recommends {name} too)"
-    return None
+        choose_run(results, file_run)
+        fixes.append(f"pass --run-id {file_run} to predict with the numbers of the run that saved the file")
+    except (ValueError, OSError):
+        pass
+    if line.get("recipe"):
+        fixes.append(f"train run {line['run_id']}'s recipe again on the same data, so its file is saved again "
+                     f"({recipe.gate_command(line['recipe'])}, with the same data options)")
+    else:
+        fixes.append("rerun the gates (pytest gates -x)")
+    return "; or ".join(fixes)
 
 
 def usable_models(artifacts_dir: Path) -> str:
@@ -155,13 +215,6 @@ def usable_models(artifacts_dir: Path) -> str:
             usable.append(f"--model {kind}")
     return ("models predict accepts here: " + ", ".join(usable)) if usable else \
         f"no model under {artifacts_dir} is approved"
-
-
-def _latest_run_id(results: Path) -> str | None:
-    try:
-        return choose_run(results)[0][0]["run_id"]
-    except Exception:  # noqa: BLE001 -- the model's own verdict stands; the story says the file is unreadable
-        return None
 
 
 def latest_run_story(results: Path, kind: str, run_id: str | None = None) -> str:

@@ -40,7 +40,7 @@ from moola.evaluation.crossfit import (
 )
 from moola.results import requirements_hold
 from moola.results import shuffled as negative_control
-from moola.stages.rules import signal_failures
+from moola.stages.rules import refit_failures, signal_failures
 from moola.training.metrics import macro_f1_rows
 
 # the models a run scores, by the gate line that scores them
@@ -144,7 +144,7 @@ def choose(lines: list[dict]) -> Selection:
                              "its line holds no out-of-fold predictions (written before moola recorded them)")
             continue
         evaluations[name] = ev
-        entry.why_not = _why_not(name, line, status, shuffled, ev, policy, seed, run_length)
+        entry.why_not = _why_not(name, line, status, shuffled, ev, policy, seed, run_length) or _strayed(line, lines)
         entry.candidate = entry.why_not is None
     candidates = [r for r in ranked if r.candidate]
     reference = _common_key(candidates, evaluations)
@@ -204,6 +204,20 @@ def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation
                                          for p in ev.pred]}
     failures = signal_failures(metrics, ev.n_classes, policy, chance)
     return "; ".join(failures) or None
+
+
+def _strayed(line: dict, lines: list[dict]) -> str | None:
+    """Why the model's saved refit is not the recipe its line scored (the refit floor,
+    `stages.rules.refit_failures`); for the ensemble, any member's."""
+    def failures(one: dict) -> list:
+        return refit_failures(((one.get("metrics") or {}).get("refit") or {}).get("check"))
+    said = failures(line)
+    if line["gate"] == "7_ensemble":
+        gate_of = {name: gate for gate, name in MODEL_OF_GATE.items()}
+        for member in (line.get("artifact") or {}).get("members") or []:
+            said += [f"member {member}: {failure}" for one in lines if one["gate"] == gate_of.get(member)
+                     for failure in failures(one)]
+    return "; ".join(said) or None
 
 
 def _f1_ci(ev: Evaluation, seed: int, run_length) -> list:

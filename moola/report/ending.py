@@ -111,7 +111,7 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     unjudged = [gate for gate, s in status.items() if s in ("not_run", "skipped") and int(gate.split("_")[0]) > 2]
     if status.get("2_control_minirocket") == "failed" and unjudged:
         steps.append(("see gates 3-7 on this data, judged by point comparisons (weaker evidence)",
-                      f"pytest gates{run_opt} --start-gate 3 --gate-policy point"))
+                      f"pytest gates{_without(run_opt, '--gate-policy')} --start-gate 3 --gate-policy point"))
     deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
     if deep_lost:
         rows = max([len((line.get("oof") or {}).get("rows") or []) for line in lines], default=0)

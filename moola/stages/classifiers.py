@@ -282,6 +282,7 @@ def save_model(ctx: RunContext, trained: Trained, relative: Path, config: dict, 
                 # what the model read of each labeled row: predict's seen/unseen split, cut windows included
                 "labeled_read_hashes": read_hashes(ctx.dataset.labeled.features, ctx.spec, ctx.dataset.labeled.expansion),
                 "profile": ctx.profile.name, "seed": ctx.seed, "duration_s": duration_s, "versions": versions(),
+                "recipe": ctx.recipe,
                 "train_labels_shuffled": ctx.settings.shuffle_labels,
                 # The gate's verdict comes after the save: the results plugin rewrites this entry
                 # (artifacts.mark_gate). "pending" left here means the run stopped before the gate ruled.

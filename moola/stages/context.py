@@ -18,6 +18,7 @@ from moola.data.normalize import normalize_windows
 from moola.data.overlap import sharing_matrix
 from moola.data.ucr import META, dataset_overrides
 from moola.evaluation.folds import PROTOCOLS, REFIT, Fold, identical_groups, make_folds
+from moola.recipe import make_recipe
 from moola.seeding import describe_device, resolve_device
 from moola.training.batches import batch_for_steps
 
@@ -177,6 +178,12 @@ class RunContext:
         return len(self.dataset.classes)
 
     @property
+    def recipe(self) -> dict:
+        """What this run's numbers are computed with (`moola.recipe`): recorded in every line and file."""
+        return make_recipe(self.profile, self.settings.seed, self.dataset.fingerprint, self.device.type,
+                           self.settings.shuffle_labels)
+
+    @property
     def shared_channels(self) -> bool:
         return self.profile.data.channels == "ohlc"
 
@@ -230,7 +237,7 @@ class RunContext:
         return {"profile": self.profile.name, "device": describe_device(self.device)["device"],
                 "seed": self.settings.seed,
                 "data": {**self.dataset.summary(), "train_labels": labels, "inputs": self.spec.record()},
-                "evaluation": self.protocol()}
+                "evaluation": self.protocol(), "recipe": self.recipe}
 
 
 def shuffle_labels(dataset: Dataset, rows: np.ndarray, seed) -> Dataset:

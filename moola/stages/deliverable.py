@@ -124,7 +124,7 @@ def save_checked(ctx: RunContext, deployed: deployment.Deployed, relative: Path,
                 # every labeled window the gates used (to train, calibrate or score): predict says when it sees them
                 "labeled_window_hashes": labeled_hashes(labeled),
                 "labeled_read_hashes": read_hashes(labeled, ctx.spec, spans), **extra, "seed": ctx.settings.seed,
-                "versions": versions(), "train_labels_shuffled": ctx.settings.shuffle_labels,
+                "versions": versions(), "recipe": ctx.recipe, "train_labels_shuffled": ctx.settings.shuffle_labels,
                 # rewritten by the results plugin once the gate rules (artifacts.mark_gate)
                 "gate": {"gate": artifacts.GATE_OF[relative], "status": "pending", "run_id": ctx.settings.run_id}}
     deployment.save_ensemble(path, deployed, labeled, metadata, spans)

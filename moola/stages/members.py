@@ -10,7 +10,7 @@ from __future__ import annotations
 from moola.stages.augmented import augment_verdict
 from moola.stages.context import RunContext
 from moola.stages.protocol import CrossFitted, compare, compare_to_chance, pooled_metrics
-from moola.stages.rules import finetune_failures
+from moola.stages.rules import finetune_failures, refit_failures
 
 GATE_OF_MEMBER = {"finetuned": "4_finetune_enhanced", "augmented": "5_augment_train",
                   "baseline": "6_baseline_simplelstm", "minirocket": "2_control_minirocket"}
@@ -57,6 +57,7 @@ def choose_members(ctx: RunContext, stages: dict, smoke: CrossFitted) -> tuple[d
         if name == "augmented":
             failures += [f"gate 5_augment_train: {failure}"
                          for failure in augment_verdict(ctx, stages["augmented"], stages["finetuned"])[0]]
+        failures += refit_failures(stage.final.extra.get("refit_check") if stage.final is not None else None)
         if failures:
             left_out[name] = "; ".join(failures)
         else:

@@ -61,7 +61,11 @@ def refit_check(ctx: RunContext, evaluation: Evaluation, fits: dict, final) -> d
     probabilities on every labeled row (its scored rows are all of them)."""
     oof = evaluation.proba.mean(axis=0)  # (n, K) the recipe's out-of-fold probabilities, seed-averaged
     refit = np.asarray(final.val_proba)[evaluation.rows]
+    right = oof.argmax(1) == evaluation.y  # the rows the recipe learned: a refit trained on them should keep them
     pooled = {**_agreement(refit, oof), "refit_accuracy": float(np.mean(refit.argmax(1) == evaluation.y)),
+              "rows_right": int(right.sum()),
+              "agreement_where_right": float(np.mean(refit.argmax(1)[right] == oof.argmax(1)[right]))
+              if right.any() else None,
               "out_of_fold_accuracy": float(np.mean(oof.argmax(1) == evaluation.y)),
               "note": "the refit trained on these rows (in-sample); the fold models did not"}
     check = {"pooled_rows": pooled}

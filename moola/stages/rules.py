@@ -32,6 +32,33 @@ def skipped_text(overfit: dict) -> str:
     return f" ({skipped} train rows of windows labeled with two classes left out)" if skipped else ""
 
 
+# A saved refit (every labeled row) is delivered on its fold models' numbers only while it classifies
+# like them: on pool windows neither saw (or, where the models read a labeled span the pool lacks, on
+# the labeled rows the fold models got right, which the refit trained on) it must agree with the
+# mean of the base seed's fold models on at least this share. Measured on the demos: 0.91-0.97 on
+# pool windows, 0.99-1.0 on rows the fold models got right (docs/results.md "Which file predict uses").
+REFIT_AGREEMENT_FLOOR = 0.8
+
+
+def refit_failures(check: dict | None) -> list[str]:
+    """Why a saved refit is not the recipe its gate scored (`stages.refit.refit_check`'s record);
+    empty when it agrees with its fold models at the floor, or when there is no refit (holdout)."""
+    if not check:
+        return []
+    unlabeled, pooled = check.get("unlabeled") or {}, check.get("pooled_rows") or {}
+    if unlabeled.get("agreement") is not None:
+        agreement, rows, where = unlabeled["agreement"], unlabeled.get("rows"), "pool windows no classifier fit saw"
+    elif pooled.get("agreement_where_right") is not None:
+        agreement, rows = pooled["agreement_where_right"], pooled.get("rows_right")
+        where = "labeled rows its fold models classified right (the refit trained on them)"
+    else:  # a record written before this check: nothing to judge it on
+        return []
+    if agreement >= REFIT_AGREEMENT_FLOOR:
+        return []
+    return [(f"the saved refit agrees with its fold models on {agreement:.0%} of {rows} {where}, below the floor "
+            f"{REFIT_AGREEMENT_FLOOR:.0%}: it is not the model the gate scored")]
+
+
 POLICIES = ("point", "ci")
 SHIFT_ALPHA = 0.05  # one-sided level of the circular-shift test against "predictions ignore the window"
 
