@@ -127,3 +127,44 @@ def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets
     again = obtain_encoder(ctx)
     assert again.source == "trained" and again.metadata["resumed_from_epoch"] == 1
     assert not resumes[0].exists() and cache_entry(ctx, again.fingerprint).is_file()
+
+
+def test_no_pool_file_outlives_a_run_but_the_one_a_failed_torchrun_leaves_for_its_rerun(two_datasets, tmp_path):
+    import numpy as np
+
+    from moola.data.pool_file import clear_pool_files
+
+    ctx = context(two_datasets[0], tmp_path / "artifacts")
+    cache = tmp_path / "artifacts/pretrained/cache"
+    cache.mkdir(parents=True)
+    # a failed torchrun of another configuration, and a killed write
+    left = [cache / "pool_0123.npy", cache / "encoder_0123.job.json", cache / ".pool_4567.tmp99.npy"]
+    np.save(left[0], np.zeros((4, 105, 4), dtype=np.float32))
+    left[1].write_text("{}")
+    left[2].write_bytes(b"x")
+    trained = obtain_encoder(ctx)  # in one process: it needs no pool file
+    assert trained.source == "trained" and not any(path.exists() for path in left)
+    assert not list(cache.glob("pool_*")) and not list(cache.glob("*.job.json"))
+    # what a torchrun run keeps: its own pool and job, for a rerun after a failure
+    mine, other = cache / "pool_aaaa.npy", cache / "pool_bbbb.npy"
+    for path in (mine, other, cache / "encoder_aaaa.job.json", cache / "encoder_bbbb.job.json"):
+        path.write_bytes(b"x")
+    removed = clear_pool_files(cache, keep=mine)
+    assert sorted(p.name for p in removed) == ["encoder_bbbb.job.json", "pool_bbbb.npy"]
+    assert mine.exists() and (cache / "encoder_aaaa.job.json").exists()
+    assert obtain_encoder(ctx).source == "cache" and not list(cache.glob("pool_*"))  # a cache hit needs none
+
+
+def test_the_pool_is_filtered_chunk_by_chunk_as_it_is_whole(two_datasets, tmp_path, monkeypatch):
+    import numpy as np
+
+    from moola.stages import encoder
+    from moola.stages.context import scored_rows
+
+    ctx = context(two_datasets[0], tmp_path / "artifacts")
+    args = (ctx.dataset, ctx.windows, scored_rows(ctx.folds, ctx.test), ctx.profile)
+    whole = encoder.filtered_pool(*args)
+    monkeypatch.setattr(encoder, "CHUNK", 7)
+    chunked = encoder.filtered_pool(*args)
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    assert whole[1] == chunked[1] and len(ctx.dataset.unlabeled.features) > 7

@@ -42,6 +42,21 @@ def write_pool(path: Path, raw: np.ndarray, rows: np.ndarray, normalize: Callabl
     return path
 
 
+def clear_pool_files(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Remove every pool file (and torchrun job file, and killed write) under `folder` but `keep`
+    and its job: at most one pool outlives a run, the one a failed torchrun left for its rerun.
+    Returns what was removed."""
+    folder, removed = Path(folder), []
+    keep_job = None if keep is None else keep.with_name(keep.name.replace("pool_", "encoder_", 1).replace(".npy", ".job.json"))
+    for pattern in ("pool_*.npy", ".pool_*.tmp*.npy", "encoder_*.job.json"):
+        for path in folder.glob(pattern):
+            if path in (keep, keep_job):
+                continue
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def open_pool(path: Path) -> np.ndarray:
     """The pool at `path`, memory-mapped read-only."""
     return np.load(Path(path), mmap_mode="r")

@@ -18,7 +18,7 @@ from moola.config import Profile, to_dict
 from moola.data import normalize
 from moola.data.dataset import UNLABELED, Dataset, fingerprint
 from moola.data.normalize import normalize_windows
-from moola.data.pool_file import write_pool
+from moola.data.pool_file import CHUNK, clear_pool_files, write_pool
 from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
@@ -72,9 +72,18 @@ def filtered_pool(dataset: Dataset, windows: np.ndarray, scored: np.ndarray, pro
     unlabeled, labeled = dataset.unlabeled, dataset.labeled
     span = np.timedelta64(windows.shape[1] * profile.data.bar_seconds, "s")
     times = labeled.timestamps[scored] if labeled.timestamps is not None else None
-    pool = normalize_windows(unlabeled.features, shared_channels=profile.data.channels == "ohlc")
-    keep, counts = pool_filter(pool, windows[scored], pool_times=unlabeled.timestamps, scored_times=times, span=span,
-                               pool_raw=unlabeled.features, scored_raw=labeled.features[scored])
+    keep, counts = [], {}
+    for begin in range(0, len(unlabeled.features), CHUNK):  # the normalised pool is never whole in memory
+        part = slice(begin, begin + CHUNK)
+        pool = normalize_windows(unlabeled.features[part], shared_channels=profile.data.channels == "ohlc")
+        kept, found = pool_filter(pool, windows[scored], scored_times=times, span=span, scored_raw=labeled.features[scored],
+                                  pool_times=None if unlabeled.timestamps is None else unlabeled.timestamps[part],
+                                  pool_raw=unlabeled.features[part])
+        keep.append(kept)
+        counts = {key: counts.get(key, 0) + value for key, value in found.items()}
+    keep = np.concatenate(keep) if keep else np.zeros(0, dtype=bool)
+    if not counts:  # an empty pool
+        counts = pool_filter(np.zeros((0, *windows.shape[1:])), windows[scored])[1]
     if labeled.timestamps is None or unlabeled.timestamps is None:
         counts["overlap_check"] = ("prices only (shared runs of bars): the labeled or the unlabeled file has "
                                    "no timestamp column")
@@ -88,6 +97,13 @@ def pretraining_pool(ctx: RunContext) -> tuple[np.ndarray, dict]:
         raise ValueError(empty_pool_message(counts, ctx.profile.evaluation.cv))
     rows = candidates[pretrain.subsample_pool(len(candidates), ctx.profile.pretrain, ctx.seed)]
     return rows, {**counts, "used": len(rows)}
+
+
+def clear_pools(folder: Path, keep: Path | None = None) -> None:
+    """A failed torchrun's pool file (GBs at the user's scale) outlives its run only for the rerun
+    that reuses it (`keep`); any other is removed."""
+    for path in clear_pool_files(folder, keep):
+        log.info("removed %s: left by an earlier run, and this one does not use it", path)
 
 
 MIN_POOL = 2  # pretraining holds some windows out for early stopping and trains on the rest
@@ -135,6 +151,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
             log.info("encoder from cache %s (fingerprint %s)", path, key)
             if path != entry:
                 artifacts.copy_atomic(path, entry)
+            clear_pools(entry.parent)
             publish_latest(entry, latest, key, ctx.settings.fresh)
             return EncoderOutcome(pretrain.encoder_part(state), state, "cache", key, latest, metadata,
                                   time.monotonic() - started, entry, filtered)
@@ -143,6 +160,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
         resume.unlink(missing_ok=True)
         read_replaceable(entry, fresh=True)  # a refused entry is set aside, not silently overwritten
     before = untrained_metadata(ctx, key, filtered)
+    clear_pools(entry.parent, entry.with_name(f"pool_{key}.npy") if config.devices > 1 else None)
     if config.devices > 1:
         model_state, metadata = pretrain_distributed(ctx, pool_rows, key, entry, resume, before)
     else:
