@@ -115,6 +115,9 @@ def pytest_configure(config):
         # Dependencies on gates outside the selection must not skip the selected gate (SPEC §5);
         # pytest-dependency reads this option in its own pytest_configure, which runs after ours.
         config.option.ignore_unknown_dependency = True
+    if _runs_gates(config) and not any(str(arg).startswith("--show-capture") for arg in config.invocation_params.args):
+        # the live log already showed every line a failing gate logged: its failure shows the rule's message
+        config.option.showcapture = "no"
     try:
         settings = resolve_settings(
             config.rootpath, data_dir=config.option.data_dir, artifacts_dir=config.option.artifacts_dir,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import random
 
 import numpy as np
@@ -39,6 +40,15 @@ def describe_device(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         return {"device": f"cuda:{device.index or 0} {props.name}", "memory_gb": round(props.total_memory / 2**30, 1)}
     return {"device": device.type, "memory_gb": None}
+
+
+def machine(device: torch.device, devices: int = 1) -> str:
+    """What ran a computation, for comparing its seconds with another's: the GPU model, or the CPU's
+    architecture and cores."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{devices} x {name}" if devices > 1 else name
+    return f"{device.type} ({platform.machine()}, {os.cpu_count()} cores)"
 
 
 def cudnn_tf32_allowed() -> bool:

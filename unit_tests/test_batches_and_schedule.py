@@ -1,6 +1,7 @@
 """Batches never hand BatchNorm a single row; the fine-tuning LR anneals into SWA without a restart."""
 
 import itertools
+import logging
 
 import numpy as np
 import pytest
@@ -100,3 +101,17 @@ def test_a_batch_size_of_one_with_batchnorm_is_a_clear_error_not_a_crash():
     phases, lrs = finetune_schedule(config, 1)
     with pytest.raises(ValueError, match="batch_size 1 .*BatchNorm.*--set finetune.batch_size=8"):
         fit_classifier(model, x, y, finetune_groups(model), phases, finetune_options(config, lrs, 2), CPU, 0)
+
+
+def test_a_fits_epochs_are_logged_at_debug_level_only(caplog):
+    # the live log (INFO) shows one line per fit; every epoch with --log-cli-level=DEBUG
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 12, 4)).astype(np.float32), np.arange(16) % 2
+    torch.manual_seed(0)
+    model = EnhancedSimpleLSTM(4, hidden_size=8, num_layers=1)
+    config = FinetuneConfig(epochs=3, frozen_epochs=1, unfreeze_every=1, batch_size=8)
+    phases, lrs = finetune_schedule(config, 1)
+    caplog.set_level(logging.DEBUG, logger="moola.training.classifier")
+    fit_classifier(model, x, y, finetune_groups(model), phases, finetune_options(config, lrs, 1), CPU, 0)
+    epochs = [record for record in caplog.records if " epoch " in record.getMessage()]
+    assert len(epochs) == 3 and {record.levelno for record in epochs} == {logging.DEBUG}

@@ -126,6 +126,12 @@ def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets
     monkeypatch.undo()
     again = obtain_encoder(ctx)
     assert again.source == "trained" and again.metadata["resumed_from_epoch"] == 1
+    # its cost counts the part before the failure too, in device-seconds
+    cost = again.metadata["pretrain_cost"]
+    assert again.metadata["earlier_parts_s"] > 0
+    assert cost["wall_s"] == pytest.approx(again.metadata["pretrain_duration_s"] + again.metadata["earlier_parts_s"])
+    assert cost["device_s"] == cost["wall_s"] and cost["devices"] == 1 and "cores" in cost["machine"]
+    assert again.pretrain_s == cost["device_s"]
     assert not resumes[0].exists() and cache_entry(ctx, again.fingerprint).is_file()
 
 
@@ -168,3 +174,21 @@ def test_the_pool_is_filtered_chunk_by_chunk_as_it_is_whole(two_datasets, tmp_pa
     chunked = encoder.filtered_pool(*args)
     np.testing.assert_array_equal(whole[0], chunked[0])
     assert whole[1] == chunked[1] and len(ctx.dataset.unlabeled.features) > 7
+
+
+def test_n_devices_cost_n_times_their_wall_seconds_and_select_says_what_it_compared():
+    import torch
+
+    from moola.deploy.select import cost_notes
+    from moola.stages.encoder import pretrain_cost
+    from moola.stages.protocol import COST_UNIT, recipe_cost
+
+    cost = pretrain_cost(30.0, 4, torch.device("cpu"))
+    assert cost["device_s"] == 120.0 and cost["wall_s"] == 30.0
+    lines = [{"gate": "3_pretrain_bilstm", "device": "cpu", "metrics": {"pretrain_cost": cost}},
+             {"gate": "4_finetune_enhanced", "metrics": {"cost": recipe_cost(pretraining=120.0, fine_tuning=5.0)}}]
+    said = cost_notes(lines)
+    assert said[0] == f"costs compared in {COST_UNIT}"
+    assert "pretraining cost 120 device-seconds on cpu (" in said[1] and "4 device(s), 30 s wall" in said[1]
+    lines[1]["metrics"]["cost"].pop("unit")
+    assert "lines written before moola recorded a unit" in cost_notes(lines)[0]

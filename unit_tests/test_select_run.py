@@ -37,6 +37,11 @@ def test_a_run_stopped_at_gate_2_ends_with_the_control_and_predict_uses_it(pytes
     assert line["artifacts"]["model"] == str(path)
     text = output[0]
     assert "what happened" in text and "recommended model: minirocket" in text and "python -m moola predict" in text
+    # a readable live log: one line per fit, the overfit check in one line, no epoch lines, no repeated capture
+    before = text.split(" moola gates ")[0]
+    assert "overfit check: train accuracy" in before and "minirocket_ridge fit 6/6, refit" in before
+    assert " epoch " not in before.replace("pretrain epoch", "") and "Captured log" not in before
+    assert before.count("\n") <= 40, before
     assert "Evaluation(" not in text and "CrossFitted(name=" not in text  # the rule's message, not reprs
     metadata = artifacts.load_checkpoint(path)[1]
     assert metadata["gate"]["deliverable"] is True and metadata["selected"]["recommended"]["model"] == "minirocket"

@@ -176,7 +176,25 @@ def choose(lines: list[dict]) -> Selection:
                              f"{'' if policy == 'ci' else ', point rule'}) but cannot be delivered ({r.why_not}): "
                              f"{recommended.name} is the best deliverable model, not the best model of the run")
     ranked.sort(key=lambda r: (r.f1 is None, -(r.f1 or 0.0)))
-    return Selection(run_id, policy, ranked, recommended, best, notes=notes)
+    return Selection(run_id, policy, ranked, recommended, best, notes=notes + cost_notes(lines))
+
+
+def cost_notes(lines: list[dict]) -> list[str]:
+    """What the costs compared are, and where they were measured, when the lines say."""
+    costs = [(line.get("metrics") or {}).get("cost") for line in lines]
+    costs = [cost for cost in costs if cost]
+    units = {cost.get("unit") for cost in costs}
+    if not costs:
+        return []
+    said = [f"costs compared in {units.pop()}" if len(units) == 1 and None not in units else
+            "costs compared in seconds as each line recorded them (lines written before moola recorded a unit count "
+            "only the last part of a resumed or multi-GPU pretraining, as wall time)"]
+    encoder = next((line for line in lines if line["gate"] == "3_pretrain_bilstm"), {})
+    cost = (encoder.get("metrics") or {}).get("pretrain_cost") or {}
+    if cost.get("machine"):
+        said.append(f"pretraining cost {cost['device_s']:.0f} device-seconds on {cost['machine']} ({cost['devices']} "
+                    f"device(s), {cost['wall_s']:.0f} s wall); the other parts ran on {encoder.get('device')}")
+    return said
 
 
 def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation, policy: str, seed: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from moola.training.regularizers import L2SP
 HEAD = ("attention", "norm", "classifier")  # EnhancedSimpleLSTM's newly initialised modules
 REFIT_STEPS = ("the scored fits' mean optimizer steps per epoch: the same epochs, phases and SWA snapshots, "
                "the batch size scaled to the refit's rows")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -104,6 +107,9 @@ def overfit_check(ctx: RunContext, encoder_state: dict | None) -> dict:
                          [Phase("overfit", config.overfit_steps, HEAD)], options, ctx.device, ctx.seed, ctx.n_classes)
     accuracy = float((predict_proba(model, ctx.inputs[rows], ctx.device).argmax(1) == y[rows]).mean())
     first = next((i + 1 for i, h in enumerate(fit.history) if h["train_acc"] >= config.overfit_target_acc), None)
+    log.info("overfit check: train accuracy %.3f on %d rows after %d full-batch steps (target %.2f%s)", accuracy,
+             len(rows), config.overfit_steps, config.overfit_target_acc,
+             f", first reached at step {first}" if first else ", never reached")
     return {"overfit_rows": len(rows), "overfit_steps": config.overfit_steps, "overfit_train_acc": accuracy,
             "overfit_steps_to_target": first, "overfit_target_acc": config.overfit_target_acc,
             "overfit_rows_skipped": skipped}

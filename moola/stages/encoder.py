@@ -24,6 +24,7 @@ from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
 from moola.models.encoder import BiLSTMEncoder
 from moola.results import jsonable, versions
+from moola.seeding import machine
 from moola.stages.context import RunContext, scored_rows
 from moola.training import launch, masking, pretrain
 from moola.training.probe import encoder_features, probe_predict
@@ -50,8 +51,15 @@ class EncoderOutcome:
 
     @property
     def pretrain_s(self) -> float | None:
-        """Seconds the pretraining took when it ran (this run, or the run that filled the cache)."""
-        return self.metadata.get("pretrain_duration_s")
+        """What the pretraining cost when it ran (this run, or the run that filled the cache), in
+        device-seconds (`pretrain_cost`); encoders saved before it: the last part's wall seconds."""
+        return (self.metadata.get("pretrain_cost") or {}).get("device_s", self.metadata.get("pretrain_duration_s"))
+
+
+def pretrain_cost(wall_s: float, devices: int, device: torch.device) -> dict:
+    """Pretraining's cost, comparable across resumes and `--nproc` (`protocol.COST_UNIT`): wall seconds
+    of every part (a killed run's included), times the devices that ran them, and on what."""
+    return {"wall_s": wall_s, "devices": devices, "device_s": wall_s * devices, "machine": machine(device, devices)}
 
 
 def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
@@ -172,6 +180,8 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
             "launcher": "in-process", "devices": 1, "world_size": 1, "backend": None, "device_type": ctx.device.type,
             "global_batch": config.batch_size, "rank_batch": config.batch_size}}
     metadata["pretrain_duration_s"] = time.monotonic() - started
+    metadata["pretrain_cost"] = pretrain_cost(metadata["pretrain_duration_s"] + float(metadata.get("earlier_parts_s") or 0),
+                                              config.devices, ctx.device)
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
     artifacts.save_checkpoint(entry, model_state, metadata)
@@ -290,6 +300,7 @@ def encoder_record(ctx: RunContext, outcome: EncoderOutcome) -> dict:
                     "epochs_run": len(meta.get("history", [])),
                     # pretraining runs in the shared fixture (first used by gate 1), not in gate 3's test
                     "pretrain_duration_s": meta.get("pretrain_duration_s"), "encoder_obtained_s": outcome.duration_s,
+                    "pretrain_cost": meta.get("pretrain_cost"),
                     "probe_s": time.monotonic() - started, "precision": meta.get("precision"),
                     "resumed_from_epoch": resumed, "devices": distributed.get("devices"),
                     "world_size": distributed.get("world_size"), "global_batch": distributed.get("global_batch"),

@@ -4,6 +4,7 @@ refit on every labeled row for the saved model, and compare two stages on the sa
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.stages.refit import record_check, refit_check, refit_steps
 from moola.training.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,10 +68,14 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trai
     """Run `fit` in every fold and seed's view of `ctx`; `refit`: also fit the saved model on all rows."""
     fits = {}
     started = time.monotonic()
+    total = len(ctx.folds) * len(ctx.seeds) + (1 if refit and not ctx.holdout else 0)
 
     def fit_predict(fold: Fold, seed: int) -> np.ndarray:
         trained = fit(ctx.for_fit(fold, seed))
         fits[(seed, fold.index)] = trained
+        accuracy = float(np.mean(np.asarray(trained.val_proba).argmax(1) == ctx.dataset.y[fold.scored]))
+        progress(name, len(fits), total, started, f"fold {fold.index} seed {seed}: accuracy {accuracy:.3f} on "
+                                                  f"{len(fold.scored)} scored rows")
         return trained.val_proba
 
     evaluation = cross_fit(name, fit_predict, list(ctx.folds), ctx.dataset.y, ctx.seeds, ctx.n_classes)
@@ -78,8 +85,16 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trai
     elif refit:  # every labeled row, at the scored fits' steps per epoch, then checked against them
         view = dataclasses.replace(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed), steps_per_epoch=refit_steps(fits))
         final = fit(view)
+        progress(name, total, total, started, f"refit on all {len(ctx.dataset.y)} labeled rows")
         record_check(ctx, final, refit_check(ctx, evaluation, fits, final))
     return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), time.monotonic() - started)
+
+
+def progress(name: str, done: int, total: int, started: float, said: str) -> None:
+    """One live line per fit, with the stage's ETA (each epoch's line is at DEBUG level)."""
+    elapsed = time.monotonic() - started
+    log.info("%s fit %d/%d, %s (%.0fs so far, eta %.0fs)", name, done, total, said, elapsed,
+             elapsed / done * (total - done))
 
 
 def majority_evaluation(ctx: RunContext) -> Evaluation:
@@ -118,11 +133,17 @@ def oof_record(ev: Evaluation) -> dict:
             "seeds": list(ev.seeds), "pred": ev.pred.tolist()}
 
 
+# What `moola select` compares: every part in device-seconds, so a resumed or multi-GPU pretraining
+# counts what it used, not the wall time of its last part.
+COST_UNIT = ("device-seconds: wall seconds x devices; pretraining counts every part of a resumed run and, when "
+             "the encoder came from the cache, what it cost on the machine that trained it")
+
+
 def recipe_cost(**parts: float) -> dict:
-    """What a model took to train in seconds, counting what it needs (the encoder's pretraining for
-    the LSTMs that start from it): `moola select` prefers the cheaper of models that score alike."""
+    """What a model took to train, counting what it needs (the encoder's pretraining for the LSTMs
+    that start from it), in `COST_UNIT`: `moola select` prefers the cheaper of models that score alike."""
     parts = {name.replace("_", " "): float(seconds) for name, seconds in parts.items() if seconds is not None}
-    return {"total_s": float(sum(parts.values())), "parts": parts}
+    return {"total_s": float(sum(parts.values())), "parts": parts, "unit": COST_UNIT}
 
 
 def confusion(ev: Evaluation, classes) -> dict:

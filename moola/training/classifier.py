@@ -203,7 +203,7 @@ def fit_classifier(model: nn.Module, windows: np.ndarray, y: np.ndarray, groups:
                                        "lrs": {g["name"]: g["lr"] for g in optimizer.param_groups
                                                if g["name"] in trainable}})
                 elapsed = time.monotonic() - started
-                log.info("%s epoch %d/%d loss %.4f acc %.3f (%.0fs, eta %.0fs)", phase.name, epoch, phase.epochs,
+                log.debug("%s epoch %d/%d loss %.4f acc %.3f (%.0fs, eta %.0fs)", phase.name, epoch, phase.epochs,
                          loss_sum / len(x_all), correct / len(x_all), elapsed,
                          elapsed / epoch_index * (total_epochs - epoch_index))
             result.steps[phase.name] = step - phase_first_step

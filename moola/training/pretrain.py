@@ -52,6 +52,7 @@ class PretrainResult:
     windows_per_s: float = 0.0  # training windows per second of training loop (this session's epochs)
     train_s: float = 0.0  # seconds in the training loops of this session's epochs (validation excluded)
     rank_digests: list = None  # sha256 of each rank's final weights (one entry per rank)
+    earlier_wall_s: float = 0.0  # wall seconds of the earlier, killed parts this run resumed (the resume file's)
 
     @property
     def encoder_state(self) -> dict:
@@ -61,7 +62,7 @@ class PretrainResult:
         """What the encoder's file records of this training (its metadata, besides data and config)."""
         return {"history": self.history, "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss,
                 "steps": self.steps, "precision": self.precision, "resumed_from_epoch": self.resumed_from_epoch,
-                "n_windows": self.n_windows,
+                "n_windows": self.n_windows, "earlier_parts_s": self.earlier_wall_s,
                 "throughput": {"windows_per_s": self.windows_per_s, "train_s": self.train_s,
                                "note": "training windows per second of the training loops this session ran "
                                        "(validation and start-up excluded)"}}
@@ -172,6 +173,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
     # A damaged resume file (an interrupted copy) is moved aside and training starts over. Rank 0
     # reads it first (and sets a damaged one aside); the other ranks then read what is left.
     saved = None
+    earlier_wall_s = 0.0  # what the parts of this pretraining before a kill took (a resume continues the count)
     if checkpoint is not None and world.main:
         saved = load_cached(checkpoint, expect=_is_resume_state)
     world.barrier()
@@ -186,6 +188,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
             generator.set_state(saved["generator"])
             history, best_state, best_val = saved["history"], saved["best_state"], saved["best_val"]
             best_epoch, step, stale, first_epoch = saved["best_epoch"], saved["step"], saved["stale"], saved["epoch"] + 1
+            earlier_wall_s = float(saved.get("wall_s", 0.0))
             log.info("pretrain resumes after epoch %d from %s", saved["epoch"], checkpoint)
         else:
             log.info("ignoring %s: it belongs to another data/config fingerprint", checkpoint)
@@ -249,7 +252,9 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
                         "lr": optimizer.param_groups[0]["lr"]})
         elapsed = time.monotonic() - started
         done = epoch - first_epoch + 1
-        log.info("pretrain epoch %d/%d train %.4f val %.4f (%.0fs, eta %.0fs, %.0f windows/s)", epoch, config.epochs,
+        # about ten live lines per pretraining (every epoch at DEBUG level)
+        level = logging.INFO if (epoch % max(1, config.epochs // 10) == 0 or epoch in (1, config.epochs)) else logging.DEBUG
+        log.log(level, "pretrain epoch %d/%d train %.4f val %.4f (%.0fs, eta %.0fs, %.0f windows/s)", epoch, config.epochs,
                  running / len(train_rows), val_loss, elapsed, elapsed / done * (config.epochs - epoch),
                  seen / max(train_s, 1e-9))
         if val_loss < best_val - 1e-6:
@@ -262,7 +267,8 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
                 "fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                 "generator": generator.get_state(), "history": history, "best_state": best_state,
-                "best_val": best_val, "best_epoch": best_epoch, "step": step, "stale": stale})
+                "best_val": best_val, "best_epoch": best_epoch, "step": step, "stale": stale,
+                "wall_s": earlier_wall_s + time.monotonic() - started})
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         if stale >= config.patience:
@@ -272,7 +278,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         Path(checkpoint).unlink(missing_ok=True)
     digests = world.gather(state_digest(best_state or {})) if world.backend else None  # under torchrun, N >= 1
     return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from,
-                          world.size, seen / train_s if train_s else 0.0, train_s, digests)
+                          world.size, seen / train_s if train_s else 0.0, train_s, digests, earlier_wall_s)
 
 
 def _rank_loss(net, windows, rows: np.ndarray, mask: torch.Tensor, config: PretrainConfig, device: torch.device,
