@@ -106,16 +106,26 @@ def test_with_test_rows_calibration_is_fitted_on_val_and_scored_on_test():
     assert report["members"]["a"]["f1"] == pytest.approx(macro_f1(y[test], proba[test].argmax(1), 2))
 
 
-def members_with(monkeypatch, members: tuple, gate4_failures=(), gate5_failures=()):
-    """`choose_members` with gate 4's and gate 5's rules stubbed to the given failures."""
+def members_with(monkeypatch, members: tuple, gate4_failures=(), gate5_failures=(), refit_checks=None):
+    """`choose_members` with gate 4's and gate 5's rules stubbed to the given failures (and each
+    member's saved refit with the given `refit_check`, by name)."""
     from moola.config import EnsembleConfig
     from moola.stages import members as module
 
     monkeypatch.setattr(module, "finetune_verdict", lambda ctx, finetuned, smoke: (list(gate4_failures), {}, {}))
     monkeypatch.setattr(module, "augment_verdict", lambda ctx, augmented, finetuned: (list(gate5_failures), {}))
     ctx = SimpleNamespace(profile=Profile(ensemble=EnsembleConfig(members=members)))
-    stages = {name: SimpleNamespace(name=name) for name in ("finetuned", "augmented", "baseline", "minirocket")}
+    checks = refit_checks or {}
+    stages = {name: SimpleNamespace(name=name, final=SimpleNamespace(extra={"refit_check": checks.get(name)}))
+              for name in ("finetuned", "augmented", "baseline", "minirocket")}
     return module.choose_members(ctx, stages, smoke=None)
+
+
+def test_a_member_whose_refit_strays_from_its_fold_models_is_left_out_with_its_agreement(monkeypatch):
+    strayed = {"unlabeled": {"rows": 256, "agreement": 0.7}}
+    chosen, left_out = members_with(monkeypatch, ("finetuned", "augmented"), refit_checks={"augmented": strayed})
+    assert list(chosen) == ["finetuned"]
+    assert "agrees with its fold models on 70% of 256 pool windows" in left_out["augmented"]
 
 
 def test_default_members_are_the_gate4_and_gate5_models_never_the_baseline(monkeypatch):

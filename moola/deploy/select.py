@@ -7,15 +7,16 @@ one is recommended by a fixed rule (`RULE`), never tuned to the rows it is judge
 1. **Candidates** are the models that can be delivered: MiniRocket (gate 2 saves its refit), and
    the fine-tuned, augmented and ensemble models when their own gate approved them in this run
    (the augmented one also needs gate 4's rule to hold on the same run's numbers, recorded in its
-   line: it is gate 4's recipe plus synthetic rows). Smoke
+   line: it is gate 4's recipe plus synthetic rows), and whose saved refit classifies like its
+   fold models (`stages.rules.refit_failures`; the ensemble: every member's). Smoke
    (gate 1: a 3-epoch pipeline check, not saved) and SimpleLSTM (gate 6's comparison model) are
    ranked, never recommended. A negative-control run recommends nothing.
 2. Every candidate must show **signal**: the same "learned anything" rule as gate 4 (`ci`: balanced
    accuracy − chance above 0 beyond noise and the circular-shift test; `point`: macro F1 above the
    majority-class baseline; every class predicted in every seed).
 3. The **best** is the candidate with the highest pooled macro F1; the **recommended** model is the
-   cheapest candidate (training seconds, counting what it needs: the encoder's pretraining for the
-   LSTMs) **not shown worse than the best**: `ci`, the paired 95% CI of its F1 minus the best's
+   cheapest candidate (device-seconds of training, counting what it needs: the encoder's
+   pretraining for the LSTMs) **not shown worse than the best**: `ci`, the paired 95% CI of its F1 minus the best's
    reaches 0; `point`, an F1 equal to the best's. A tie goes to the cheaper model.
 
 The lines carry what this needs (`oof`: each model's pooled out-of-fold predictions; `metrics.cost`),
