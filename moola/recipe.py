@@ -1,7 +1,8 @@
 """A model's recipe: what a run's numbers were computed with, so a file is delivered on them only
 when it was trained by the same.
 
-A recipe is the resolved profile (every setting, `--set`, `--cv`, `--nproc` … included), the base
+A recipe is the resolved profile (every setting, `--set`, `--cv` … included; not `--nproc`, which
+changes where the encoder is computed, not what), the base
 seed, the data fingerprint, the device kind, whether train labels were shuffled, and the code
 version. Every results line and every saved model records it (`recipe`); `predict` compares the
 file's with the line whose numbers it prints (docs/results.md "Which file predict uses").
@@ -37,12 +38,24 @@ def code_version(package: Path = PACKAGE) -> str:
     return sha.hexdigest()[:12]
 
 
+# Settings that change where a computation runs, not what it computes: N torchrun ranks pretrain the
+# encoder one process would (moola.training.pretrain), and the encoder's own fingerprint leaves the
+# count out, so a later run on another --nproc reads the same cached encoder.
+RESOURCES = ("pretrain.devices",)
+
+
 def settings_changed(profile: Profile) -> dict:
     """`section.field` -> value for every setting that differs from the named profile's defaults
-    (the `--set`, `--cv`, `--nproc` … of the run, and a data folder's own settings)."""
+    (the `--set`, `--cv`, `--gate-policy` … of the run, and a data folder's own settings), less
+    `RESOURCES`."""
     base = PROFILES[profile.name]() if profile.name in PROFILES else Profile()
     now, then = _flat(dataclasses.asdict(profile)), _flat(dataclasses.asdict(base))
-    return {key: value for key, value in now.items() if then.get(key) != value}
+    return {key: value for key, value in now.items() if then.get(key) != value and key not in RESOURCES}
+
+
+def _config(profile: Profile) -> dict:
+    """The resolved config the recipe hash covers (every setting but `RESOURCES`)."""
+    return {key: value for key, value in _flat(dataclasses.asdict(profile)).items() if key not in RESOURCES}
 
 
 def _flat(config: dict) -> dict:
@@ -59,7 +72,7 @@ def make_recipe(profile: Profile, seed: int, data_fingerprint: str, device: str,
     record = {"code": code_version(), "profile": profile.name, "settings": settings_changed(profile),
               "seed": int(seed), "data": data_fingerprint, "device": device,
               "train_labels": "shuffled" if shuffled else "as given"}
-    payload = json.dumps({**record, "config": dataclasses.asdict(profile)}, sort_keys=True, default=_plain)
+    payload = json.dumps({**record, "config": _config(profile)}, sort_keys=True, default=_plain)
     return {"hash": hashlib.sha256(payload.encode()).hexdigest()[:16], **record}
 
 

@@ -155,6 +155,8 @@ def test_recipe_differences_name_each_setting_and_are_empty_for_the_same_recipe(
     assert said == ["--set evaluation.cv=holdout vs (default)", "--set finetune.epochs=5 vs 7"]
     assert differences(recipe_of(data="a"), recipe_of(data="b")) == ["data fingerprint a vs b"]
     assert differences(None, recipe_of()) == ["one of them was written before moola recorded recipes"]
+    # --nproc N pretrains the encoder one process would, and the cache serves any N: the same recipe
+    assert recipe_of("pretrain.devices=4") == recipe_of()
 
 
 def strayed(agreement: float) -> dict:
