@@ -8,6 +8,7 @@ hooks here only decide the status and call it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import warnings
@@ -76,6 +77,19 @@ def _runs_gates(config) -> bool:
     return False
 
 
+def _quiet_failures(config) -> bool:
+    """A run of gates alone, with the live log on at INFO or below, and no --show-capture given."""
+    given = " ".join([*map(str, config.invocation_params.args), os.environ.get("PYTEST_ADDOPTS", ""),
+                      *config.getini("addopts")])
+    level = logging.getLevelName(str(config.getoption("log_cli_level") or config.getini("log_cli_level") or "INFO").upper())
+    gates = config.rootpath / "gates"
+    only_gates = bool(config.args) and all(
+        (config.invocation_params.dir / str(arg).split("::")[0]).resolve() in (gates, *gates.rglob("*.py"))
+        for arg in config.args)
+    return (only_gates and config.getini("log_cli") and isinstance(level, int) and level <= logging.INFO
+            and "--show-capture" not in given)
+
+
 def _narrowed(config) -> bool:
     """True when the run may select part of the suite (-k, -m, a file, a node id, gate bounds,
     --lf/--sw: pytest's cache picks the tests)."""
@@ -115,7 +129,7 @@ def pytest_configure(config):
         # Dependencies on gates outside the selection must not skip the selected gate (SPEC §5);
         # pytest-dependency reads this option in its own pytest_configure, which runs after ours.
         config.option.ignore_unknown_dependency = True
-    if _runs_gates(config) and not any(str(arg).startswith("--show-capture") for arg in config.invocation_params.args):
+    if _quiet_failures(config):
         # the live log already showed every line a failing gate logged: its failure shows the rule's message
         config.option.showcapture = "no"
     try:

@@ -7,9 +7,9 @@ seed, the data fingerprint, the device kind, whether train labels were shuffled,
 version. Every results line and every saved model records it (`recipe`); `predict` compares the
 file's with the line whose numbers it prints (docs/results.md "Which file predict uses").
 
-The code version is a digest of the package's own Python source, not git: the user's workflow
-copies the code to the pod without `.git`, and an edit to the docs or the README (outside the
-package) must not count, while an edit under `moola/training` must.
+The code version is a digest of the package's own Python source and of the gate modules that run
+it, not git: the user's workflow copies the code to the pod without `.git`, and an edit to the docs
+or the README must not count, while an edit under `moola/training` (or to a gate) must.
 """
 
 from __future__ import annotations
@@ -28,12 +28,16 @@ PACKAGE = Path(moola.__file__).resolve().parent
 
 @functools.lru_cache(maxsize=4)
 def code_version(package: Path = PACKAGE) -> str:
-    """sha256 (12 hex digits) over every `.py` file under `package`: relative path and bytes."""
+    """sha256 (12 hex digits) over every `.py` file under `package` and, beside it in a checkout,
+    the gate modules (`gates/*.py`) and the root `conftest.py` that run them: relative path and bytes."""
+    package = Path(package)
+    root = package.parent
+    files = [*package.rglob("*.py"), *(root / "gates").glob("*.py"), root / "conftest.py"]
     sha = hashlib.sha256()
-    for path in sorted(Path(package).rglob("*.py")):
-        if "__pycache__" in path.parts:
+    for path in sorted(files):
+        if "__pycache__" in path.parts or not path.is_file():  # an editor's lock link, a checkout without gates
             continue
-        sha.update(path.relative_to(package).as_posix().encode() + b"\0")
+        sha.update(path.relative_to(root).as_posix().encode() + b"\0")
         sha.update(path.read_bytes() + b"\0")
     return sha.hexdigest()[:12]
 
@@ -76,7 +80,7 @@ def make_recipe(profile: Profile, seed: int, data_fingerprint: str, device: str,
     return {"hash": hashlib.sha256(payload.encode()).hexdigest()[:16], **record}
 
 
-WHAT = {"code": "code version (a digest of the moola package's source)", "profile": "profile",
+WHAT = {"code": "code version (a digest of the moola package's and the gates' source)", "profile": "profile",
         "settings": "settings", "seed": "seed", "data": "data fingerprint", "device": "device",
         "train_labels": "train labels"}
 

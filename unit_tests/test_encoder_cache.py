@@ -128,9 +128,9 @@ def test_the_resume_file_is_removed_only_after_the_encoder_is_saved(two_datasets
     assert again.source == "trained" and again.metadata["resumed_from_epoch"] == 1
     # its cost counts the part before the failure too, in device-seconds
     cost = again.metadata["pretrain_cost"]
-    assert again.metadata["earlier_parts_s"] > 0
+    assert again.metadata["earlier_parts_s"] > 0 and again.metadata["earlier_parts_device_s"] > 0
     assert cost["wall_s"] == pytest.approx(again.metadata["pretrain_duration_s"] + again.metadata["earlier_parts_s"])
-    assert cost["device_s"] == cost["wall_s"] and cost["devices"] == 1 and "cores" in cost["machine"]
+    assert cost["device_s"] == pytest.approx(cost["wall_s"]) and cost["devices"] == 1 and "cores" in cost["machine"]
     assert again.pretrain_s == cost["device_s"]
     assert not resumes[0].exists() and cache_entry(ctx, again.fingerprint).is_file()
 
@@ -185,6 +185,8 @@ def test_n_devices_cost_n_times_their_wall_seconds_and_select_says_what_it_compa
 
     cost = pretrain_cost(30.0, 4, torch.device("cpu"))
     assert cost["device_s"] == 120.0 and cost["wall_s"] == 30.0
+    # killed after 10 s on 4 ranks, finished in 20 s on one: each part on its own device count
+    assert pretrain_cost(20.0, 1, torch.device("cpu"), 10.0, 40.0)["device_s"] == 60.0
     lines = [{"gate": "3_pretrain_bilstm", "device": "cpu", "metrics": {"pretrain_cost": cost}},
              {"gate": "4_finetune_enhanced", "metrics": {"cost": recipe_cost(pretraining=120.0, fine_tuning=5.0)}}]
     said = cost_notes(lines)
@@ -192,3 +194,29 @@ def test_n_devices_cost_n_times_their_wall_seconds_and_select_says_what_it_compa
     assert "pretraining cost 120 device-seconds on cpu (" in said[1] and "4 device(s), 30 s wall" in said[1]
     lines[1]["metrics"]["cost"].pop("unit")
     assert "lines written before moola recorded a unit" in cost_notes(lines)[0]
+
+
+def test_a_pool_another_live_run_is_writing_or_using_is_left_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from moola.data.pool_file import claim_pool, clear_pool_files
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cache = tmp_path / "cache"
+        cache.mkdir()
+        claim_pool(cache / "encoder_live.job.json", other.pid)  # its launcher runs torchrun on it
+        (cache / "pool_live.npy").write_bytes(b"x")
+        writing = cache / f".pool_next.tmp{other.pid}.npy"  # its write in progress
+        writing.write_bytes(b"x")
+        claim_pool(cache / "encoder_dead.job.json", 2**22 + 12345)  # a launcher long gone
+        (cache / "pool_dead.npy").write_bytes(b"x")
+        removed = clear_pool_files(cache)
+        assert sorted(p.name for p in removed) == ["encoder_dead.job.json", "pool_dead.npy"]
+        assert (cache / "pool_live.npy").exists() and writing.exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert sorted(p.name for p in clear_pool_files(cache)) == [
+        f".pool_next.tmp{other.pid}.npy", "encoder_live.job.json", "pool_live.npy"]

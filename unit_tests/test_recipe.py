@@ -102,7 +102,7 @@ def test_the_recommended_path_refuses_another_code_version(tmp_path, windows, ca
     record(tmp_path, "runB", {**recipe_of(), "code": "0123456789ab", "hash": "edited"}, narrowed=True)
     save_finetuned(tmp_path, "runB", {**recipe_of(), "code": "0123456789ab", "hash": "edited"})
     assert predict(tmp_path, windows) == 2
-    assert f"code version (a digest of the moola package's source) 0123456789ab vs {code_version()}" in \
+    assert f"code version (a digest of the moola package's and the gates' source) 0123456789ab vs {code_version()}" in \
         capsys.readouterr().err
 
 
@@ -131,10 +131,12 @@ def test_model_x_refuses_other_data_when_the_latest_run_did_not_score_its_gate(t
     assert "was trained on other data (fingerprint fp-before) than run runA" in capsys.readouterr().err
 
 
-def test_the_code_version_ignores_the_docs_and_follows_the_package_source(tmp_path):
+def test_the_code_version_ignores_the_docs_and_follows_the_package_and_gate_source(tmp_path):
     # the seed's workflow copies the code to the pod with scp: no .git
     copy = tmp_path / "repo"
     shutil.copytree(PACKAGE, copy / "moola", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PACKAGE.parent / "gates", copy / "gates", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(PACKAGE.parent / "conftest.py", copy / "conftest.py")
     (copy / "docs").mkdir()
     (copy / "docs" / "gates.md").write_text("the gates\n")
     (copy / "README.md").write_text("moola\n")
@@ -144,9 +146,15 @@ def test_the_code_version_ignores_the_docs_and_follows_the_package_source(tmp_pa
     (copy / "docs" / "gates.md").write_text("the gates, edited\n")
     (copy / "README.md").write_text("moola, edited\n")
     assert code_version.__wrapped__(copy / "moola") == before
+    (copy / "moola" / "training" / ".#classifier.py").symlink_to("nowhere")  # an editor's lock link
+    assert code_version.__wrapped__(copy / "moola") == before
     with open(copy / "moola" / "training" / "classifier.py", "a") as handle:
         handle.write("# an edit\n")
-    assert code_version.__wrapped__(copy / "moola") != before
+    edited = code_version.__wrapped__(copy / "moola")
+    assert edited != before
+    with open(copy / "gates" / "test_4_finetune_enhanced.py", "a") as handle:
+        handle.write("# an edit\n")
+    assert code_version.__wrapped__(copy / "moola") not in (before, edited)
 
 
 def test_recipe_differences_name_each_setting_and_are_empty_for_the_same_recipe():
@@ -201,3 +209,32 @@ def test_the_ending_repeats_every_option_that_defines_the_run(request):
     plugin.resolved_root = lambda: "data"
     options = plugin.command_options()["run_options"]
     assert options == "--demo --profile quick --seed 18 --gate-policy point --nproc 2 --set finetune.epochs=5"
+
+
+def test_model_x_refuses_to_go_unchecked_when_the_results_file_is_damaged(tmp_path, windows, capsys):
+    record(tmp_path, "runA", recipe_of(data="fp-now"))
+    save_finetuned(tmp_path, "runOld", recipe_of(data="fp-before"))
+    with open(tmp_path / "results.jsonl", "a") as handle:
+        handle.write('{"gate": "4_fine')  # a run killed mid-write
+    assert predict(tmp_path, windows, "--model", "finetuned") == 2
+    err = capsys.readouterr().err
+    assert "is not a JSON results line" in err and "not compared" not in err
+
+
+def test_a_pending_file_of_the_printed_run_is_not_sent_to_its_own_run_id(tmp_path, windows, capsys):
+    record(tmp_path, "runA", recipe_of())
+    save_finetuned(tmp_path, "runA", recipe_of(), status="pending")
+    assert predict(tmp_path, windows) == 2
+    err = capsys.readouterr().err
+    assert "said pending of it" in err and "--run-id runA" not in err and "pytest gates -x --profile quick" in err
+
+
+def test_select_and_predict_apply_the_refit_floor_to_the_ensembles_members_and_the_baseline():
+    lines = run(("finetuned", 0.9, 100.0), ("ensemble", 0.9, 120.0))
+    lines[1]["metrics"]["refit"] = {"check": strayed(0.5)}
+    lines[2]["members_used"] = ["finetuned"]  # gate 7's line names its members
+    [ensemble] = [r for r in choose(lines).ranked if r.name == "ensemble"]
+    assert not ensemble.candidate and "member finetuned: the saved refit agrees" in ensemble.why_not
+    gate = {"gate": "6_baseline_simplelstm", "status": "passed", "run_id": "r"}
+    assert approval({"gate": gate, "refit_check": strayed(0.97)}, "baseline")[0]
+    assert not approval({"gate": gate, "refit_check": strayed(0.5)}, "baseline")[0]

@@ -81,4 +81,4 @@ def test_in_a_copy_without_git_a_doc_edit_keeps_predict_working_and_a_code_edit_
     gates(copy, data, "--start-gate", "2", "--end-gate", "2")
     done = predict(copy, data)
     assert done.returncode == 2
-    assert "code version (a digest of the moola package's source)" in done.stderr and "Fix:" in done.stderr
+    assert "code version (a digest of the moola package's and the gates' source)" in done.stderr and "Fix:" in done.stderr

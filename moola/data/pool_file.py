@@ -7,7 +7,9 @@ operating system's page cache instead of each holding a copy (2M windows are 3.4
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,19 +44,58 @@ def write_pool(path: Path, raw: np.ndarray, rows: np.ndarray, normalize: Callabl
     return path
 
 
+def claim_pool(job_path: Path, pid: int) -> None:
+    """Mark the pool of `job_path`'s key as in use by process `pid` (torchrun's job file, written in
+    full when torchrun starts, keeps the mark): `clear_pool_files` skips it while `pid` lives."""
+    job_path = Path(job_path)
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    job_path.write_text(json.dumps({"launcher_pid": pid}))
+
+
 def clear_pool_files(folder: Path, keep: Path | None = None) -> list[Path]:
     """Remove every pool file (and torchrun job file, and killed write) under `folder` but `keep`
-    and its job: at most one pool outlives a run, the one a failed torchrun left for its rerun.
-    Returns what was removed."""
+    and its job, and but those a live process is using (another run on the same artifacts folder):
+    at most one pool outlives a run, the one a failed torchrun left for its rerun. Returns what was
+    removed."""
     folder, removed = Path(folder), []
-    keep_job = None if keep is None else keep.with_name(keep.name.replace("pool_", "encoder_", 1).replace(".npy", ".job.json"))
-    for pattern in ("pool_*.npy", ".pool_*.tmp*.npy", "encoder_*.job.json"):
-        for path in folder.glob(pattern):
-            if path in (keep, keep_job):
-                continue
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    for job in folder.glob("encoder_*.job.json"):
+        pool = job.with_name(job.name.replace("encoder_", "pool_", 1).replace(".job.json", ".npy"))
+        if pool == keep or _alive(_launcher(job)):
+            continue
+        for path in (pool, job):
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    for path in [*folder.glob("pool_*.npy"), *folder.glob(".pool_*.tmp*.npy")]:
+        owner = re.search(r"\.tmp(\d+)\.npy$", path.name)
+        if path == keep or path.with_name(path.name.replace("pool_", "encoder_", 1).replace(".npy", ".job.json")).exists() \
+                or (owner and _alive(int(owner.group(1)))):
+            continue  # a pool with a job file was judged above; a write in progress is its writer's
+        path.unlink(missing_ok=True)
+        removed.append(path)
     return removed
+
+
+def _launcher(job: Path) -> int | None:
+    try:
+        return int(json.loads(job.read_text()).get("launcher_pid"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether another process `pid` is running (this process's own files are never "another's")."""
+    if pid is None or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def open_pool(path: Path) -> np.ndarray:

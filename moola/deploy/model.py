@@ -246,6 +246,9 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
     if metadata.get("train_labels_shuffled"):
         return False, said + ": a negative-control model (train labels shuffled)"
     if kind == "baseline":  # gate 6's comparison model: usable once its gate ruled, never the deliverable
+        strayed = saved_refit_failures(metadata)
+        if strayed:
+            return False, f"{said}, but " + "; ".join(strayed)
         return status in ("passed", "warning"), said
     if kind == "minirocket":  # gate 2's control: delivered when `moola select` recommends it
         chosen = metadata.get("selected") or {}

@@ -79,12 +79,13 @@ def scored_by(deployed: Deployed, kind: str, results: Path, run_id: str | None) 
     metadata = deployed.metadata
     gate = metadata.get("gate") or {}
     try:
+        recorded = read_lines(results)
+        if not recorded and run_id is None:
+            return [f"not compared with any run's results: no results lines at {results} (pass --results FILE)"]
         lines, which = choose_run(results, run_id)
-    except ValueError:
-        if run_id is not None:
-            raise DeploymentError(f"--run-id {run_id}: {results} has no such run. Fix: python -m moola report "
-                                  f"{results} lists the runs") from None
-        return [f"not compared with any run's results: no results lines at {results} (pass --results FILE)"]
+    except ValueError as exc:  # a damaged file (a line cut off mid-write), or no such run
+        raise DeploymentError(f"--model {kind} is checked against the run whose numbers stand for it: {exc}. Fix: "
+                              f"python -m moola report {results} lists the runs") from None
     line = next((one for one in lines if one["gate"] == gate.get("gate")), None)
     notices = []
     if line is None or line.get("status") in ("skipped", "not_run", "error"):
@@ -187,11 +188,12 @@ def matching_fix(results: Path, metadata: dict, line: dict) -> str:
     """The commands that make the file and the printed numbers match again."""
     file_run = (metadata.get("gate") or {}).get("run_id")
     fixes = []
-    try:
-        choose_run(results, file_run)
-        fixes.append(f"pass --run-id {file_run} to predict with the numbers of the run that saved the file")
-    except (ValueError, OSError):
-        pass
+    if file_run is not None and file_run != line.get("run_id"):
+        try:
+            choose_run(results, file_run)
+            fixes.append(f"pass --run-id {file_run} to predict with the numbers of the run that saved the file")
+        except (ValueError, OSError):
+            pass
     if line.get("recipe"):
         fixes.append(f"train run {line['run_id']}'s recipe again on the same data, so its file is saved again "
                      f"({recipe.gate_command(line['recipe'])}, with the same data options)")

@@ -233,7 +233,7 @@ def _strayed(line: dict, lines: list[dict]) -> str | None:
     said = failures(line)
     if line["gate"] == "7_ensemble":
         gate_of = {name: gate for gate, name in MODEL_OF_GATE.items()}
-        for member in (line.get("artifact") or {}).get("members") or []:
+        for member in line.get("members_used") or (line.get("artifact") or {}).get("members") or []:
             said += [f"member {member}: {failure}" for one in lines if one["gate"] == gate_of.get(member)
                      for failure in failures(one)]
     return "; ".join(said) or None

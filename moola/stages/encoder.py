@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from moola.config import Profile, to_dict
 from moola.data import normalize
 from moola.data.dataset import UNLABELED, Dataset, fingerprint
 from moola.data.normalize import normalize_windows
-from moola.data.pool_file import CHUNK, clear_pool_files, write_pool
+from moola.data.pool_file import CHUNK, claim_pool, clear_pool_files, write_pool
 from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
@@ -56,10 +57,13 @@ class EncoderOutcome:
         return (self.metadata.get("pretrain_cost") or {}).get("device_s", self.metadata.get("pretrain_duration_s"))
 
 
-def pretrain_cost(wall_s: float, devices: int, device: torch.device) -> dict:
-    """Pretraining's cost, comparable across resumes and `--nproc` (`protocol.COST_UNIT`): wall seconds
-    of every part (a killed run's included), times the devices that ran them, and on what."""
-    return {"wall_s": wall_s, "devices": devices, "device_s": wall_s * devices, "machine": machine(device, devices)}
+def pretrain_cost(wall_s: float, devices: int, device: torch.device, earlier_wall_s: float = 0.0,
+                  earlier_device_s: float = 0.0) -> dict:
+    """Pretraining's cost, comparable across resumes and `--nproc` (`protocol.COST_UNIT`): this part's
+    wall seconds times its devices, plus what the earlier, killed parts used (to their last saved
+    epoch; each on its own device count), and what ran the last part."""
+    return {"wall_s": wall_s + earlier_wall_s, "devices": devices, "device_s": wall_s * devices + earlier_device_s,
+            "machine": machine(device, devices)}
 
 
 def encoder_fingerprint(ctx: RunContext, pool_rows: np.ndarray) -> str:
@@ -180,8 +184,9 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
             "launcher": "in-process", "devices": 1, "world_size": 1, "backend": None, "device_type": ctx.device.type,
             "global_batch": config.batch_size, "rank_batch": config.batch_size}}
     metadata["pretrain_duration_s"] = time.monotonic() - started
-    metadata["pretrain_cost"] = pretrain_cost(metadata["pretrain_duration_s"] + float(metadata.get("earlier_parts_s") or 0),
-                                              config.devices, ctx.device)
+    metadata["pretrain_cost"] = pretrain_cost(metadata["pretrain_duration_s"], config.devices, ctx.device,
+                                              float(metadata.get("earlier_parts_s") or 0),
+                                              float(metadata.get("earlier_parts_device_s") or 0))
     # The whole autoencoder is saved (keys "encoder.*", "mask_token", "decoder.*"): gate 3 also
     # checks its reconstructions; classifiers load the "encoder.*" part.
     artifacts.save_checkpoint(entry, model_state, metadata)
@@ -226,13 +231,15 @@ def pretrain_distributed(ctx: RunContext, pool_rows: np.ndarray, key: str, entry
     """
     config = ctx.profile.pretrain
     check_devices(ctx.device, config.devices)
+    job_path = entry.with_name(f"encoder_{key}.job.json")
+    claim_pool(job_path, os.getpid())  # another run's cleanup leaves this pool alone while this process lives
     pool = write_pool(entry.with_name(f"pool_{key}.npy"), ctx.dataset.unlabeled.features, pool_rows, ctx.normalize)
     # The ranks replace `entry` atomically; the token tells their file from one there before (--fresh)
     token = uuid.uuid4().hex
     job = {"pool": str(pool), "config": to_dict(config), "seed": ctx.seed, "fingerprint": key,
            "checkpoint": str(resume), "entry": str(entry), "metadata": {**metadata, "launch_token": token},
-           "device": ctx.device.type, "deterministic": ctx.profile.runtime.deterministic}
-    launch.run(jsonable(job), config.devices, entry.with_name(f"encoder_{key}.job.json"),
+           "device": ctx.device.type, "deterministic": ctx.profile.runtime.deterministic, "launcher_pid": os.getpid()}
+    launch.run(jsonable(job), config.devices, job_path,
                entry.with_name(f"encoder_{key}.torchrun.log"))
     payload = artifacts.load_cached(entry)
     state, saved = artifacts.load_checkpoint_payload(payload) if payload is not None else ({}, {})

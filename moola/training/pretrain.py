@@ -53,6 +53,7 @@ class PretrainResult:
     train_s: float = 0.0  # seconds in the training loops of this session's epochs (validation excluded)
     rank_digests: list = None  # sha256 of each rank's final weights (one entry per rank)
     earlier_wall_s: float = 0.0  # wall seconds of the earlier, killed parts this run resumed (the resume file's)
+    earlier_device_s: float = 0.0  # and their device-seconds (each part's wall seconds x its ranks)
 
     @property
     def encoder_state(self) -> dict:
@@ -63,6 +64,7 @@ class PretrainResult:
         return {"history": self.history, "best_epoch": self.best_epoch, "best_val_loss": self.best_val_loss,
                 "steps": self.steps, "precision": self.precision, "resumed_from_epoch": self.resumed_from_epoch,
                 "n_windows": self.n_windows, "earlier_parts_s": self.earlier_wall_s,
+                "earlier_parts_device_s": self.earlier_device_s,
                 "throughput": {"windows_per_s": self.windows_per_s, "train_s": self.train_s,
                                "note": "training windows per second of the training loops this session ran "
                                        "(validation and start-up excluded)"}}
@@ -173,7 +175,8 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
     # A damaged resume file (an interrupted copy) is moved aside and training starts over. Rank 0
     # reads it first (and sets a damaged one aside); the other ranks then read what is left.
     saved = None
-    earlier_wall_s = 0.0  # what the parts of this pretraining before a kill took (a resume continues the count)
+    # what the parts of this pretraining before a kill took (a resume continues the count, on any --nproc)
+    earlier_wall_s = earlier_device_s = 0.0
     if checkpoint is not None and world.main:
         saved = load_cached(checkpoint, expect=_is_resume_state)
     world.barrier()
@@ -189,6 +192,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
             history, best_state, best_val = saved["history"], saved["best_state"], saved["best_val"]
             best_epoch, step, stale, first_epoch = saved["best_epoch"], saved["step"], saved["stale"], saved["epoch"] + 1
             earlier_wall_s = float(saved.get("wall_s", 0.0))
+            earlier_device_s = float(saved.get("device_s", earlier_wall_s))
             log.info("pretrain resumes after epoch %d from %s", saved["epoch"], checkpoint)
         else:
             log.info("ignoring %s: it belongs to another data/config fingerprint", checkpoint)
@@ -268,7 +272,7 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                 "generator": generator.get_state(), "history": history, "best_state": best_state,
                 "best_val": best_val, "best_epoch": best_epoch, "step": step, "stale": stale,
-                "wall_s": earlier_wall_s + time.monotonic() - started})
+                "wall_s": earlier_wall_s + elapsed, "device_s": earlier_device_s + elapsed * world.size})
         if on_epoch_end is not None:
             on_epoch_end(epoch)
         if stale >= config.patience:
@@ -278,7 +282,8 @@ def pretrain_encoder(windows: np.ndarray, config: PretrainConfig, device: torch.
         Path(checkpoint).unlink(missing_ok=True)
     digests = world.gather(state_digest(best_state or {})) if world.backend else None  # under torchrun, N >= 1
     return PretrainResult(best_state, history, best_epoch, best_val, step, len(windows), precision, resumed_from,
-                          world.size, seen / train_s if train_s else 0.0, train_s, digests, earlier_wall_s)
+                          world.size, seen / train_s if train_s else 0.0, train_s, digests, earlier_wall_s,
+                          earlier_device_s)
 
 
 def _rank_loss(net, windows, rows: np.ndarray, mask: torch.Tensor, config: PretrainConfig, device: torch.device,
