@@ -44,6 +44,20 @@ def write_pool(path: Path, raw: np.ndarray, rows: np.ndarray, normalize: Callabl
     return path
 
 
+def pool_path(folder: Path, key: str) -> Path:
+    """The pool file of encoder fingerprint `key` in the cache folder."""
+    return Path(folder) / f"pool_{key}.npy"
+
+
+def job_path(folder: Path, key: str) -> Path:
+    """The torchrun job file that reads `pool_path(folder, key)`."""
+    return Path(folder) / f"encoder_{key}.job.json"
+
+
+def _key(path: Path, prefix: str, suffix: str) -> str:
+    return path.name[len(prefix):-len(suffix)]
+
+
 def claim_pool(job_path: Path, pid: int) -> None:
     """Mark the pool of `job_path`'s key as in use by process `pid` (torchrun's job file, written in
     full when torchrun starts, keeps the mark): `clear_pool_files` skips it while `pid` lives."""
@@ -59,20 +73,22 @@ def clear_pool_files(folder: Path, keep: Path | None = None) -> list[Path]:
     removed."""
     folder, removed = Path(folder), []
     for job in folder.glob("encoder_*.job.json"):
-        pool = job.with_name(job.name.replace("encoder_", "pool_", 1).replace(".job.json", ".npy"))
+        pool = pool_path(folder, _key(job, "encoder_", ".job.json"))
         if pool == keep or _alive(_launcher(job)):
             continue
         for path in (pool, job):
             if path.exists():
                 path.unlink(missing_ok=True)
                 removed.append(path)
-    for path in [*folder.glob("pool_*.npy"), *folder.glob(".pool_*.tmp*.npy")]:
+    for path in folder.glob("pool_*.npy"):  # a pool with a job file was judged above
+        if path != keep and not job_path(folder, _key(path, "pool_", ".npy")).exists():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    for path in folder.glob(".pool_*.tmp*.npy"):  # a write in progress is its writer's
         owner = re.search(r"\.tmp(\d+)\.npy$", path.name)
-        if path == keep or path.with_name(path.name.replace("pool_", "encoder_", 1).replace(".npy", ".job.json")).exists() \
-                or (owner and _alive(int(owner.group(1)))):
-            continue  # a pool with a job file was judged above; a write in progress is its writer's
-        path.unlink(missing_ok=True)
-        removed.append(path)
+        if not (owner and _alive(int(owner.group(1)))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

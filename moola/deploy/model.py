@@ -245,16 +245,13 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
     said = f"gate {gate.get('gate')} {status}" + (f" ({reason})" if reason else "") + f" in run {gate.get('run_id')}"
     if metadata.get("train_labels_shuffled"):
         return False, said + ": a negative-control model (train labels shuffled)"
+    strayed = saved_refit_failures(metadata)  # the file is not the recipe its gate scored, whatever it said
+    if strayed:
+        return False, f"{said}, but " + "; ".join(strayed)
     if kind == "baseline":  # gate 6's comparison model: usable once its gate ruled, never the deliverable
-        strayed = saved_refit_failures(metadata)
-        if strayed:
-            return False, f"{said}, but " + "; ".join(strayed)
         return status in ("passed", "warning"), said
     if kind == "minirocket":  # gate 2's control: delivered when `moola select` recommends it
         chosen = metadata.get("selected") or {}
-        if saved_refit_failures(metadata):
-            return False, f"MiniRocket (gate 2's control) of run {gate.get('run_id')}: " + "; ".join(
-                saved_refit_failures(metadata))
         if gate.get("deliverable") and chosen:
             return True, f"recommended by moola select in run {chosen.get('run_id')} ({chosen.get('rule')})"
         return False, (f"MiniRocket (gate 2's control) of run {gate.get('run_id')}: moola select did not recommend "
@@ -262,9 +259,6 @@ def approval(metadata: dict, kind: str) -> tuple[bool, str]:
     held, why = requirements_hold(gate.get("gate"), gate.get("requires"))
     if gate.get("deliverable") and not held:  # a file marked before moola checked what it builds on
         return False, f"{said}: {why}"
-    strayed = saved_refit_failures(metadata)
-    if gate.get("deliverable") and strayed:
-        return False, f"{said}, but " + "; ".join(strayed)
     return bool(gate.get("deliverable")), said
 
 

@@ -86,7 +86,7 @@ def scored_by(deployed: Deployed, kind: str, results: Path, run_id: str | None) 
     except ValueError as exc:  # a damaged file (a line cut off mid-write), or no such run
         raise DeploymentError(f"--model {kind} is checked against the run whose numbers stand for it: {exc}. Fix: "
                               f"python -m moola report {results} lists the runs") from None
-    line = next((one for one in lines if one["gate"] == gate.get("gate")), None)
+    line = gate_line(lines, gate.get("gate"))
     notices = []
     if line is None or line.get("status") in ("skipped", "not_run", "error"):
         data = (lines[0].get("data") or {}).get("fingerprint")
@@ -99,7 +99,7 @@ def scored_by(deployed: Deployed, kind: str, results: Path, run_id: str | None) 
             lines, which = choose_run(results, gate.get("run_id"))
         except ValueError:
             return [f"{said}, and the run that saved the file ({gate.get('run_id')}) is not in {results}"]
-        line = next((one for one in lines if one["gate"] == gate.get("gate")), None)
+        line = gate_line(lines, gate.get("gate"))
         notices.append(said)
         if line is None:
             return notices
@@ -108,6 +108,11 @@ def scored_by(deployed: Deployed, kind: str, results: Path, run_id: str | None) 
         raise DeploymentError(f"{deployed.path} is not the model whose numbers {which} holds: {'; '.join(problems)}. "
                               "Fix: " + matching_fix(results, metadata, line))
     return [*notices, f"the recipe and verdict scored in {which}"]
+
+
+def gate_line(lines: list[dict], gate: str | None) -> dict | None:
+    """The run's line for `gate` (None when the run wrote none)."""
+    return next((line for line in lines if line["gate"] == gate), None)
 
 
 def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = None) -> tuple[Deployed, str]:
@@ -133,7 +138,7 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
                               "models folder of the machine that ran the gates (section After the gates), or pass "
                               "--artifacts-dir where that run saved them")
     deployed = load_deployed(path, chosen.name)
-    line = next(line for line in lines if line["gate"] == chosen.gate)
+    line = gate_line(lines, chosen.gate)
     problems = delivery_problems(deployed.metadata, line, chosen.name, selected=True)
     if problems:
         raise DeploymentError(f"{which} recommends {chosen.name}, but {path} is not the model whose numbers that run "

@@ -182,11 +182,10 @@ def choose(lines: list[dict]) -> Selection:
 
 def cost_notes(lines: list[dict]) -> list[str]:
     """What the costs compared are, and where they were measured, when the lines say."""
-    costs = [(line.get("metrics") or {}).get("cost") for line in lines]
-    costs = [cost for cost in costs if cost]
-    units = {cost.get("unit") for cost in costs}
+    costs = [cost for cost in ((line.get("metrics") or {}).get("cost") for line in lines) if cost]
     if not costs:
         return []
+    units = {cost.get("unit") for cost in costs}
     said = [f"costs compared in {units.pop()}" if len(units) == 1 and None not in units else
             "costs compared in seconds as each line recorded them (lines written before moola recorded a unit count "
             "only the last part of a resumed or multi-GPU pretraining, as wall time)"]

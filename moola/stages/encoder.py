@@ -19,7 +19,7 @@ from moola.config import Profile, to_dict
 from moola.data import normalize
 from moola.data.dataset import UNLABELED, Dataset, fingerprint
 from moola.data.normalize import normalize_windows
-from moola.data.pool_file import CHUNK, claim_pool, clear_pool_files, write_pool
+from moola.data.pool_file import CHUNK, claim_pool, clear_pool_files, job_path, pool_path, write_pool
 from moola.evaluation.pool import pool_filter
 from moola.models import encoder as encoder_module
 from moola.models import masked_autoencoder
@@ -172,7 +172,7 @@ def obtain_encoder(ctx: RunContext) -> EncoderOutcome:
         resume.unlink(missing_ok=True)
         read_replaceable(entry, fresh=True)  # a refused entry is set aside, not silently overwritten
     before = untrained_metadata(ctx, key, filtered)
-    clear_pools(entry.parent, entry.with_name(f"pool_{key}.npy") if config.devices > 1 else None)
+    clear_pools(entry.parent, pool_path(entry.parent, key) if config.devices > 1 else None)
     if config.devices > 1:
         model_state, metadata = pretrain_distributed(ctx, pool_rows, key, entry, resume, before)
     else:
@@ -231,23 +231,23 @@ def pretrain_distributed(ctx: RunContext, pool_rows: np.ndarray, key: str, entry
     """
     config = ctx.profile.pretrain
     check_devices(ctx.device, config.devices)
-    job_path = entry.with_name(f"encoder_{key}.job.json")
-    claim_pool(job_path, os.getpid())  # another run's cleanup leaves this pool alone while this process lives
-    pool = write_pool(entry.with_name(f"pool_{key}.npy"), ctx.dataset.unlabeled.features, pool_rows, ctx.normalize)
+    job_file = job_path(entry.parent, key)
+    claim_pool(job_file, os.getpid())  # another run's cleanup leaves this pool alone while this process lives
+    pool = write_pool(pool_path(entry.parent, key), ctx.dataset.unlabeled.features, pool_rows, ctx.normalize)
     # The ranks replace `entry` atomically; the token tells their file from one there before (--fresh)
     token = uuid.uuid4().hex
     job = {"pool": str(pool), "config": to_dict(config), "seed": ctx.seed, "fingerprint": key,
            "checkpoint": str(resume), "entry": str(entry), "metadata": {**metadata, "launch_token": token},
            "device": ctx.device.type, "deterministic": ctx.profile.runtime.deterministic, "launcher_pid": os.getpid()}
-    launch.run(jsonable(job), config.devices, job_path,
-               entry.with_name(f"encoder_{key}.torchrun.log"))
+    log_file = entry.with_name(f"encoder_{key}.torchrun.log")
+    launch.run(jsonable(job), config.devices, job_file, log_file)
     payload = artifacts.load_cached(entry)
     state, saved = artifacts.load_checkpoint_payload(payload) if payload is not None else ({}, {})
     if saved.get("launch_token") != token:
         raise RuntimeError(f"distributed pretraining exited 0 but wrote no encoder at {entry} (see "
-                           f"{entry.with_name(f'encoder_{key}.torchrun.log')})")
+                           f"{log_file})")
     pool.unlink(missing_ok=True)
-    entry.with_name(f"encoder_{key}.job.json").unlink(missing_ok=True)
+    job_file.unlink(missing_ok=True)
     return state, saved
 
 
