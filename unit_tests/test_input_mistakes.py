@@ -232,6 +232,7 @@ def test_the_safety_net_turns_an_unforeseen_failure_into_a_problem(tmp_path, mon
     assert dataset is None and "RuntimeError: a check nobody foresaw" in str(problem) and "Fix: " in str(problem)
 
 
+@pytest.mark.slow  # the real gate 0 in a pytest subprocess (~5 s); CI runs it on both stacks
 def test_string_timestamps_and_null_labels_reach_gate_0_through_pytest(pytester, tmp_path):
     """The two inputs that crashed pytest (INTERNALERROR, exit 3, no line): now one failed gate-0 line."""
     folder = DataFolder(tmp_path / "data")

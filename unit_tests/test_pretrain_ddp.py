@@ -62,6 +62,7 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float((a[name] - b[name]).abs().max()) for name in a)
 
 
+@pytest.mark.slow  # launches torchrun (~6 s, a tenth of the unit tests' minute); CI runs it on both stacks
 def test_two_gloo_ranks_train_the_single_process_encoder(tmp_path, raw_pool):
     state, metadata = run_ranks(tmp_path, job_for(tmp_path, raw_pool, CONFIG))
     distributed = metadata["distributed"]

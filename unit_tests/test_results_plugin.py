@@ -115,6 +115,7 @@ def test_json_report_environment_is_filled(suite):
     assert environment["moola"]["profile"] in ("quick", "full") and "Python" in environment
 
 
+@pytest.mark.slow  # a pytest subprocess importing torch (~4 s); CI runs it on both stacks
 def test_a_library_warning_never_fails_a_gate_and_is_recorded_in_its_line(suite):
     # torch 2.1 warns "TypedStorage is deprecated" on every torch.load: under the project's own
     # pytest.ini a gate whose fixture (or test) triggers such a warning still passes.
