@@ -8,13 +8,16 @@ Every classifier fixture is a `CrossFitted`: one fit per fold and seed of the ru
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from moola.data.errors import DataContractError
 from moola.seeding import deterministic_cuda, seed_everything
 from moola.stages import augmented, classifiers, control, encoder
 from moola.stages.context import build_context
-from moola.stages.protocol import cross_fit_stage
+from moola.parallel.pool import FitPool, one_thread, worker_count
+from moola.stages.protocol import Seeded, cross_fit_stage
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +45,13 @@ def run(request, settings):
         yield ctx
 
 
-def seeded(fit):
-    """`fit(view)` with every RNG seeded from the view's seed first (the same fit, the same numbers)."""
-    def run_fit(view):
-        seed_everything(view.seed)
-        return fit(view)
-    return run_fit
+@pytest.fixture(scope="session")
+def fit_pool(run):
+    """Worker processes for the fits of every stage (`runtime.fit_workers`), closed with the session."""
+    pool = FitPool(run, worker_count(run.profile.runtime.fit_workers, run.device.type),
+                   run.profile.runtime.deterministic)
+    yield pool
+    pool.close()
 
 
 @pytest.fixture(scope="session")
@@ -65,36 +69,42 @@ def pretrained(request, run):
 
 
 @pytest.fixture(scope="session")
-def smoke(run, pretrained):
-    return cross_fit_stage(run, "enhanced_simple_lstm", seeded(lambda view: classifiers.run_smoke(view, pretrained.state)),
-                           refit=False)
+def smoke(run, pretrained, fit_pool):
+    return cross_fit_stage(run, "enhanced_simple_lstm", Seeded(partial(classifiers.run_smoke, encoder_state=pretrained.state)),
+                           refit=False, pool=fit_pool)
 
 
 @pytest.fixture(scope="session")
 def overfit(run, pretrained):
     view = run.for_fit(run.folds[0], run.seed)
     seed_everything(view.seed)
-    return classifiers.overfit_check(view, pretrained.state)
+    with one_thread():  # as every fit: the same numbers on any machine
+        return classifiers.overfit_check(view, pretrained.state)
 
 
 @pytest.fixture(scope="session")
 def minirocket(run):
     # refit on every labeled row too: gate 2 saves it (moola select may recommend the control)
-    return cross_fit_stage(run, "minirocket_ridge", seeded(control.run_minirocket))
+    return cross_fit_stage(run, "minirocket_ridge", Seeded(control.run_minirocket))
 
 
 @pytest.fixture(scope="session")
-def finetuned(run, pretrained):
-    return cross_fit_stage(run, "enhanced_simple_lstm", seeded(lambda view: classifiers.run_finetune(view, pretrained.state)))
+def finetuned(run, pretrained, fit_pool):
+    return cross_fit_stage(run, "enhanced_simple_lstm", Seeded(partial(classifiers.run_finetune, encoder_state=pretrained.state)),
+                           plan=classifiers.finetune_steps, pool=fit_pool)
 
 
 @pytest.fixture(scope="session")
-def augmented_run(run, pretrained, finetuned):
-    """Gate 5's fits: each from the gate-4 fit of the same fold and seed (the refit from gate 4's refit)."""
-    return cross_fit_stage(run, "enhanced_simple_lstm_augmented", seeded(
-        lambda view: augmented.run_augmented(view, pretrained.state, finetuned.fit_for(view))))
+def augmented_run(run, pretrained, finetuned, fit_pool):
+    """Gate 5's fits: each from the gate-4 fit of the same fold and seed (the refit from gate 4's refit),
+    whose model checks the labels of its pseudo-samples (made here, before the fits train)."""
+    return cross_fit_stage(run, "enhanced_simple_lstm_augmented",
+                           Seeded(partial(augmented.run_augmented, encoder_state=pretrained.state)),
+                           prepare=partial(augmented.pseudo_samples, finetuned=finetuned),
+                           plan=classifiers.finetune_steps, pool=fit_pool)
 
 
 @pytest.fixture(scope="session")
-def baseline(run):
-    return cross_fit_stage(run, "simple_lstm", seeded(classifiers.run_baseline))
+def baseline(run, fit_pool):
+    return cross_fit_stage(run, "simple_lstm", Seeded(classifiers.run_baseline), plan=classifiers.baseline_steps,
+                           pool=fit_pool)

@@ -7,7 +7,10 @@ throughput ≤ 1.1× slower than a bare masked-reconstruction loop; (c) vectoris
 decoding of the 11,873-window pool against a per-row Python decode; on CUDA also (d)
 pretraining in fp16 autocast + GradScaler against fp32 (`pretrain.mixed_precision`); (e) `moola
 predict` on 10,000 windows with a two-member ensemble against one member's bare forward pass.
-`--pretrain-ddp` runs only (f): pretraining launched by torchrun on 1 and on 2 processes (gloo on
+(g) a gate's fits (a quick gate 4: 5 folds and the refit) one after another in this process on
+every thread (as before `moola.parallel`), one after another on one thread each, and together in
+worker processes (`runtime.fit_workers`), with each way's time per optimizer step against a bare
+step. `--pretrain-ddp` runs only (f): pretraining launched by torchrun on 1 and on 2 processes (gloo on
 CPU, nccl on 2 GPUs), the same pool, global batch and epochs, windows/s side by side.
 """
 
@@ -19,6 +22,7 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ from moola.data.parquet import read_windows, write_windows
 from moola.data.pool_file import write_pool
 from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.masked_autoencoder import MaskedAutoencoder
+from moola.parallel.pool import FitPool, Job, one_thread, worker_count
 from moola.stages.classifiers import HEAD, finetune_groups, finetune_options, finetune_schedule
 from moola.training import launch
 from moola.training.classifier import FitOptions, Phase, fit_classifier
@@ -84,6 +89,87 @@ def bench_finetune(windows: np.ndarray, y: np.ndarray, device: torch.device, rep
     full_s, bare_s = _interleaved(full, bare, repeats)
     return {"full_step_ms": 1e3 * full_s / steps, "bare_step_ms": 1e3 * bare_s / steps, "ratio": full_s / bare_s,
             "target": 1.3}
+
+
+@dataclass(frozen=True)
+class FitsBench:
+    """What `FitPool` needs of a run, for (g): every job's view is the same rows; each fits `epochs`."""
+
+    windows: np.ndarray
+    y: np.ndarray
+    device: torch.device
+    epochs: int = 3
+
+    def for_fit(self, fold, seed):
+        return self
+
+
+def fit_all_techniques(bench: FitsBench) -> int:
+    """One fine-tuning fit with every technique on (as (a)); returns its optimizer steps."""
+    config = FinetuneConfig(epochs=bench.epochs, frozen_epochs=1, unfreeze_every=1)
+    torch.manual_seed(0)
+    model = EnhancedSimpleLSTM(bench.windows.shape[2])
+    phases, lrs = finetune_schedule(config, 2)
+    l2sp = L2SP.from_modules(model.encoder, [getattr(model, m) for m in HEAD], config.l2sp_alpha, config.l2sp_beta)
+    fit = fit_classifier(model, bench.windows, bench.y, finetune_groups(model), phases,
+                         finetune_options(config, lrs, bench.epochs), bench.device, 0, 2, l2sp)
+    return int(sum(fit.steps.values()))
+
+
+def bench_fits_together(windows: np.ndarray, y: np.ndarray, device: torch.device, repeats: int, n_fits: int = 6,
+                        workers: int = 0) -> dict:
+    """(g) Seconds for `n_fits` fits: before (in this process, every thread), one at a time on one
+    thread, and together in `worker_count(workers)` processes (started before the timing)."""
+    bench = FitsBench(windows, y, device)
+    jobs = [Job((0, k), fit_all_techniques, None, 0) for k in range(n_fits)]
+    pool = FitPool(bench, worker_count(workers, device.type))
+    alone = FitPool(bench, 1)
+    started = time.perf_counter()
+    pool.run(jobs[:2])  # start the workers (once a session in a gate run): not part of the timing
+    startup_s = time.perf_counter() - started
+    try:
+        times: dict = {"before": [], "one_thread": [], "together": []}
+        for _ in range(repeats):
+            for name, run in (("before", lambda: [fit_all_techniques(bench) for _ in jobs]),
+                              ("one_thread", lambda: alone.run(jobs)), ("together", lambda: pool.run(jobs))):
+                _sync()
+                began = time.perf_counter()
+                run()
+                _sync()
+                times[name].append(time.perf_counter() - began)
+    finally:
+        pool.close()
+    steps = n_fits * fit_all_techniques(bench)
+    bare = FitsBench(windows, y, device)
+    with one_thread():
+        bare_s = statistics.median(_timed(lambda: _bare_fit(bare), repeats))
+    median = {name: statistics.median(values) for name, values in times.items()}
+    bare_step_ms = 1e3 * bare_s / (steps / n_fits)
+    return {"fits": n_fits, "workers": pool.workers, "threads": torch.get_num_threads(), "startup_s": startup_s,
+            **{f"{name}_s": seconds for name, seconds in median.items()},
+            "speedup": median["before"] / median["together"],
+            **{f"{name}_step_ms": 1e3 * seconds / steps for name, seconds in median.items()},
+            "bare_step_ms": bare_step_ms,
+            "together_vs_bare": 1e3 * median["together"] / steps / bare_step_ms}
+
+
+def _timed(fn, repeats: int) -> list:
+    out = []
+    for _ in range(repeats):
+        _sync()
+        began = time.perf_counter()
+        fn()
+        _sync()
+        out.append(time.perf_counter() - began)
+    return out
+
+
+def _bare_fit(bench: FitsBench) -> None:
+    torch.manual_seed(0)
+    model = EnhancedSimpleLSTM(bench.windows.shape[2])
+    fit_classifier(model, bench.windows, bench.y, {"all": list(model.parameters())},
+                   [Phase("bare", bench.epochs, ("all",))], FitOptions(8, {"all": 1e-3}, grad_clip=0.0),
+                   bench.device, 0, 2)
 
 
 def bench_pretrain(windows: np.ndarray, device: torch.device, repeats: int) -> dict:
@@ -215,12 +301,23 @@ def report_pretrain_ddp(numbers: dict) -> str:
             f"{numbers['speedup']:.2f}x the throughput, {numbers['wall_ratio']:.2f}x faster end to end")
 
 
+def report_fits_together(n: dict) -> str:
+    return (f"(g) {n['fits']} fits of a gate: before (this process, {n['threads']} threads) {n['before_s']:.1f} s, "
+            f"one at a time on one thread {n['one_thread_s']:.1f} s, together in {n['workers']} workers "
+            f"{n['together_s']:.1f} s -> {n['speedup']:.2f}x faster than before (workers started once: "
+            f"{n['startup_s']:.1f} s); per optimizer step {n['before_step_ms']:.1f} / {n['one_thread_step_ms']:.1f} / "
+            f"{n['together_step_ms']:.1f} ms against a bare one-thread step of {n['bare_step_ms']:.1f} ms "
+            f"(together {n['together_vs_bare']:.2f}x bare)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moola.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pool", type=int, default=2048, help="windows for the pretraining comparison")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write every number to FILE")
+    parser.add_argument("--fit-workers", type=int, default=0, metavar="N",
+                        help="(g): worker processes for the fits together (0 = auto, as runtime.fit_workers)")
     parser.add_argument("--pretrain-ddp", action="store_true",
                         help="only (f): pretraining on torchrun with 1 vs 2 processes (gloo on CPU, nccl on 2 GPUs)")
     args = parser.parse_args(argv)
@@ -256,6 +353,9 @@ def main(argv=None) -> int:
           f"-> {scoring['ratio']:.2f}x")
     numbers = {"device": str(device), "torch": torch.__version__, "repeats": args.repeats,
                "finetune": finetune, "pretrain": pretrain, "parquet": parquet, "predict": scoring}
+    together = bench_fits_together(labeled[:78], y[:78], device, args.repeats, workers=args.fit_workers)
+    numbers["fits_together"] = together
+    print(report_fits_together(together))
     if device.type == "cuda":
         precision = bench_precision(normalize_windows(pool[: args.pool]), device, args.repeats)
         numbers["precision"] = precision

@@ -165,6 +165,10 @@ class RuntimeConfig:
     # (warn-only), cuBLAS workspace :4096:8, so a rerun gives the same metrics: at 20 val rows one
     # flipped row is 5 pp. Off: faster kernels, reruns may differ. CPU runs are deterministic anyway.
     deterministic: bool = True
+    # Processes that run a stage's fits at once (`moola.parallel.pool`), each fit on one CPU thread;
+    # 0 = auto: one per CPU core (at most 8) on the CPU, 4 sharing the GPU on CUDA, 1 on MPS. Not a
+    # hyperparameter: a fit gives the same numbers however many run beside it.
+    fit_workers: int = 0
 
 
 @dataclass(frozen=True)

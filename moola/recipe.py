@@ -44,8 +44,9 @@ def code_version(package: Path = PACKAGE) -> str:
 
 # Settings that change where a computation runs, not what it computes: N torchrun ranks pretrain the
 # encoder one process would (moola.training.pretrain), and the encoder's own fingerprint leaves the
-# count out, so a later run on another --nproc reads the same cached encoder.
-RESOURCES = ("pretrain.devices",)
+# count out, so a later run on another --nproc reads the same cached encoder. Fit workers run each
+# fit on one thread, alone or beside others: the same bits either way (moola.parallel.pool).
+RESOURCES = ("pretrain.devices", "runtime.fit_workers")
 
 
 def settings_changed(profile: Profile) -> dict:

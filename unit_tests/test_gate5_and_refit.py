@@ -34,13 +34,16 @@ def context(tmp_path: Path, *overrides):
 
 
 def finetune_stage(ctx):
-    return cross_fit_stage(ctx, "enhanced_simple_lstm", lambda view: classifiers.run_finetune(view, None))
+    return cross_fit_stage(ctx, "enhanced_simple_lstm", lambda view: classifiers.run_finetune(view, None),
+                           plan=classifiers.finetune_steps)
 
 
 def stages(ctx):
     finetuned = finetune_stage(ctx)
-    augmented_run = cross_fit_stage(ctx, "enhanced_simple_lstm_augmented", lambda view: augmented.run_augmented(
-        view, None, finetuned.fit_for(view)))
+    augmented_run = cross_fit_stage(ctx, "enhanced_simple_lstm_augmented",
+                                    lambda view, samples: augmented.run_augmented(view, samples, None),
+                                    prepare=lambda view: augmented.pseudo_samples(view, finetuned),
+                                    plan=classifiers.finetune_steps)
     return finetuned, augmented_run
 
 

@@ -534,7 +534,7 @@ def test_a_model_whose_gate_this_session_does_not_run_is_not_saved(tmp_path):
 def test_a_narrowed_run_writes_neither_the_augmented_model_nor_its_synthetic_rows(tmp_path):
     import dataclasses
 
-    from moola.stages.augmented import PROVENANCE, run_augmented
+    from moola.stages.augmented import PROVENANCE, run_augmented, samples_checked_by
     from moola.stages.classifiers import run_finetune
     from moola.stages.context import build_context
 
@@ -543,7 +543,7 @@ def test_a_narrowed_run_writes_neither_the_augmented_model_nor_its_synthetic_row
     root = DataFolder(tmp_path / "data").write()
     ctx = build_context(settings(root, tmp_path, "evaluation.cv=holdout", *TINY))
     narrowed = dataclasses.replace(ctx, judged=frozenset({"7_ensemble"})).for_fit(ctx.folds[0], ctx.seed)
-    augmented = run_augmented(narrowed, None, run_finetune(narrowed, None))
+    augmented = run_augmented(narrowed, samples_checked_by(narrowed, run_finetune(narrowed, None).model), None)
     assert augmented.artifact is None and "provenance" not in augmented.extra
     assert not (tmp_path / "artifacts" / PROVENANCE).exists()
 

@@ -25,16 +25,23 @@ from moola.training.pseudo import (
 PROVENANCE = Path("models/enhanced_augmented_v1.synthetic.parquet")
 
 
-def run_augmented(ctx: RunContext, encoder_state: dict, finetuned: Trained) -> Trained:
-    """One fit of gate 5: pseudo-samples from this fit's train rows (labels checked by the gate-4
-    model of the same fold and seed), then the gate-4 recipe on train + synthetic rows.
-    The samples ride along in `trained.extra["samples"]`."""
-    y = ctx.dataset.y
-    samples = make_pseudo_samples(
-        ctx.inputs[ctx.train], y[ctx.train], ctx.inputs[ctx.held_out],
-        lambda windows: predict_proba(finetuned.model, windows, ctx.device),
+def pseudo_samples(ctx: RunContext, finetuned: CrossFitted) -> PseudoSamples:
+    """One fit's pseudo-samples, their labels checked by the gate-4 model of the same fold and seed."""
+    return samples_checked_by(ctx, finetuned.fit_for(ctx).model)
+
+
+def samples_checked_by(ctx: RunContext, model) -> PseudoSamples:
+    """Pseudo-samples from the fit's train rows whose labels `model` confirms (`make_pseudo_samples`)."""
+    return make_pseudo_samples(
+        ctx.inputs[ctx.train], ctx.dataset.y[ctx.train], ctx.inputs[ctx.held_out],
+        lambda windows: predict_proba(model, windows, ctx.device),
         ctx.profile.augment, ohlc=ctx.shared_channels, seed=ctx.seed, marker_channels=int(ctx.spec.span_channel),
     )
+
+
+def run_augmented(ctx: RunContext, samples: PseudoSamples, encoder_state: dict) -> Trained:
+    """One fit of gate 5: the gate-4 recipe on train + synthetic rows (`pseudo_samples`).
+    The samples ride along in `trained.extra["samples"]`."""
     trained = run_finetune(ctx, encoder_state, samples.windows, samples.y, artifact=artifacts.AUGMENTED)
     trained.extra["samples"] = samples
     if ctx.saves_models and trained.artifact is not None:  # beside the model it describes, never alone

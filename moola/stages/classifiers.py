@@ -20,6 +20,7 @@ from moola.models.enhanced_lstm import EnhancedSimpleLSTM
 from moola.models.simple_lstm import SimpleLSTM
 from moola.results import versions
 from moola.stages.context import RunContext
+from moola.training.batches import batch_bounds
 from moola.training.classifier import (
     Augmentation,
     FitOptions,
@@ -245,6 +246,22 @@ def run_baseline(ctx: RunContext) -> Trained:
     if ctx.saves_models:
         trained.artifact = save_model(ctx, trained, artifacts.BASELINE, to_dict(config), time.monotonic() - started)
     return trained
+
+
+def planned_steps(ctx: RunContext, configured: int, rows: int) -> int:
+    """Optimizer steps per epoch a fit on `rows` rows will take (the batches `fit_classifier` cuts),
+    known before it trains: the refit, matched to the scored fits' mean, then trains beside them."""
+    return len(batch_bounds(rows, max(1, min(ctx.batch_size(configured, rows), rows))))
+
+
+def finetune_steps(ctx: RunContext, samples=None) -> int:
+    """A gate-4 fit's steps per epoch; gate 5's with its pseudo-samples (`augmented.pseudo_samples`)."""
+    extra = 0 if samples is None else len(samples.y)
+    return planned_steps(ctx, ctx.profile.finetune.batch_size, len(ctx.train) + extra)
+
+
+def baseline_steps(ctx: RunContext) -> int:
+    return planned_steps(ctx, ctx.profile.baseline.batch_size, len(ctx.train))
 
 
 def fit_shape(batch_size: int, fit) -> dict:

@@ -3,11 +3,10 @@ refit on every labeled row for the saved model, and compare two stages on the sa
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,9 +18,11 @@ from moola.evaluation.crossfit import (
     window_run_length,
 )
 from moola.evaluation.folds import REFIT, Fold
+from moola.parallel.pool import FitPool, Job
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.stages.refit import record_check, refit_check, refit_steps
+from moola.seeding import seed_everything
 from moola.training.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,10 @@ class CrossFitted:
     fits: dict  # (seed, fold index) -> Trained, the fit that scored that fold's rows
     final: Trained | None  # the saved model: refit on all rows (holdout: the base seed's fit)
     majority: Evaluation  # always the fold's train-majority class, on the same rows
-    train_time_s: float = 0.0  # every fit of the recipe (folds x seeds, and the refit), seconds
+    # every fit of the recipe (folds x seeds, and the refit): each fit's own seconds, summed -- what
+    # they take one after another, however many ran at once (`ran` has the stage's wall time)
+    train_time_s: float = 0.0
+    ran: dict = field(default_factory=dict)  # how the fits ran (`FitPool.ran`), wall and summed seconds
 
     def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every array
         return (f"CrossFitted({self.name!r}, val_f1 {self.val_f1:.3f}, {len(self.fits)} fits"
@@ -63,31 +67,75 @@ class CrossFitted:
         return Evaluation(f"{self.name}:{key}", ev.rows, ev.y, ev.fold_of, ev.seeds, proba)
 
 
-def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[[RunContext], Trained], *,
-                    refit: bool = True) -> CrossFitted:
-    """Run `fit` in every fold and seed's view of `ctx`; `refit`: also fit the saved model on all rows."""
-    fits = {}
+@dataclass(frozen=True)
+class Seeded:
+    """`fit(view, *args)` with every RNG seeded from the view's seed first: the same fit, the same
+    numbers, in this process or a worker's (picklable: a module-level `fit`, or a partial of one)."""
+
+    fit: Callable
+
+    def __call__(self, view: RunContext, *args) -> Trained:
+        seed_everything(view.seed)
+        return self.fit(view, *args)
+
+
+def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[..., Trained], *, refit: bool = True,
+                    prepare: Callable[[RunContext], object] | None = None,
+                    plan: Callable[..., int] | None = None, pool: FitPool | None = None) -> CrossFitted:
+    """Run `fit` in every fold and seed's view of `ctx`; `refit`: also fit the saved model on all rows.
+
+    `prepare(view)`, when given, runs here first, once per fit, and its result is `fit`'s second
+    argument (gate 5's pseudo-samples, made with gate 4's model of the same fold). `plan(view, *args)`
+    gives a fit's optimizer steps per epoch before it trains, so the refit, which matches the scored
+    fits' mean, trains beside them instead of after them. `pool` runs the fits several at a time
+    (`moola.parallel.pool`); without one they run here, one after another, as a one-worker pool would.
+    """
+    pool = pool or FitPool(ctx, workers=1)
     started = time.monotonic()
-    total = len(ctx.folds) * len(ctx.seeds) + (1 if refit and not ctx.holdout else 0)
+    views = [(seed, fold) for seed in ctx.seeds for fold in ctx.folds]
+    jobs = []
+    for seed, fold in views:
+        args = (Seeded(prepare)(ctx.for_fit(fold, seed)),) if prepare is not None else ()
+        jobs.append(Job((seed, fold.index), fit, fold, seed, args=args))
+    refit_job = None
+    if refit and not ctx.holdout:  # every labeled row, at the scored fits' steps per epoch, checked against them
+        view = ctx.for_fit(ctx.refit_fold(), ctx.settings.seed)
+        args = (Seeded(prepare)(view),) if prepare is not None else ()
+        planned = round(float(np.mean([plan(job.view(ctx), *job.args) for job in jobs]))) if plan else None
+        refit_job = Job(("refit", REFIT), fit, view.fold, ctx.settings.seed, planned, args)
+    total = len(jobs) + (refit_job is not None)
 
-    def fit_predict(fold: Fold, seed: int) -> np.ndarray:
-        trained = fit(ctx.for_fit(fold, seed))
-        fits[(seed, fold.index)] = trained
-        accuracy = float(np.mean(np.asarray(trained.val_proba).argmax(1) == ctx.dataset.y[fold.scored]))
-        progress(name, len(fits), total, started, f"fold {fold.index} seed {seed}: accuracy {accuracy:.3f} on "
-                                                  f"{len(fold.scored)} scored rows")
-        return trained.val_proba
+    def done(job: Job, trained: Trained) -> None:
+        finished.append(job.key)
+        if job.key[1] == REFIT:
+            said = f"refit on all {len(ctx.dataset.y)} labeled rows"
+        else:
+            accuracy = float(np.mean(np.asarray(trained.val_proba).argmax(1) == ctx.dataset.y[job.fold.scored]))
+            said = f"fold {job.fold.index} seed {job.seed}: accuracy {accuracy:.3f} on {len(job.fold.scored)} scored rows"
+        progress(name, len(finished), total, started, said)
 
-    evaluation = cross_fit(name, fit_predict, list(ctx.folds), ctx.dataset.y, ctx.seeds, ctx.n_classes)
+    finished: list = []
+    together = jobs + ([refit_job] if refit_job is not None and refit_job.steps_per_epoch is not None else [])
+    results = pool.run(together, done)
+    fits = {job.key: results[job.key][0] for job in jobs}
+    evaluation = cross_fit(name, lambda fold, seed: fits[(seed, fold.index)].val_proba, list(ctx.folds),
+                           ctx.dataset.y, ctx.seeds, ctx.n_classes)
     final = None
     if refit and ctx.holdout:  # the split file's rows: the base seed's fit is the saved model
         final = fits[(ctx.settings.seed, ctx.folds[0].index)]
-    elif refit:  # every labeled row, at the scored fits' steps per epoch, then checked against them
-        view = dataclasses.replace(ctx.for_fit(ctx.refit_fold(), ctx.settings.seed), steps_per_epoch=refit_steps(fits))
-        final = fit(view)
-        progress(name, total, total, started, f"refit on all {len(ctx.dataset.y)} labeled rows")
+    elif refit_job is not None:
+        steps = refit_steps(fits)
+        if refit_job.key not in results or refit_job.steps_per_epoch != steps:
+            if refit_job.key in results:  # a plan that disagrees with the fits: refit again, right
+                log.warning("%s: the refit was planned at %s steps per epoch, the scored fits took %s: refit again",
+                            name, refit_job.steps_per_epoch, steps)
+            refit_job = replace(refit_job, steps_per_epoch=steps)
+            results.update(pool.run([refit_job], done))
+        final = results[refit_job.key][0]
         record_check(ctx, final, refit_check(ctx, evaluation, fits, final))
-    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), time.monotonic() - started)
+    fit_seconds = float(sum(seconds for _, seconds in results.values()))
+    ran = {**pool.ran(len(results)), "wall_s": time.monotonic() - started, "fit_seconds": fit_seconds}
+    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), fit_seconds, ran)
 
 
 def progress(name: str, done: int, total: int, started: float, said: str) -> None:
@@ -118,7 +166,7 @@ def pooled_metrics(ctx: RunContext, stage: CrossFitted) -> dict:
                "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes))) for p in ev.pred],
                "train_acc": float(np.mean([t.metrics["train_acc"] for t in stage.fits.values()])),
                "majority_f1": stage.majority.val_f1, "confusion": confusion(ev, ctx.dataset.classes),
-               "train_time_s": stage.train_time_s}
+               "train_time_s": stage.train_time_s, "fits_ran": stage.ran}
     if stage.final is not None and not ctx.holdout:
         metrics["refit"] = {"rows": len(ctx.dataset.y), "train_acc": stage.final.metrics["train_acc"],
                             "check": stage.final.extra.get("refit_check")}
@@ -136,7 +184,8 @@ def oof_record(ev: Evaluation) -> dict:
 # What `moola select` compares: every part in device-seconds, so a resumed or multi-GPU pretraining
 # counts what it used, not the wall time of its last part.
 COST_UNIT = ("device-seconds: wall seconds x devices; pretraining counts every part of a resumed run and, when "
-             "the encoder came from the cache, what it cost on the machine that trained it")
+             "the encoder came from the cache, what it cost on the machine that trained it; a stage's fits count "
+             "each fit's own seconds, summed (what they take one after another, however many ran at once)")
 
 
 def recipe_cost(**parts: float) -> dict:

@@ -1,0 +1,162 @@
+"""A stage's fits (folds x seeds, and the refit) several at a time, in worker processes.
+
+The fits of a stage are independent: each is seeded from scratch and reads only its view of the
+run. At batch 8 one fit cannot keep a machine busy (on a GPU it waits for Python to launch tiny
+kernels; on the CPU a second intra-op thread adds little to small matrix products), so N fits run
+at once, one per process. Processes, not threads: Python holds one lock per process, and a GPU
+step at this size is mostly that Python.
+
+**Every fit runs on one intra-op CPU thread, wherever it runs.** On the CPU a fit's numbers depend
+on the thread count (a matrix product sums in another order on 2 threads than on 1: weights 0.02
+apart after 6 epochs, measured), so a fit pinned to one thread gives the same bits in this
+process or in a worker, one at a time or N, on 2 cores or 16. `workers` is a resource, not part
+of the recipe (`moola.recipe.RESOURCES`).
+
+Workers are spawned (CUDA cannot be used in a forked child) once per session; each receives the
+run's context once, then jobs: (fit, fold, seed, refit steps, prepared arguments). Results come
+back pickled (the model's weights with them). When the pool breaks (a worker killed, e.g. out of
+memory), the stage's remaining fits run in this process and `ran()` records why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from moola.seeding import deterministic_cuda
+
+log = logging.getLogger(__name__)
+AUTO_MAX_CPU = 8  # auto: at most this many CPU workers (each holds its own copy of torch and the data)
+AUTO_CUDA = 4  # auto on CUDA: fits sharing one GPU (each process launches its own kernels)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One fit: `fit(view, *args)` on `context.for_fit(fold, seed)`, with the refit's steps per epoch."""
+
+    key: tuple  # (seed, fold index)
+    fit: Callable
+    fold: object
+    seed: int
+    steps_per_epoch: int | None = None
+    args: tuple = ()
+
+    def view(self, context):
+        view = context.for_fit(self.fold, self.seed)
+        return replace(view, steps_per_epoch=self.steps_per_epoch) if self.steps_per_epoch is not None else view
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one intra-op thread inside the block (a fit's numbers depend on the count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def worker_count(setting: int, device_type: str) -> int:
+    """Processes that run fits: `setting` when above 0; auto (0): one per CPU core (at most
+    `AUTO_MAX_CPU`) on the CPU, `AUTO_CUDA` on CUDA, 1 elsewhere (MPS)."""
+    if setting > 0:
+        return setting
+    if device_type == "cpu":
+        return max(1, min(cpu_cores(), AUTO_MAX_CPU))
+    return AUTO_CUDA if device_type == "cuda" else 1
+
+
+def run_job(context, job: Job):
+    """One fit in this process, on one thread: (Trained, seconds)."""
+    started = time.monotonic()
+    with one_thread():
+        trained = job.fit(job.view(context), *job.args)
+    return trained, time.monotonic() - started
+
+
+# -- worker side -------------------------------------------------------------------------------------
+_CONTEXT = None
+_KEEP = contextlib.ExitStack()  # the worker's CUDA settings, held for its lifetime
+
+
+def _start_worker(context_bytes: bytes, deterministic: bool) -> None:
+    global _CONTEXT
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
+        torch.set_num_interop_threads(1)
+    _CONTEXT = pickle.loads(context_bytes)
+    _KEEP.enter_context(deterministic_cuda(_CONTEXT.device, deterministic))
+
+
+def _work(job_bytes: bytes) -> bytes:
+    return pickle.dumps(run_job(_CONTEXT, pickle.loads(job_bytes)))
+
+
+# -- parent side -------------------------------------------------------------------------------------
+@dataclass
+class FitPool:
+    """Worker processes for one session's fits, started at the first stage that has several."""
+
+    context: object  # the session's RunContext (no fold): what every job's view is cut from
+    workers: int
+    deterministic: bool = True
+    broken: str | None = None  # why the pool stopped, if it did: later fits run in this process
+    _executor: ProcessPoolExecutor | None = field(default=None, repr=False)
+
+    def run(self, jobs: list, done: Callable[[Job, object], None] | None = None) -> dict:
+        """key -> (Trained, seconds) for every job; `done(job, trained)` as each one finishes."""
+        results: dict = {}
+        if self.workers > 1 and len(jobs) > 1 and self.broken is None:
+            try:
+                self._run_in_workers(jobs, results, done)
+            except BrokenProcessPool as exc:
+                self.broken = f"the worker pool broke ({exc}); the remaining fits ran in this process"
+                log.warning("%s", self.broken)
+                self.close()
+        for job in jobs:  # one job, one worker, or what a broken pool left
+            if job.key not in results:
+                results[job.key] = run_job(self.context, job)
+                if done is not None:
+                    done(job, results[job.key][0])
+        return results
+
+    def _run_in_workers(self, jobs: list, results: dict, done) -> None:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                initargs=(pickle.dumps(self.context), self.deterministic))
+        futures = {self._executor.submit(_work, pickle.dumps(job)): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            results[job.key] = pickle.loads(future.result())
+            if done is not None:
+                done(job, results[job.key][0])
+
+    def ran(self, jobs: int) -> dict:
+        """How a stage's fits ran, for its gate line."""
+        workers = 1 if self.broken is not None else min(self.workers, jobs)
+        record = {"fits": jobs, "workers": workers, "threads_per_fit": 1,
+                  "where": "worker processes" if workers > 1 else "this process"}
+        if self.broken is not None:
+            record["broken"] = self.broken
+        return record
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None

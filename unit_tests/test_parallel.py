@@ -1,0 +1,114 @@
+"""A stage's fits together (`moola.parallel.pool`): the same numbers as one after another, the
+refit planned beside the scored fits, and a broken pool that finishes the stage in this process."""
+
+import multiprocessing
+import os
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from moola.parallel.pool import AUTO_CUDA, AUTO_MAX_CPU, FitPool, Job, cpu_cores, one_thread, worker_count
+from moola.stages import augmented, classifiers
+from moola.stages.protocol import Seeded, cross_fit_stage
+from moola.stages.refit import refit_steps
+
+from .test_gate5_and_refit import context
+
+
+def test_auto_workers_are_the_cpu_cores_four_on_cuda_and_one_on_mps():
+    assert worker_count(3, "cpu") == 3 and worker_count(2, "cuda") == 2
+    assert worker_count(0, "cpu") == max(1, min(cpu_cores(), AUTO_MAX_CPU))
+    assert worker_count(0, "cuda") == AUTO_CUDA and worker_count(0, "mps") == 1
+
+
+def test_one_thread_pins_torch_and_gives_the_count_back():
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_the_refit_is_planned_at_the_steps_the_scored_fits_take(tmp_path, caplog):
+    # Planned right, the refit trains beside the scored fits and is never trained twice.
+    ctx = context(tmp_path, "finetune.batch_size=7", "augment.quality_threshold=0.0")  # pseudo-samples survive
+    finetuned = cross_fit_stage(ctx, "enhanced_simple_lstm", Seeded(partial(classifiers.run_finetune, encoder_state=None)),
+                                plan=classifiers.finetune_steps)
+    steps = refit_steps(finetuned.fits)
+    assert finetuned.final.extra["steps_per_epoch"] == steps
+    augmented_run = cross_fit_stage(ctx, "enhanced_simple_lstm_augmented",
+                                    Seeded(partial(augmented.run_augmented, encoder_state=None)),
+                                    prepare=partial(augmented.pseudo_samples, finetuned=finetuned),
+                                    plan=classifiers.finetune_steps)
+    assert augmented_run.final.extra["steps_per_epoch"] == refit_steps(augmented_run.fits) > steps
+    assert augmented_run.final.extra["n_fit_rows"] == 40 + len(augmented_run.final.extra["samples"].y)
+    baseline = cross_fit_stage(ctx, "simple_lstm", Seeded(classifiers.run_baseline), plan=classifiers.baseline_steps)
+    assert baseline.final.extra["steps_per_epoch"] == refit_steps(baseline.fits)
+    assert "refit again" not in caplog.text
+    for stage in (finetuned, augmented_run, baseline):
+        assert stage.ran["fits"] == len(stage.fits) + 1 and stage.ran["where"] == "this process"
+        assert stage.train_time_s == stage.ran["fit_seconds"] > 0
+
+
+def test_a_wrong_plan_is_caught_and_the_refit_trained_again_at_the_fits_steps(tmp_path, caplog):
+    ctx = context(tmp_path)
+    stage = cross_fit_stage(ctx, "enhanced_simple_lstm", Seeded(partial(classifiers.run_finetune, encoder_state=None)),
+                            plan=lambda view: 1)
+    assert "refit again" in caplog.text
+    assert stage.final.extra["steps_per_epoch"] == refit_steps(stage.fits) > 1
+
+
+@pytest.mark.slow
+def test_fits_in_two_workers_are_bit_identical_to_fits_one_after_another(tmp_path):
+    ctx = context(tmp_path)
+    fit = Seeded(partial(classifiers.run_finetune, encoder_state=None))
+    alone = cross_fit_stage(ctx, "enhanced_simple_lstm", fit, plan=classifiers.finetune_steps)
+    pool = FitPool(ctx, workers=2)
+    try:
+        together = cross_fit_stage(ctx, "enhanced_simple_lstm", fit, plan=classifiers.finetune_steps, pool=pool)
+        baseline = cross_fit_stage(ctx, "simple_lstm", Seeded(classifiers.run_baseline),
+                                   plan=classifiers.baseline_steps, pool=pool)  # the same workers, another stage
+    finally:
+        pool.close()
+    assert together.ran["where"] == "worker processes" and together.ran["workers"] == 2
+    assert np.array_equal(together.evaluation.proba, alone.evaluation.proba)
+    for key, trained in alone.fits.items():
+        _same_weights(trained.model, together.fits[key].model)
+    _same_weights(alone.final.model, together.final.model)
+    assert together.final.extra["refit_check"] == alone.final.extra["refit_check"]
+    assert baseline.ran["workers"] == 2 and len(baseline.fits) == len(ctx.folds)
+
+
+def _same_weights(a, b):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def die_in_a_worker(view):
+    if multiprocessing.parent_process() is not None:
+        os._exit(3)  # a worker killed (e.g. out of memory)
+    return view.fold.index
+
+
+def fail_loudly(view):
+    raise ValueError(f"fold {view.fold.index}: batch_size 1 with BatchNorm")
+
+
+@pytest.mark.slow
+def test_a_broken_pool_finishes_in_this_process_and_a_fits_own_error_reaches_the_caller(tmp_path):
+    ctx = context(tmp_path)
+    jobs = [Job((17, fold.index), die_in_a_worker, fold, 17) for fold in ctx.folds]
+    pool = FitPool(ctx, workers=2)
+    try:
+        results = pool.run(jobs)
+        assert [results[job.key][0] for job in jobs] == [fold.index for fold in ctx.folds]
+        assert "broke" in pool.ran(len(jobs))["broken"] and pool.ran(len(jobs))["workers"] == 1
+    finally:
+        pool.close()
+    pool = FitPool(ctx, workers=2)
+    try:
+        with pytest.raises(ValueError, match="batch_size 1 with BatchNorm"):
+            pool.run([Job((17, fold.index), fail_loudly, fold, 17) for fold in ctx.folds])
+    finally:
+        pool.close()
