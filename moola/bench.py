@@ -51,42 +51,29 @@ def _sync() -> None:
         torch.cuda.synchronize()  # CUDA kernels run asynchronously: time what they did, not their launch
 
 
-def _interleaved(first, second, repeats: int) -> tuple[float, float]:
-    a, b = [], []
+def _medians(variants: dict, repeats: int) -> dict:
+    """name -> median seconds of each variant, run in turn (A, B, …, A, B, …)."""
+    times: dict = {name: [] for name in variants}
     for _ in range(repeats):
-        for fn, out in ((first, a), (second, b)):
+        for name, fn in variants.items():
             _sync()
             started = time.perf_counter()
             fn()
             _sync()
-            out.append(time.perf_counter() - started)
-    return statistics.median(a), statistics.median(b)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _interleaved(first, second, repeats: int) -> tuple[float, float]:
+    medians = _medians({"first": first, "second": second}, repeats)
+    return medians["first"], medians["second"]
 
 
 def bench_finetune(windows: np.ndarray, y: np.ndarray, device: torch.device, repeats: int) -> dict:
     """Seconds per optimizer step: every technique on vs a bare forward/backward/AdamW step."""
-    config = FinetuneConfig(epochs=4, frozen_epochs=1, unfreeze_every=1, ema_half_life=50, swa_fraction=0.25)
-
-    def full():
-        torch.manual_seed(0)
-        model = EnhancedSimpleLSTM(windows.shape[2])
-        _, lrs = finetune_schedule(config, 2)
-        groups = finetune_groups(model)
-        # Every group trains in every step (a frozen phase would make the step cheaper, not the
-        # techniques): discriminative LRs, augmentation, L2-SP, clipping, EMA per step, SWA per epoch.
-        phases = [Phase("all", 4, tuple(groups))]
-        l2sp = L2SP.from_modules(model.encoder, [getattr(model, m) for m in HEAD], config.l2sp_alpha, config.l2sp_beta)
-        fit_classifier(model, windows, y, groups, phases, finetune_options(config, lrs, 4), device, 0, 2, l2sp)
-
-    def bare():
-        torch.manual_seed(0)
-        model = EnhancedSimpleLSTM(windows.shape[2])
-        groups = {"all": list(model.parameters())}
-        fit_classifier(model, windows, y, groups, [Phase("bare", 4, ("all",))],
-                       FitOptions(config.batch_size, {"all": config.head_lr}, grad_clip=0.0), device, 0, 2)
-
-    steps = 4 * -(-len(windows) // config.batch_size)
-    full_s, bare_s = _interleaved(full, bare, repeats)
+    bench = FitsBench(windows, y, device, epochs=4)
+    steps = 4 * -(-len(windows) // 8)
+    full_s, bare_s = _interleaved(lambda: fit_all_techniques(bench), lambda: bare_fit(bench), repeats)
     return {"full_step_ms": 1e3 * full_s / steps, "bare_step_ms": 1e3 * bare_s / steps, "ratio": full_s / bare_s,
             "target": 1.3}
 
@@ -105,15 +92,27 @@ class FitsBench:
 
 
 def fit_all_techniques(bench: FitsBench) -> int:
-    """One fine-tuning fit with every technique on (as (a)); returns its optimizer steps."""
+    """A fine-tuning fit with every technique on: discriminative LRs, augmentation, L2-SP, clipping,
+    EMA per step, SWA per epoch. Every group trains in every step (a frozen phase would make the
+    step cheaper, not the techniques). Returns its optimizer steps."""
     config = FinetuneConfig(epochs=bench.epochs, frozen_epochs=1, unfreeze_every=1)
     torch.manual_seed(0)
     model = EnhancedSimpleLSTM(bench.windows.shape[2])
-    phases, lrs = finetune_schedule(config, 2)
+    _, lrs = finetune_schedule(config, 2)
+    groups = finetune_groups(model)
     l2sp = L2SP.from_modules(model.encoder, [getattr(model, m) for m in HEAD], config.l2sp_alpha, config.l2sp_beta)
-    fit = fit_classifier(model, bench.windows, bench.y, finetune_groups(model), phases,
+    fit = fit_classifier(model, bench.windows, bench.y, groups, [Phase("all", bench.epochs, tuple(groups))],
                          finetune_options(config, lrs, bench.epochs), bench.device, 0, 2, l2sp)
     return int(sum(fit.steps.values()))
+
+
+def bare_fit(bench: FitsBench) -> None:
+    """The same model, rows and batch: forward, backward and an AdamW step, nothing else."""
+    torch.manual_seed(0)
+    model = EnhancedSimpleLSTM(bench.windows.shape[2])
+    fit_classifier(model, bench.windows, bench.y, {"all": list(model.parameters())},
+                   [Phase("bare", bench.epochs, ("all",))], FitOptions(8, {"all": 1e-3}, grad_clip=0.0),
+                   bench.device, 0, 2)
 
 
 def bench_fits_together(windows: np.ndarray, y: np.ndarray, device: torch.device, repeats: int, n_fits: int = 6,
@@ -124,26 +123,17 @@ def bench_fits_together(windows: np.ndarray, y: np.ndarray, device: torch.device
     jobs = [Job((0, k), fit_all_techniques, None, 0) for k in range(n_fits)]
     pool = FitPool(bench, worker_count(workers, device.type))
     alone = FitPool(bench, 1)
-    started = time.perf_counter()
-    pool.run(jobs[:2])  # start the workers (once a session in a gate run): not part of the timing
-    startup_s = time.perf_counter() - started
     try:
-        times: dict = {"before": [], "one_thread": [], "together": []}
-        for _ in range(repeats):
-            for name, run in (("before", lambda: [fit_all_techniques(bench) for _ in jobs]),
-                              ("one_thread", lambda: alone.run(jobs)), ("together", lambda: pool.run(jobs))):
-                _sync()
-                began = time.perf_counter()
-                run()
-                _sync()
-                times[name].append(time.perf_counter() - began)
+        started = time.perf_counter()
+        pool.run(jobs[:2])  # start the workers (once a session in a gate run) with two fits: not timed below
+        startup_s = time.perf_counter() - started
+        median = _medians({"before": lambda: [fit_all_techniques(bench) for _ in jobs],
+                           "one_thread": lambda: alone.run(jobs), "together": lambda: pool.run(jobs)}, repeats)
     finally:
         pool.close()
     steps = n_fits * fit_all_techniques(bench)
-    bare = FitsBench(windows, y, device)
     with one_thread():
-        bare_s = statistics.median(_timed(lambda: _bare_fit(bare), repeats))
-    median = {name: statistics.median(values) for name, values in times.items()}
+        bare_s = _medians({"bare": lambda: bare_fit(bench)}, repeats)["bare"]
     bare_step_ms = 1e3 * bare_s / (steps / n_fits)
     return {"fits": n_fits, "workers": pool.workers, "threads": torch.get_num_threads(), "startup_s": startup_s,
             **{f"{name}_s": seconds for name, seconds in median.items()},
@@ -151,25 +141,6 @@ def bench_fits_together(windows: np.ndarray, y: np.ndarray, device: torch.device
             **{f"{name}_step_ms": 1e3 * seconds / steps for name, seconds in median.items()},
             "bare_step_ms": bare_step_ms,
             "together_vs_bare": 1e3 * median["together"] / steps / bare_step_ms}
-
-
-def _timed(fn, repeats: int) -> list:
-    out = []
-    for _ in range(repeats):
-        _sync()
-        began = time.perf_counter()
-        fn()
-        _sync()
-        out.append(time.perf_counter() - began)
-    return out
-
-
-def _bare_fit(bench: FitsBench) -> None:
-    torch.manual_seed(0)
-    model = EnhancedSimpleLSTM(bench.windows.shape[2])
-    fit_classifier(model, bench.windows, bench.y, {"all": list(model.parameters())},
-                   [Phase("bare", bench.epochs, ("all",))], FitOptions(8, {"all": 1e-3}, grad_clip=0.0),
-                   bench.device, 0, 2)
 
 
 def bench_pretrain(windows: np.ndarray, device: torch.device, repeats: int) -> dict:
@@ -304,8 +275,8 @@ def report_pretrain_ddp(numbers: dict) -> str:
 def report_fits_together(n: dict) -> str:
     return (f"(g) {n['fits']} fits of a gate: before (this process, {n['threads']} threads) {n['before_s']:.1f} s, "
             f"one at a time on one thread {n['one_thread_s']:.1f} s, together in {n['workers']} workers "
-            f"{n['together_s']:.1f} s -> {n['speedup']:.2f}x faster than before (workers started once: "
-            f"{n['startup_s']:.1f} s); per optimizer step {n['before_step_ms']:.1f} / {n['one_thread_step_ms']:.1f} / "
+            f"{n['together_s']:.1f} s -> {n['speedup']:.2f}x faster than before (starting the workers with two "
+            f"fits: {n['startup_s']:.1f} s, once a session); per optimizer step {n['before_step_ms']:.1f} / {n['one_thread_step_ms']:.1f} / "
             f"{n['together_step_ms']:.1f} ms against a bare one-thread step of {n['bare_step_ms']:.1f} ms "
             f"(together {n['together_vs_bare']:.2f}x bare)")
 

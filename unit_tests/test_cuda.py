@@ -132,6 +132,8 @@ def test_every_gate_runs_on_cuda_with_every_technique_and_reruns_identically(pyt
         {g: (line["status"], line["reason"]) for g, line in first.items()}
     assert first["3_pretrain_bilstm"]["metrics"].get("precision") == "fp16"
     assert first["4_finetune_enhanced"]["runtime"]["cudnn_deterministic"] is True
+    ran = first["4_finetune_enhanced"]["metrics"]["fits_ran"]  # auto: several processes share the GPU
+    assert ran["where"] == "worker processes" and "broken" not in ran, ran
     if first["7_ensemble"]["status"] != "skipped":  # saved on CUDA, read back on the CPU
         assert first["7_ensemble"]["artifact"]["max_abs_diff_reloaded"] <= 1e-9
     # Gate runs only record warnings: these two would mean a CUDA path regressed.
@@ -178,3 +180,38 @@ def test_batches_reach_the_gpu_from_pinned_memory_unchanged(monkeypatch):
     moved = to_device(batch, CUDA)
     assert pinned == [batch.shape]  # through page-locked memory, not a plain pageable copy
     assert moved.device.type == "cuda" and torch.equal(moved.cpu(), batch)
+
+
+@needs_cuda
+@pytest.mark.slow
+def test_fits_in_two_gpu_workers_are_bit_identical_to_fits_one_after_another(tmp_path):
+    # Each worker process enters the deterministic CUDA settings itself (a spawned child inherits none).
+    from functools import partial
+
+    from moola.parallel.pool import FitPool
+    from moola.stages import classifiers
+    from moola.stages.context import build_context, resolve_settings
+    from moola.stages.protocol import Seeded, cross_fit_stage
+
+    from .conftest import DataFolder
+    from .gate_runs import TINY
+
+    root = DataFolder(tmp_path / "data", n_labeled=40, n_unlabeled=40).write()
+    settings = resolve_settings(root, data_dir=str(root), artifacts_dir=str(tmp_path / "artifacts"), results=None,
+                                device="cuda", profile="quick", overrides=[*TINY, "evaluation.folds=4",
+                                                                           "evaluation.seeds=1"],
+                                seed=17, fresh=False, demo=False)
+    ctx = build_context(settings)
+    fit = Seeded(partial(classifiers.run_finetune, encoder_state=None))
+    pool = FitPool(ctx, workers=2)
+    try:
+        with deterministic_cuda(CUDA, enabled=True):
+            alone = cross_fit_stage(ctx, "enhanced_simple_lstm", fit, plan=classifiers.finetune_steps)
+        together = cross_fit_stage(ctx, "enhanced_simple_lstm", fit, plan=classifiers.finetune_steps, pool=pool)
+    finally:
+        pool.close()
+    assert together.ran["where"] == "worker processes" and "broken" not in together.ran
+    assert np.array_equal(together.evaluation.proba, alone.evaluation.proba)
+    for key, trained in alone.fits.items():
+        for (name, a), (_, b) in zip(trained.model.state_dict().items(), together.fits[key].model.state_dict().items()):
+            assert torch.equal(a.cpu(), b.cpu()), (key, name)

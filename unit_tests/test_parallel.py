@@ -1,8 +1,10 @@
 """A stage's fits together (`moola.parallel.pool`): the same numbers as one after another, the
 refit planned beside the scored fits, and a broken pool that finishes the stage in this process."""
 
+import logging
 import multiprocessing
 import os
+import warnings
 from functools import partial
 
 import numpy as np
@@ -91,12 +93,19 @@ def die_in_a_worker(view):
     return view.fold.index
 
 
+def warn_and_log(view):
+    logging.getLogger("moola.training.classifier").debug("fold %d epoch 1/1", view.fold.index)
+    warnings.warn(f"fold {view.fold.index}: a library's warning", UserWarning)
+    return view.fold.index
+
+
 def fail_loudly(view):
     raise ValueError(f"fold {view.fold.index}: batch_size 1 with BatchNorm")
 
 
 @pytest.mark.slow
-def test_a_broken_pool_finishes_in_this_process_and_a_fits_own_error_reaches_the_caller(tmp_path):
+def test_a_broken_pool_finishes_in_this_process_and_a_workers_warnings_logs_and_errors_reach_the_caller(tmp_path,
+                                                                                                       caplog):
     ctx = context(tmp_path)
     jobs = [Job((17, fold.index), die_in_a_worker, fold, 17) for fold in ctx.folds]
     pool = FitPool(ctx, workers=2)
@@ -108,6 +117,11 @@ def test_a_broken_pool_finishes_in_this_process_and_a_fits_own_error_reaches_the
         pool.close()
     pool = FitPool(ctx, workers=2)
     try:
+        caplog.set_level(logging.DEBUG)
+        with pytest.warns(UserWarning, match="a library's warning") as said:
+            pool.run([Job((17, fold.index), warn_and_log, fold, 17) for fold in ctx.folds])
+        assert len(said) == len(ctx.folds)  # every worker's warning, raised here for the gate's line
+        assert all(f"fold {fold.index} epoch 1/1" in caplog.text for fold in ctx.folds)  # and its log lines
         with pytest.raises(ValueError, match="batch_size 1 with BatchNorm"):
             pool.run([Job((17, fold.index), fail_loudly, fold, 17) for fold in ctx.folds])
     finally:

@@ -14,8 +14,10 @@ of the recipe (`moola.recipe.RESOURCES`).
 
 Workers are spawned (CUDA cannot be used in a forked child) once per session; each receives the
 run's context once, then jobs: (fit, fold, seed, refit steps, prepared arguments). Results come
-back pickled (the model's weights with them). When the pool breaks (a worker killed, e.g. out of
-memory), the stage's remaining fits run in this process and `ran()` records why.
+back pickled, the model's weights with them (its LSTM re-flattened here: `averaging.reflatten`).
+A worker's warnings and log lines (every epoch's at DEBUG) are replayed here as each fit ends, so
+the gate's line records them as it would a fit of its own process. When the pool breaks (a worker
+killed, e.g. out of memory), the stage's remaining fits run in this process and `ran()` records why.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ import multiprocessing
 import os
 import pickle
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 
 import torch
+from torch import nn
 
 from moola.seeding import deterministic_cuda
+from moola.training.averaging import reflatten
 
 log = logging.getLogger(__name__)
 AUTO_MAX_CPU = 8  # auto: at most this many CPU workers (each holds its own copy of torch and the data)
@@ -94,17 +99,48 @@ _CONTEXT = None
 _KEEP = contextlib.ExitStack()  # the worker's CUDA settings, held for its lifetime
 
 
-def _start_worker(context_bytes: bytes, deterministic: bool) -> None:
+class _Kept(logging.Handler):
+    """A worker's log records, kept to travel back with the fit's result."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args, record.exc_info = record.getMessage(), None, None  # picklable
+        self.records.append(record)
+
+
+_LOG = _Kept()
+
+
+def _start_worker(context_bytes: bytes, deterministic: bool, log_level: int) -> None:
     global _CONTEXT
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
         torch.set_num_interop_threads(1)
+    logging.getLogger().addHandler(_LOG)
+    logging.getLogger().setLevel(log_level)
     _CONTEXT = pickle.loads(context_bytes)
     _KEEP.enter_context(deterministic_cuda(_CONTEXT.device, deterministic))
 
 
 def _work(job_bytes: bytes) -> bytes:
-    return pickle.dumps(run_job(_CONTEXT, pickle.loads(job_bytes)))
+    """(Trained, seconds, the fit's warnings as (message, category, file, line), its log records)."""
+    _LOG.records = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the gate's own process decides what to show and record
+        trained, seconds = run_job(_CONTEXT, pickle.loads(job_bytes))
+    said = [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+    return pickle.dumps((trained, seconds, said, _LOG.records))
+
+
+def _replay(said: list, records: list) -> None:
+    """A worker's warnings and log lines, raised and logged here: the gate's line records them."""
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+    for message, category, filename, lineno in said:
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
 # -- parent side -------------------------------------------------------------------------------------
@@ -139,11 +175,16 @@ class FitPool:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                initargs=(pickle.dumps(self.context), self.deterministic))
+                initargs=(pickle.dumps(self.context), self.deterministic, logging.getLogger().getEffectiveLevel()))
         futures = {self._executor.submit(_work, pickle.dumps(job)): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
-            results[job.key] = pickle.loads(future.result())
+            trained, seconds, said, records = pickle.loads(future.result())
+            _replay(said, records)
+            results[job.key] = trained, seconds
+            model = getattr(trained, "model", None)
+            if isinstance(model, nn.Module):  # unpickled LSTM weights are scattered: one cuDNN buffer again
+                reflatten(model)
             if done is not None:
                 done(job, results[job.key][0])
 

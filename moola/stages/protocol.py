@@ -18,7 +18,7 @@ from moola.evaluation.crossfit import (
     window_run_length,
 )
 from moola.evaluation.folds import REFIT, Fold
-from moola.parallel.pool import FitPool, Job
+from moola.parallel.pool import FitPool, Job, one_thread
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.stages.refit import record_check, refit_check, refit_steps
@@ -92,18 +92,14 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[..., Trained], *, 
     """
     pool = pool or FitPool(ctx, workers=1)
     started = time.monotonic()
-    views = [(seed, fold) for seed in ctx.seeds for fold in ctx.folds]
-    jobs = []
-    for seed, fold in views:
-        args = (Seeded(prepare)(ctx.for_fit(fold, seed)),) if prepare is not None else ()
-        jobs.append(Job((seed, fold.index), fit, fold, seed, args=args))
+    jobs = [Job((seed, fold.index), fit, fold, seed, args=prepared(ctx.for_fit(fold, seed), prepare))
+            for seed in ctx.seeds for fold in ctx.folds]
     refit_job = None
     if refit and not ctx.holdout:  # every labeled row, at the scored fits' steps per epoch, checked against them
         view = ctx.for_fit(ctx.refit_fold(), ctx.settings.seed)
-        args = (Seeded(prepare)(view),) if prepare is not None else ()
         planned = round(float(np.mean([plan(job.view(ctx), *job.args) for job in jobs]))) if plan else None
-        refit_job = Job(("refit", REFIT), fit, view.fold, ctx.settings.seed, planned, args)
-    total = len(jobs) + (refit_job is not None)
+        refit_job = Job(("refit", REFIT), fit, view.fold, ctx.settings.seed, planned, prepared(view, prepare))
+    total, finished = len(jobs) + (refit_job is not None), []
 
     def done(job: Job, trained: Trained) -> None:
         finished.append(job.key)
@@ -114,7 +110,6 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[..., Trained], *, 
             said = f"fold {job.fold.index} seed {job.seed}: accuracy {accuracy:.3f} on {len(job.fold.scored)} scored rows"
         progress(name, len(finished), total, started, said)
 
-    finished: list = []
     together = jobs + ([refit_job] if refit_job is not None and refit_job.steps_per_epoch is not None else [])
     results = pool.run(together, done)
     fits = {job.key: results[job.key][0] for job in jobs}
@@ -136,6 +131,14 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[..., Trained], *, 
     fit_seconds = float(sum(seconds for _, seconds in results.values()))
     ran = {**pool.ran(len(results)), "wall_s": time.monotonic() - started, "fit_seconds": fit_seconds}
     return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), fit_seconds, ran)
+
+
+def prepared(view: RunContext, prepare: Callable | None) -> tuple:
+    """`fit`'s extra arguments for `view`: `prepare`'s result, made as a fit is (seeded, one thread)."""
+    if prepare is None:
+        return ()
+    with one_thread():
+        return (Seeded(prepare)(view),)
 
 
 def progress(name: str, done: int, total: int, started: float, said: str) -> None:
