@@ -69,9 +69,10 @@ def pretrained(request, run):
 
 
 @pytest.fixture(scope="session")
-def smoke(run, pretrained, fit_pool):
+def smoke(run, pretrained):
+    # here, one fit after another: 3 head-only epochs a fit take less than starting the workers
     return cross_fit_stage(run, "enhanced_simple_lstm", Seeded(partial(classifiers.run_smoke, encoder_state=pretrained.state)),
-                           refit=False, pool=fit_pool)
+                           refit=False)
 
 
 @pytest.fixture(scope="session")
