@@ -36,7 +36,8 @@ def run_gates(pytester, data_root: Path, *args: str, plugin: str | None = None, 
     """`pytest gates ARGS` on `data_root` with `--set` overrides; returns {gate: line}.
 
     `plugin`: source of a module loaded with -p before any gate runs (e.g. a fault that patches
-    moola). `name`: a folder of its own for artifacts and results, so two runs share nothing.
+    moola). Its patches live in the gate's process: the fits of gates 4-6 run in spawned workers
+    (`moola.parallel`) that import moola unpatched, unless `--set runtime.fit_workers=1`. `name`: a folder of its own for artifacts and results, so two runs share nothing.
     `output`: a list the run's terminal text is appended to.
     """
     folder = pytester.path / name
