@@ -22,3 +22,10 @@ def test_library_imports_no_pytest_and_no_gates():
     offenders = {str(f.relative_to(LIBRARY)): sorted(imported_modules(f) & {"pytest", "_pytest", "gates", "conftest"})
                  for f in files}
     assert {f: m for f, m in offenders.items() if m} == {}
+
+
+def test_parallel_runs_fits_without_knowing_the_stages():
+    # moola.parallel sits below moola.stages (docs/layout.md): a run is any object with for_fit and device
+    for path in sorted((LIBRARY / "parallel").rglob("*.py")):
+        source = path.read_text()
+        assert "moola.stages" not in source and "from moola import stages" not in source, path.name

@@ -4,6 +4,7 @@ refit planned beside the scored fits, and a broken pool that finishes the stage 
 import logging
 import multiprocessing
 import os
+import time
 import warnings
 from functools import partial
 
@@ -19,10 +20,12 @@ from moola.stages.refit import refit_steps
 from .test_gate5_and_refit import context
 
 
-def test_auto_workers_are_the_cpu_cores_four_on_cuda_and_one_on_mps():
+def test_auto_workers_are_the_cpu_cores_four_on_cuda_with_a_core_to_spare_and_one_on_mps():
     assert worker_count(3, "cpu") == 3 and worker_count(2, "cuda") == 2
     assert worker_count(0, "cpu") == max(1, min(cpu_cores(), AUTO_MAX_CPU))
-    assert worker_count(0, "cuda") == AUTO_CUDA and worker_count(0, "mps") == 1
+    assert worker_count(0, "cuda") == max(1, min(AUTO_CUDA, cpu_cores() - 1)) and worker_count(0, "mps") == 1
+    with pytest.raises(ValueError, match="runtime.fit_workers"):
+        worker_count(-1, "cpu")
 
 
 def test_one_thread_pins_torch_and_gives_the_count_back():
@@ -50,7 +53,7 @@ def test_the_refit_is_planned_at_the_steps_the_scored_fits_take(tmp_path, caplog
     assert "refit again" not in caplog.text
     for stage in (finetuned, augmented_run, baseline):
         assert stage.ran["fits"] == len(stage.fits) + 1 and stage.ran["where"] == "this process"
-        assert stage.train_time_s == stage.ran["fit_seconds"] > 0
+        assert stage.train_time_s == stage.ran["wall_s"] > 0 and stage.ran["fit_seconds"] > 0
 
 
 def test_a_wrong_plan_is_caught_and_the_refit_trained_again_at_the_fits_steps(tmp_path, caplog):
@@ -87,6 +90,18 @@ def _same_weights(a, b):
         assert torch.equal(x, y), name
 
 
+def _gone(pid: int, seconds: float = 10.0) -> bool:
+    """Whether process `pid` ended within `seconds` (reaped by whichever thread joins it first)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def die_in_a_worker(view):
     if multiprocessing.parent_process() is not None:
         os._exit(3)  # a worker killed (e.g. out of memory)
@@ -112,7 +127,7 @@ def test_a_broken_pool_finishes_in_this_process_and_a_workers_warnings_logs_and_
     try:
         results = pool.run(jobs)
         assert [results[job.key][0] for job in jobs] == [fold.index for fold in ctx.folds]
-        assert "broke" in pool.ran(len(jobs))["broken"] and pool.ran(len(jobs))["workers"] == 1
+        assert "broke" in pool.ran(len(jobs), 0)["broken"] and pool.ran(len(jobs), 0)["where"] == "this process"
     finally:
         pool.close()
     pool = FitPool(ctx, workers=2)
@@ -122,7 +137,11 @@ def test_a_broken_pool_finishes_in_this_process_and_a_workers_warnings_logs_and_
             pool.run([Job((17, fold.index), warn_and_log, fold, 17) for fold in ctx.folds])
         assert len(said) == len(ctx.folds)  # every worker's warning, raised here for the gate's line
         assert all(f"fold {fold.index} epoch 1/1" in caplog.text for fold in ctx.folds)  # and its log lines
+        workers = list(pool._executor._processes.values())
         with pytest.raises(ValueError, match="batch_size 1 with BatchNorm"):
             pool.run([Job((17, fold.index), fail_loudly, fold, 17) for fold in ctx.folds])
+        # a failed fit stops the stage's other fits (a refit would save a file): its workers are gone
+        assert pool._executor is None and all(_gone(worker.pid) for worker in workers)
+        assert pool.run([Job((17, 0), die_in_a_worker, ctx.folds[0], 17)])[(17, 0)][0] == 0  # the next stage runs
     finally:
         pool.close()

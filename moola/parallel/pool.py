@@ -23,10 +23,13 @@ killed, e.g. out of memory), the stage's remaining fits run in this process and 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import multiprocessing
 import os
 import pickle
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -78,12 +81,15 @@ def cpu_cores() -> int:
 
 def worker_count(setting: int, device_type: str) -> int:
     """Processes that run fits: `setting` when above 0; auto (0): one per CPU core (at most
-    `AUTO_MAX_CPU`) on the CPU, `AUTO_CUDA` on CUDA, 1 elsewhere (MPS)."""
+    `AUTO_MAX_CPU`) on the CPU, `AUTO_CUDA` on CUDA with a core left for the gate's process,
+    1 elsewhere (MPS)."""
+    if setting < 0:
+        raise ValueError(f"runtime.fit_workers: expected 0 (auto) or a count of processes, found {setting}")
     if setting > 0:
         return setting
     if device_type == "cpu":
         return max(1, min(cpu_cores(), AUTO_MAX_CPU))
-    return AUTO_CUDA if device_type == "cuda" else 1
+    return max(1, min(AUTO_CUDA, cpu_cores() - 1)) if device_type == "cuda" else 1
 
 
 def run_job(context, job: Job):
@@ -114,8 +120,16 @@ class _Kept(logging.Handler):
 _LOG = _Kept()
 
 
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:  # a parent killed (out of memory, kill -9) leaves no worker behind
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _start_worker(context_bytes: bytes, deterministic: bool, log_level: int) -> None:
     global _CONTEXT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the gate process's: it stops the workers
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(1)
     with contextlib.suppress(RuntimeError):  # only settable before any inter-op work
         torch.set_num_interop_threads(1)
@@ -131,16 +145,10 @@ def _work(job_bytes: bytes) -> bytes:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # the gate's own process decides what to show and record
         trained, seconds = run_job(_CONTEXT, pickle.loads(job_bytes))
-    said = [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
-    return pickle.dumps((trained, seconds, said, _LOG.records))
-
-
-def _replay(said: list, records: list) -> None:
-    """A worker's warnings and log lines, raised and logged here: the gate's line records them."""
-    for record in records:
-        logging.getLogger(record.name).handle(record)
-    for message, category, filename, lineno in said:
-        warnings.warn_explicit(message, category, filename, lineno)
+    said = list(dict.fromkeys((str(w.message), w.category, w.filename, w.lineno) for w in caught))
+    out = io.BytesIO()  # torch.save writes a storage once however many views share it (flat LSTM weights)
+    torch.save((trained, seconds, said, _LOG.records), out)
+    return out.getvalue()
 
 
 # -- parent side -------------------------------------------------------------------------------------
@@ -153,6 +161,8 @@ class FitPool:
     deterministic: bool = True
     broken: str | None = None  # why the pool stopped, if it did: later fits run in this process
     _executor: ProcessPoolExecutor | None = field(default=None, repr=False)
+    received: int = 0  # fits that ran in workers, this session
+    _said: set = field(default_factory=set, repr=False)  # warnings replayed: each once a session, as in one process
 
     def run(self, jobs: list, done: Callable[[Job, object], None] | None = None) -> dict:
         """key -> (Trained, seconds) for every job; `done(job, trained)` as each one finishes."""
@@ -177,25 +187,54 @@ class FitPool:
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                 initargs=(pickle.dumps(self.context), self.deterministic, logging.getLogger().getEffectiveLevel()))
         futures = {self._executor.submit(_work, pickle.dumps(job)): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            trained, seconds, said, records = pickle.loads(future.result())
-            _replay(said, records)
-            results[job.key] = trained, seconds
-            model = getattr(trained, "model", None)
-            if isinstance(model, nn.Module):  # unpickled LSTM weights are scattered: one cuDNN buffer again
-                reflatten(model)
-            if done is not None:
-                done(job, results[job.key][0])
+        try:
+            for future in as_completed(futures):
+                self._receive(futures[future], future.result(), results, done)
+        except BrokenProcessPool:
+            raise
+        except BaseException:  # a fit failed, or Ctrl-C: no other fit of the stage (its refit saves a file) goes on
+            self._stop()
+            raise
 
-    def ran(self, jobs: int) -> dict:
-        """How a stage's fits ran, for its gate line."""
-        workers = 1 if self.broken is not None else min(self.workers, jobs)
-        record = {"fits": jobs, "workers": workers, "threads_per_fit": 1,
-                  "where": "worker processes" if workers > 1 else "this process"}
+    def _receive(self, job: Job, data: bytes, results: dict, done) -> None:
+        trained, seconds, said, records = torch.load(io.BytesIO(data), weights_only=False)
+        for record in records:  # the worker's log lines, and its warnings, here: the gate's line records them
+            logging.getLogger(record.name).handle(record)
+        for warning in said:
+            if warning not in self._said:
+                self._said.add(warning)
+                warnings.warn_explicit(*warning)
+        model = getattr(trained, "model", None)
+        if isinstance(model, nn.Module):  # unpickled LSTM weights are scattered: one cuDNN buffer again
+            reflatten(model)
+        results[job.key] = trained, seconds
+        self.received += 1
+        if done is not None:
+            done(job, trained)
+
+    def ran(self, jobs: int, in_workers: int) -> dict:
+        """How a stage's `jobs` fits ran, `in_workers` of them in worker processes, for its gate line."""
+        where = ("this process" if in_workers == 0 else "worker processes" if in_workers == jobs else
+                 f"{in_workers} in worker processes, the rest in this process")
+        record = {"fits": jobs, "workers": min(self.workers, jobs) if in_workers else 1, "threads_per_fit": 1,
+                  "where": where}
         if self.broken is not None:
             record["broken"] = self.broken
         return record
+
+    def _stop(self) -> None:
+        """End the workers now, their running fits with them (the next stage starts new ones)."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        for process in processes:
+            process.terminate()
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
 
     def close(self) -> None:
         if self._executor is not None:

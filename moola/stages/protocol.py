@@ -37,10 +37,10 @@ class CrossFitted:
     fits: dict  # (seed, fold index) -> Trained, the fit that scored that fold's rows
     final: Trained | None  # the saved model: refit on all rows (holdout: the base seed's fit)
     majority: Evaluation  # always the fold's train-majority class, on the same rows
-    # every fit of the recipe (folds x seeds, and the refit): each fit's own seconds, summed -- what
-    # they take one after another, however many ran at once (`ran` has the stage's wall time)
+    # every fit of the recipe (folds x seeds, and the refit, gate 5's pseudo-samples): wall seconds of
+    # the stage on this machine's device, however many fits ran at once (`COST_UNIT`)
     train_time_s: float = 0.0
-    ran: dict = field(default_factory=dict)  # how the fits ran (`FitPool.ran`), wall and summed seconds
+    ran: dict = field(default_factory=dict)  # how the fits ran (`FitPool.ran`), wall and each fit's seconds summed
 
     def __repr__(self) -> str:  # pytest prints a failing gate's arguments: one line, not every array
         return (f"CrossFitted({self.name!r}, val_f1 {self.val_f1:.3f}, {len(self.fits)} fits"
@@ -91,7 +91,7 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[..., Trained], *, 
     (`moola.parallel.pool`); without one they run here, one after another, as a one-worker pool would.
     """
     pool = pool or FitPool(ctx, workers=1)
-    started = time.monotonic()
+    started, received = time.monotonic(), pool.received
     jobs = [Job((seed, fold.index), fit, fold, seed, args=prepared(ctx.for_fit(fold, seed), prepare))
             for seed in ctx.seeds for fold in ctx.folds]
     refit_job = None
@@ -128,9 +128,10 @@ def cross_fit_stage(ctx: RunContext, name: str, fit: Callable[..., Trained], *, 
             results.update(pool.run([refit_job], done))
         final = results[refit_job.key][0]
         record_check(ctx, final, refit_check(ctx, evaluation, fits, final))
-    fit_seconds = float(sum(seconds for _, seconds in results.values()))
-    ran = {**pool.ran(len(results)), "wall_s": time.monotonic() - started, "fit_seconds": fit_seconds}
-    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), fit_seconds, ran)
+    wall_s = time.monotonic() - started
+    ran = {**pool.ran(len(results), pool.received - received), "wall_s": wall_s,
+           "fit_seconds": float(sum(seconds for _, seconds in results.values()))}
+    return CrossFitted(name, evaluation, fits, final, majority_evaluation(ctx), wall_s, ran)
 
 
 def prepared(view: RunContext, prepare: Callable | None) -> tuple:
@@ -188,7 +189,7 @@ def oof_record(ev: Evaluation) -> dict:
 # counts what it used, not the wall time of its last part.
 COST_UNIT = ("device-seconds: wall seconds x devices; pretraining counts every part of a resumed run and, when "
              "the encoder came from the cache, what it cost on the machine that trained it; a stage's fits count "
-             "each fit's own seconds, summed (what they take one after another, however many ran at once)")
+             "its wall seconds on the one device they share, however many ran at once (runtime.fit_workers)")
 
 
 def recipe_cost(**parts: float) -> dict:
