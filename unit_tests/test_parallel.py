@@ -66,23 +66,28 @@ def test_a_wrong_plan_is_caught_and_the_refit_trained_again_at_the_fits_steps(tm
 
 @pytest.mark.slow
 def test_fits_in_two_workers_are_bit_identical_to_fits_one_after_another(tmp_path):
-    ctx = context(tmp_path)
+    ctx = context(tmp_path, "augment.quality_threshold=0.0")  # gate 5 with pseudo-samples
     fit = Seeded(partial(classifiers.run_finetune, encoder_state=None))
+    augment = Seeded(partial(augmented.run_augmented, encoder_state=None))
     alone = cross_fit_stage(ctx, "enhanced_simple_lstm", fit, plan=classifiers.finetune_steps)
+    alone_5 = cross_fit_stage(ctx, "augmented", augment, prepare=partial(augmented.pseudo_samples, finetuned=alone),
+                              plan=classifiers.finetune_steps)
     pool = FitPool(ctx, workers=2)
     try:
         together = cross_fit_stage(ctx, "enhanced_simple_lstm", fit, plan=classifiers.finetune_steps, pool=pool)
-        baseline = cross_fit_stage(ctx, "simple_lstm", Seeded(classifiers.run_baseline),
-                                   plan=classifiers.baseline_steps, pool=pool)  # the same workers, another stage
+        together_5 = cross_fit_stage(ctx, "augmented", augment,  # the same workers, the next stage
+                                     prepare=partial(augmented.pseudo_samples, finetuned=together),
+                                     plan=classifiers.finetune_steps, pool=pool)
     finally:
         pool.close()
-    assert together.ran["where"] == "worker processes" and together.ran["workers"] == 2
-    assert np.array_equal(together.evaluation.proba, alone.evaluation.proba)
-    for key, trained in alone.fits.items():
-        _same_weights(trained.model, together.fits[key].model)
-    _same_weights(alone.final.model, together.final.model)
-    assert together.final.extra["refit_check"] == alone.final.extra["refit_check"]
-    assert baseline.ran["workers"] == 2 and len(baseline.fits) == len(ctx.folds)
+    for one, two in ((alone, together), (alone_5, together_5)):
+        assert two.ran["where"] == "worker processes" and two.ran["workers"] == 2
+        assert np.array_equal(two.evaluation.proba, one.evaluation.proba)
+        for key, trained in one.fits.items():
+            _same_weights(trained.model, two.fits[key].model)
+        _same_weights(one.final.model, two.final.model)
+        assert two.final.extra["refit_check"] == one.final.extra["refit_check"]
+    assert len(together_5.final.extra["samples"].y) > 0
 
 
 def _same_weights(a, b):
