@@ -24,6 +24,7 @@ from moola.artifacts import GATE_OF, mark_gate, mark_selected
 from moola.data.dataset import check_data
 from moola.data.errors import Problem
 from moola.deploy.select import choose
+from moola.parallel.pool import starting_worker
 from moola.report import format_run
 from moola.report.ending import ending
 from moola.results import GATES, GateWarning, append_line, build_line, versions
@@ -124,6 +125,11 @@ def _option_overrides(option) -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    if starting_worker():
+        raise pytest.UsageError(
+            "pytest started inside a fit worker that was importing the script that runs pytest: that script calls "
+            "pytest.main() outside an `if __name__ == \"__main__\":` block, so every worker would run the gates "
+            "again. Fix: put the pytest.main(...) call under that guard")
     config.addinivalue_line("markers", "gate(number): a gate test; set automatically from its module name")
     if _narrowed(config):
         # Dependencies on gates outside the selection must not skip the selected gate (SPEC §5);

@@ -13,10 +13,10 @@ from functools import partial
 import pytest
 
 from moola.data.errors import DataContractError
+from moola.parallel.pool import FitPool, one_thread, worker_count
 from moola.seeding import deterministic_cuda, seed_everything
 from moola.stages import augmented, classifiers, control, encoder
 from moola.stages.context import build_context
-from moola.parallel.pool import FitPool, one_thread, worker_count
 from moola.stages.protocol import Seeded, cross_fit_stage
 
 

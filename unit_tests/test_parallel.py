@@ -12,11 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from moola.parallel.pool import AUTO_CUDA, AUTO_MAX_CPU, FitPool, Job, cpu_cores, one_thread, worker_count
+from moola.parallel.pool import (
+    AUTO_CUDA,
+    AUTO_MAX_CPU,
+    FitPool,
+    Job,
+    cpu_cores,
+    one_thread,
+    starting_worker,
+    worker_count,
+)
 from moola.stages import augmented, classifiers
 from moola.stages.protocol import Seeded, cross_fit_stage
 from moola.stages.refit import refit_steps
 
+from .gate_runs import REPO
 from .test_gate5_and_refit import context
 
 
@@ -26,6 +36,16 @@ def test_auto_workers_are_the_cpu_cores_four_on_cuda_with_a_core_to_spare_and_on
     assert worker_count(0, "cuda") == max(1, min(AUTO_CUDA, cpu_cores() - 1)) and worker_count(0, "mps") == 1
     with pytest.raises(ValueError, match="runtime.fit_workers"):
         worker_count(-1, "cpu")
+
+
+def test_a_gate_run_refuses_to_start_inside_a_worker_importing_an_unguarded_script(pytester, monkeypatch):
+    assert not starting_worker()
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    assert starting_worker()
+    result = pytester.runpytest_inprocess(str(REPO / "gates"), "--rootdir", str(REPO), "-c", str(REPO / "pytest.ini"),
+                                          "--co", "-q")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert 'if __name__ == "__main__"' in "\n".join(result.errlines)
 
 
 def test_one_thread_pins_torch_and_gives_the_count_back():

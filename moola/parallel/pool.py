@@ -92,6 +92,12 @@ def worker_count(setting: int, device_type: str) -> int:
     return max(1, min(AUTO_CUDA, cpu_cores() - 1)) if device_type == "cuda" else 1
 
 
+def starting_worker() -> bool:
+    """Whether this process is a spawned worker still importing its parent's main script: a script
+    that runs `pytest.main()` without an `if __name__ == "__main__":` guard would run it again here."""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
 def run_job(context, job: Job):
     """One fit in this process, on one thread: (Trained, seconds)."""
     started = time.monotonic()

@@ -19,10 +19,10 @@ from moola.evaluation.crossfit import (
 )
 from moola.evaluation.folds import REFIT, Fold
 from moola.parallel.pool import FitPool, Job, one_thread
+from moola.seeding import seed_everything
 from moola.stages.classifiers import Trained
 from moola.stages.context import RunContext
 from moola.stages.refit import record_check, refit_check, refit_steps
-from moola.seeding import seed_everything
 from moola.training.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
