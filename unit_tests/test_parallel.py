@@ -48,6 +48,18 @@ def test_a_gate_run_refuses_to_start_inside_a_worker_importing_an_unguarded_scri
     assert 'if __name__ == "__main__"' in "\n".join(result.errlines)
 
 
+def test_code_changed_during_a_run_keeps_the_fits_in_the_runs_process(tmp_path, monkeypatch):
+    import moola.parallel.pool as pool_module
+
+    assert pool_module.code_changed() is None
+    monkeypatch.setattr(pool_module, "code_changed", lambda: "the code on disk changed since the run began")
+    ctx = context(tmp_path)
+    pool = FitPool(ctx, workers=2)
+    results = pool.run([Job((17, fold.index), die_in_a_worker, fold, 17) for fold in ctx.folds])
+    assert [result[0] for result in results.values()] == [fold.index for fold in ctx.folds]  # none in a worker
+    assert pool._executor is None and "the code on disk changed" in pool.ran(len(results), 0)["broken"]
+
+
 def test_one_thread_pins_torch_and_gives_the_count_back():
     before = torch.get_num_threads()
     with one_thread():

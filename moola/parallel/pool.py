@@ -14,10 +14,13 @@ of the recipe (`moola.recipe.RESOURCES`).
 
 Workers are spawned (CUDA cannot be used in a forked child) once per session; each receives the
 run's context once, then jobs: (fit, fold, seed, refit steps, prepared arguments). Results come
-back pickled, the model's weights with them (its LSTM re-flattened here: `averaging.reflatten`).
+back through `torch.save` (a storage written once however many views share it), the model's
+weights with them (its LSTM re-flattened here for cuDNN: `averaging.reflatten`).
 A worker's warnings and log lines (every epoch's at DEBUG) are replayed here as each fit ends, so
 the gate's line records them as it would a fit of its own process. When the pool breaks (a worker
-killed, e.g. out of memory), the stage's remaining fits run in this process and `ran()` records why.
+killed, e.g. out of memory), or the code on disk changed since the run began (workers would import
+the new code), the stage's remaining fits run in this process and `ran()` records why. A failed fit
+or Ctrl-C ends the workers at once: no other fit of the stage goes on to save a file.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from moola.recipe import code_version
 from moola.seeding import deterministic_cuda
 from moola.training.averaging import reflatten
 
@@ -96,6 +100,14 @@ def starting_worker() -> bool:
     """Whether this process is a spawned worker still importing its parent's main script: a script
     that runs `pytest.main()` without an `if __name__ == "__main__":` guard would run it again here."""
     return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def code_changed() -> str | None:
+    """What changed, when the code on disk is not the code this run started with (an edit or a
+    `git pull` during a run): workers started now would import the new code, while the run's lines
+    record the old one (`moola.recipe`)."""
+    started, now = code_version(), code_version.__wrapped__()
+    return None if started == now else f"the code on disk changed since the run began (code version {started} -> {now})"
 
 
 def run_job(context, job: Job):
@@ -189,6 +201,9 @@ class FitPool:
 
     def _run_in_workers(self, jobs: list, results: dict, done) -> None:
         if self._executor is None:
+            changed = code_changed()
+            if changed:  # the fits run here, on the code the run began with
+                raise BrokenProcessPool(changed)
             self._executor = ProcessPoolExecutor(
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
                 initargs=(pickle.dumps(self.context), self.deterministic, logging.getLogger().getEffectiveLevel()))
