@@ -166,8 +166,8 @@ class RuntimeConfig:
     # flipped row is 5 pp. Off: faster kernels, reruns may differ. CPU runs are deterministic anyway.
     deterministic: bool = True
     # Processes that run a stage's fits at once (`moola.parallel.pool`), each fit on one CPU thread;
-    # 0 = auto: one per CPU core (at most 8) on the CPU, 4 sharing the GPU on CUDA, 1 on MPS. Not a
-    # hyperparameter: a fit gives the same numbers however many run beside it.
+    # 0 = auto: one per CPU core (at most 8) on the CPU, 4 sharing the GPU on CUDA (at most the cores
+    # less one), 1 on MPS. Not a hyperparameter: a fit gives the same numbers however many run beside it.
     fit_workers: int = 0
 
 
