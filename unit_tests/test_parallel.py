@@ -29,6 +29,8 @@ from moola.stages.refit import refit_steps
 from .gate_runs import REPO
 from .test_gate5_and_refit import context
 
+SHORT = ["finetune.epochs=5", "baseline.epochs=2"]  # the in-process tests: every phase, fewer steps
+
 
 def test_auto_workers_are_the_cpu_cores_four_on_cuda_with_a_core_to_spare_and_one_on_mps():
     assert worker_count(3, "cpu") == 3 and worker_count(2, "cuda") == 2
@@ -69,7 +71,7 @@ def test_one_thread_pins_torch_and_gives_the_count_back():
 
 def test_the_refit_is_planned_at_the_steps_the_scored_fits_take(tmp_path, caplog):
     # Planned right, the refit trains beside the scored fits and is never trained twice.
-    ctx = context(tmp_path, "finetune.batch_size=7", "augment.quality_threshold=0.0")  # pseudo-samples survive
+    ctx = context(tmp_path, *SHORT, "finetune.batch_size=7", "augment.quality_threshold=0.0")  # pseudo-samples survive
     finetuned = cross_fit_stage(ctx, "enhanced_simple_lstm", Seeded(partial(classifiers.run_finetune, encoder_state=None)),
                                 plan=classifiers.finetune_steps)
     steps = refit_steps(finetuned.fits)
@@ -89,7 +91,7 @@ def test_the_refit_is_planned_at_the_steps_the_scored_fits_take(tmp_path, caplog
 
 
 def test_a_wrong_plan_is_caught_and_the_refit_trained_again_at_the_fits_steps(tmp_path, caplog):
-    ctx = context(tmp_path)
+    ctx = context(tmp_path, *SHORT)
     stage = cross_fit_stage(ctx, "enhanced_simple_lstm", Seeded(partial(classifiers.run_finetune, encoder_state=None)),
                             plan=lambda view: 1)
     assert "refit again" in caplog.text
