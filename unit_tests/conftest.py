@@ -14,8 +14,12 @@ from moola.data.parquet import write_windows
 # pandas registers its pyarrow extension types when its parquet engine is first made. A pytester
 # in-process run that makes it first, then restores sys.modules, leaves pyarrow with the types and
 # pandas without the module: the next DataFrame.to_parquet in this process then fails with
-# "A type extension with name pandas.period already defined". Made once here, before any such run.
-pd.io.parquet.get_engine("pyarrow")
+# "A type extension with name pandas.period already defined". Made once here, before any such run
+# (where pandas cannot use this pyarrow, e.g. CI's pyarrow-12 floor check, it never registers them).
+try:
+    pd.io.parquet.get_engine("pyarrow")
+except ImportError:
+    pass
 
 
 def ohlc_windows(rng: np.random.Generator, n: int, n_bars: int = 12, price: float = 20_000.0) -> np.ndarray:
