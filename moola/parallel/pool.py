@@ -14,8 +14,8 @@ of the recipe (`moola.recipe.RESOURCES`).
 
 Workers are spawned (CUDA cannot be used in a forked child) once per session; each receives the
 run's context once, then jobs: (fit, fold, seed, refit steps, prepared arguments). Results come
-back through `torch.save` (a storage written once however many views share it), the model's
-weights with them (its LSTM re-flattened here for cuDNN: `averaging.reflatten`).
+back pickled, the model's weights with them (each weight its own storage first, so a flat LSTM
+buffer is not written once per weight; re-flattened here for cuDNN: `averaging.reflatten`).
 A worker's warnings and log lines (every epoch's at DEBUG) are replayed here as each fit ends, so
 the gate's line records them as it would a fit of its own process. When the pool breaks (a worker
 killed, e.g. out of memory), or the code on disk changed since the run began (workers would import
@@ -26,7 +26,6 @@ or Ctrl-C ends the workers at once: no other fit of the stage goes on to save a 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import multiprocessing
 import os
@@ -164,9 +163,11 @@ def _work(job_bytes: bytes) -> bytes:
         warnings.simplefilter("always")  # the gate's own process decides what to show and record
         trained, seconds = run_job(_CONTEXT, pickle.loads(job_bytes))
     said = list(dict.fromkeys((str(w.message), w.category, w.filename, w.lineno) for w in caught))
-    out = io.BytesIO()  # torch.save writes a storage once however many views share it (flat LSTM weights)
-    torch.save((trained, seconds, said, _LOG.records), out)
-    return out.getvalue()
+    model = getattr(trained, "model", None)
+    if isinstance(model, nn.Module):  # pickle writes a view's whole storage: a flat LSTM buffer once per weight
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+    return pickle.dumps((trained, seconds, said, _LOG.records))
 
 
 # -- parent side -------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class FitPool:
             raise
 
     def _receive(self, job: Job, data: bytes, results: dict, done) -> None:
-        trained, seconds, said, records = torch.load(io.BytesIO(data), weights_only=False)
+        trained, seconds, said, records = pickle.loads(data)  # from this run's own worker, over its pipe
         for record in records:  # the worker's log lines, and its warnings, here: the gate's line records them
             logging.getLogger(record.name).handle(record)
         for warning in said:
