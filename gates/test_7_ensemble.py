@@ -9,7 +9,7 @@ import pytest
 from moola.stages.deliverable import save_deliverable
 from moola.stages.ensemble import run_crossfit_ensemble, run_ensemble
 from moola.stages.members import GATE_OF_MEMBER, choose_members, cost_parts
-from moola.stages.protocol import recipe_cost
+from moola.stages.protocol import recipe_cost, signal_record
 from moola.stages.rules import ensemble_warning
 
 
@@ -37,7 +37,9 @@ def test_ensemble_matches_best_member(run, pretrained, smoke, finetuned, augment
                                                     cost_parts(name, stages, pretrained.pretrain_s).items()},
                                                  calibration=time.monotonic() - started),
         "members": {name: {k: v for k, v in numbers.items() if k != "reliability"}
-                                        for name, numbers in report["members"].items()}}
+                                        for name, numbers in report["members"].items()},
+        # what select's signal test reads (it recomputes it from `oof`): the ensemble is judged like every model
+        **signal_record(run, report["oof"], stages)}
     gate_record.comparison = {"baseline_gate": GATE_OF_MEMBER[report["best_member"]],
                               "baseline_f1": report["best_member_f1"], "candidate_gate": "7_ensemble",
                               **{k: report[k] for k in ("delta", "delta_ci95", "ci_half_width") if k in report},

@@ -244,3 +244,18 @@ def test_report_compare_pairs_two_runs_on_the_same_rows_and_labels_only():
     assert paired_runs(worse, elsewhere) is None
     gate = next(g for g in compare_runs([worse], [better])["gates"] if g["gate"] == GATES[2])
     assert gate["f1_delta_ci95"] == [low, high]
+
+
+def test_a_below_chance_model_is_never_recommended_under_the_point_policy_either():
+    """Issue 27's defect: under --gate-policy point, select took "F1 above the majority F1" as signal,
+    and recommended a model with balanced accuracy 0.41 (gate 7's line had no majority F1: bar 0)."""
+    below_chance = predictions(0.41, 4)
+    for name in ("minirocket", "ensemble"):
+        lines = run((name, below_chance, 3.0, "passed"), policy="point")
+        if name == "ensemble":
+            del lines[-1]["metrics"]["majority_f1"]
+        selection = choose(lines)
+        assert selection.recommended is None, name
+        assert "no signal beyond guessing" in ranked(selection)[name].why_not
+    # the same test still lets a model with signal through under point
+    assert choose(run(("minirocket", 0.9, 3.0, "failed"), policy="point")).recommended.name == "minirocket"

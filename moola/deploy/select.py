@@ -54,7 +54,7 @@ APPROVED = ("passed", "warning")
 RESAMPLES = 1000  # the gates' bootstrap_resamples default: the same draws as their comparisons
 RULE = ("the cheapest model (training time, pretraining included for the LSTMs) whose macro F1 is not shown worse "
         "than the best's (ci: the paired 95% CI reaches 0; point: an equal F1), among the deliverable models that "
-        "show signal; ties go to the cheaper")
+        "show signal (balanced accuracy above chance beyond noise, under either policy); ties go to the cheaper")
 
 
 @dataclass
@@ -220,7 +220,9 @@ def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation
     metrics = {"val_f1": ev.val_f1, "majority_f1": (line.get("metrics") or {}).get("majority_f1", 0.0),
                "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes)))
                                          for p in ev.pred]}
-    failures = signal_failures(metrics, ev.n_classes, policy, chance)
+    # the ci test whatever the run's policy: "F1 above the majority F1" lets any guesser through
+    # (balanced accuracy 0.41 passed it), and a point run must not deliver what a ci run refuses
+    failures = signal_failures(metrics, ev.n_classes, "ci", chance)
     return "; ".join(failures) or None
 
 

@@ -185,6 +185,21 @@ def oof_record(ev: Evaluation) -> dict:
             "seeds": list(ev.seeds), "pred": ev.pred.tolist()}
 
 
+def signal_record(ctx: RunContext, oof: dict, stages: dict) -> dict:
+    """What `moola select`'s signal test reads beside a line's `oof` predictions, for a model scored
+    outside `cross_fit_stage` (gate 7): the majority baseline on the same rows (when a stage scored
+    them) and balanced accuracy against chance with its CI and circular-shift p."""
+    rows = np.asarray(oof["rows"])
+    proba = np.eye(ctx.n_classes)[np.asarray(oof["pred"], dtype=np.int64)]
+    ev = Evaluation("ensemble", rows, np.asarray(oof["y"]), np.asarray(oof["fold_of"]), tuple(oof["seeds"]), proba)
+    majority = next((stage.majority.val_f1 for stage in stages.values()
+                     if getattr(stage, "majority", None) is not None and np.array_equal(stage.majority.rows, rows)),
+                    None)
+    length = run_length(ctx) if len(rows) == sum(len(fold.scored) for fold in ctx.folds) else None
+    return {"majority_f1": majority, "chance": chance_bootstrap(ev, ctx.profile.thresholds.bootstrap_resamples,
+                                                                 ctx.settings.seed, run_length=length)}
+
+
 # What `moola select` compares: every part in device-seconds, so a resumed or multi-GPU pretraining
 # counts what it used, not the wall time of its last part.
 COST_UNIT = ("device-seconds: wall seconds x devices; pretraining counts every part of a resumed run and, when "
