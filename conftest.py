@@ -23,11 +23,13 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cac
 from moola.artifacts import GATE_OF, mark_gate, mark_selected
 from moola.data.dataset import check_data
 from moola.data.errors import Problem
-from moola.deploy.select import choose
+from moola.deploy.select import judged
+from moola.iterate.family import position, words
 from moola.parallel.pool import starting_worker
+from moola.recipe import make_recipe
 from moola.report import format_run
 from moola.report.ending import ending
-from moola.results import GATES, GateWarning, append_line, build_line, versions
+from moola.results import GATES, GateWarning, append_line, build_line, read_lines, versions
 from moola.stages.context import data_root, describe_protocol, resolve_settings
 
 GATE_FILE = re.compile(r"^test_(\d+)_(\w+)\.py$")
@@ -64,6 +66,9 @@ def pytest_addoption(parser):
                          "user-layout (laid out like the user's files: no timestamps, several spans per window, "
                          "a sliding pool holding every labeled window)")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
+    group.addoption("--sweep-id", default=None, metavar="ID",
+                    help="set by python -m moola sweep: the sweep this run is one configuration of (recorded in "
+                         "every line's family)")
     group.addoption("--shuffle-labels", action="store_true",
                     help="negative control: permute every fold's train labels (seeded) before any training; "
                          "a sound suite fails at gate 4 or earlier. Models go under ARTIFACTS/negative_control/")
@@ -236,9 +241,27 @@ class ResultsPlugin:
                     "description": describe_protocol(settings.profile), **dataclasses.asdict(settings.profile.evaluation),
                     "seeds": list(range(settings.seed, settings.seed + settings.profile.evaluation.seeds)),
                     "gate_policy": settings.profile.thresholds.gate_policy},
-                "scope": self.scope, "versions": self.versions,
+                "scope": self.scope, "versions": self.versions, "family": self.family(),
                 # None before the `run` fixture resolved the data (gate 0, a run stopped there)
                 "recipe": self.context.get("recipe")}
+
+    def family(self) -> dict | None:
+        """Where this run stands among the configurations tried on the same labeled rows
+        (`moola.iterate.family.position`), from the results file as it was when the run began."""
+        if not hasattr(self, "_family"):
+            self._family = None
+            dataset = (self.checked or (None,))[0]
+            if dataset is not None:
+                settings = self.settings
+                recipe = make_recipe(settings.profile, settings.seed, dataset.fingerprint, settings.device_type,
+                                     settings.shuffle_labels)
+                try:
+                    recorded = read_lines(settings.results_path)
+                except ValueError:  # a damaged results file: gate 0 and report say so; count this run alone
+                    recorded = []
+                self._family = {**position(recorded, dataset.labeled_rows, recipe),
+                                "sweep": self.config.option.sweep_id}
+        return self._family
 
     @property
     def versions(self) -> dict:
@@ -267,6 +290,12 @@ class ResultsPlugin:
                              f"line): {self.caught[0]['category']}: {self.caught[0]['message'][:200]}")
             lines.append(f"moola: dataset fingerprint {dataset.fingerprint}" if dataset else
                          f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
+            family = self.family()
+            if family is not None:
+                lines.append(f"moola: {words(family['k'], family['K'])} (labeled rows {family['rows']}"
+                             + (f", sweep {family['sweep']}" if family["sweep"] else "") + ")"
+                             + ("" if family["K"] < 2 else ": select and the report also judge gates 2 and 4 and "
+                                "every model's signal over all of them (docs/iterate.md)"))
             if dataset is not None:
                 lines.append(f"moola: {len(dataset.y)} labeled rows from {dataset.n_windows} distinct windows (the "
                              f"effective n behind every verdict: one window is ~{100 / dataset.n_windows:.1f} pp of "
@@ -483,7 +512,7 @@ class ResultsPlugin:
         """`moola select` on this session's lines: the recommended model's file says so (the control
         becomes deliverable this way), and the terminal summary ends with it."""
         try:
-            self.selection = choose(self.lines)
+            self.selection = judged(self.lines, read_lines(self.settings.results_path))
         except Exception as exc:  # noqa: BLE001 -- the lines are written; say it and go on
             warnings.warn(f"moola select could not rank this run's models: {type(exc).__name__}: {exc}", stacklevel=1)
             return

@@ -134,9 +134,10 @@ def import_ucr(args) -> int:
 
 
 def report(args) -> int:
-    from moola.deploy.select import choose, format_selection
+    from moola.deploy.select import format_selection, judged
+    from moola.iterate.family import family_of_run, words
     from moola.report import completeness_problems, format_run, latest_run
-    from moola.results import choose_run
+    from moola.results import choose_run, read_lines
 
     if args.compare and args.run_id:
         raise ValueError("report: expected --run-id RUN or --compare RUN_A RUN_B, found both; "
@@ -144,9 +145,11 @@ def report(args) -> int:
     compared = latest_run(Path(args.results), args.compare[0]) if args.compare else None
     lines, which = choose_run(Path(args.results), args.compare[1] if args.compare else args.run_id,
                               args.include_narrowed)
-    print(f"{args.results}: {which}")
+    recorded = read_lines(Path(args.results))
+    family = family_of_run(recorded, lines[0]["run_id"])
+    print(f"{args.results}: {which}; {words(family.index_of(lines[0]['run_id']), family.size)}")
     print(format_run(lines, full=args.full, results=args.results))
-    print(format_selection(choose(lines)))
+    print(format_selection(judged(lines, recorded)))
     if args.html:
         from moola.report.page import count_parts, render_html
 

@@ -86,7 +86,7 @@ def build_line(gate: str, status: str, *, run_id: str, reason: str | None = None
     }
     line.update(extra or {})
     context = context or {}
-    for key in ("profile", "device", "runtime", "seed", "data", "evaluation", "scope", "versions", "recipe"):
+    for key in ("profile", "device", "runtime", "seed", "data", "evaluation", "scope", "versions", "recipe", "family"):
         line[key] = context.get(key)
     return jsonable(line)
 

@@ -46,13 +46,27 @@ class Dataset:
         """Distinct windows behind the labeled rows (rows of one window count once): the effective n."""
         return self.audit.n_windows if self.audit is not None else len(self.y)
 
+    @property
+    def labeled_rows(self) -> str:
+        """`labeled_fingerprint` of this dataset."""
+        return labeled_fingerprint(self)
+
     def summary(self) -> dict:
         counts = {name: int((self.y[self.split.train] == i).sum()) for i, name in enumerate(self.classes)}
-        return {"fingerprint": self.fingerprint, "n_labeled": len(self.y), "n_windows": self.n_windows,
+        return {"fingerprint": self.fingerprint, "labeled_rows": self.labeled_rows, "n_labeled": len(self.y),
+                "n_windows": self.n_windows,
                 "n_train": self.n_train, "n_val": len(self.split.val),
                 "n_test": len(self.split.test), "n_unlabeled": len(self.unlabeled),
                 "classes": list(self.classes), "train_class_counts": counts,
                 "window_shape": list(self.labeled.features.shape[1:])}
+
+
+def labeled_fingerprint(dataset: Dataset) -> str:
+    """Digest of what every comparison is scored on: the labeled windows, their labels (as class
+    names) and spans; not the pool or the split, so a re-cut pool or a new split file is the same
+    rows (`moola.iterate.family` counts the configurations tried on them)."""
+    spans = () if dataset.labeled.expansion is None else (dataset.labeled.expansion,)
+    return fingerprint(dataset.labeled.features, np.asarray(dataset.labeled.labels, dtype=object), *spans)
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

@@ -118,7 +118,7 @@ def gate_line(lines: list[dict], gate: str | None) -> dict | None:
 def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = None) -> tuple[Deployed, str]:
     """The model `moola select` recommends for the run (computed from its results lines), read from
     the file that run saved."""
-    from moola.deploy.select import choose
+    from moola.deploy.select import judged
 
     try:
         lines, which = choose_run(results, run_id)
@@ -126,7 +126,7 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
         raise DeploymentError(f"--model recommended reads the gates' results to know which model to use: {exc}. "
                               "Fix: pass --results FILE (the file the gates wrote), or name a model with --model "
                               f"({usable_models(artifacts_dir)})") from None
-    selection = choose(lines)
+    selection = judged(lines, read_lines(results))
     chosen = selection.recommended
     if chosen is None:
         reasons = "; ".join(f"{r.name}: {r.why_not}" for r in selection.ranked if r.why_not)[:600]

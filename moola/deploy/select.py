@@ -11,9 +11,11 @@ one is recommended by a fixed rule (`RULE`), never tuned to the rows it is judge
    fold models (`stages.rules.refit_failures`; the ensemble: every member's). Smoke
    (gate 1: a 3-epoch pipeline check, not saved) and SimpleLSTM (gate 6's comparison model) are
    ranked, never recommended. A negative-control run recommends nothing.
-2. Every candidate must show **signal**: the same "learned anything" rule as gate 4 (`ci`: balanced
-   accuracy − chance above 0 beyond noise and the circular-shift test; `point`: macro F1 above the
-   majority-class baseline; every class predicted in every seed).
+2. Every candidate must show **signal**: gate 4's "learned anything" rule under `ci`, whatever the
+   run's policy (balanced accuracy − chance above 0 beyond noise and the circular-shift test; every
+   class predicted in every seed): "macro F1 above the majority-class baseline" lets a below-chance
+   guesser through. When other configurations were tried on the same rows, the test is the
+   family-adjusted one (`moola.iterate.adjust`).
 3. The **best** is the candidate with the highest pooled macro F1; the **recommended** model is the
    cheapest candidate (device-seconds of training, counting what it needs: the encoder's
    pretraining for the LSTMs) **not shown worse than the best**: `ci`, the paired 95% CI of its F1 minus the best's
@@ -37,20 +39,17 @@ from moola.evaluation.crossfit import (
     chance_bootstrap,
     default_run_length,
     paired_block_bootstrap,
-    window_run_length,
 )
+from moola.evaluation.lines import MODEL_OF_GATE, evaluation_of, line_run_length
 from moola.results import requirements_hold
 from moola.results import shuffled as negative_control
 from moola.stages.rules import refit_failures, signal_failures
 from moola.training.metrics import macro_f1_rows
 
-# the models a run scores, by the gate line that scores them
-MODEL_OF_GATE = {"1_smoke_enhanced": "smoke", "2_control_minirocket": "minirocket",
-                 "4_finetune_enhanced": "finetuned", "5_augment_train": "augmented",
-                 "6_baseline_simplelstm": "baseline", "7_ensemble": "ensemble"}
 LISTED_ONLY = {"smoke": "gate 1's 3-epoch pipeline check on the frozen encoder: not saved, not a deliverable",
                "baseline": "gate 6's comparison model (SimpleLSTM from scratch): never delivered"}
 APPROVED = ("passed", "warning")
+GATE4 = "4_finetune_enhanced"
 RESAMPLES = 1000  # the gates' bootstrap_resamples default: the same draws as their comparisons
 RULE = ("the cheapest model (training time, pretraining included for the LSTMs) whose macro F1 is not shown worse "
         "than the best's (ci: the paired 95% CI reaches 0; point: an equal F1), among the deliverable models that "
@@ -83,6 +82,7 @@ class Selection:
     best: Ranked | None
     rule: str = RULE
     notes: list = field(default_factory=list)
+    family: tuple | None = None  # (k, K): configuration k of K tried on these rows
 
     def as_dict(self) -> dict:
         """Plain data for a model file's metadata and `--json`."""
@@ -94,30 +94,29 @@ class Selection:
                 "vs_best": self.recommended.vs_best if self.recommended else None}
 
 
-def line_run_length(line: dict, n_scored: int | None = None) -> int | None:
-    """The gates' bootstrap run length for a line's run: whole windows (`window_run_length`) when
-    the line records `data.n_windows`; else (lines written before it) rows: 1 under holdout, the
-    default otherwise."""
-    data, holdout = line.get("data") or {}, (line.get("evaluation") or {}).get("cv") == "holdout"
-    if not (data.get("n_labeled") and data.get("n_windows") and n_scored):
-        return 1 if holdout else None
-    return window_run_length(int(n_scored), data["n_labeled"] / data["n_windows"], holdout)
+def judged(lines: list[dict], recorded: list[dict] | None = None) -> Selection:
+    """`choose` with the family adjustment of every configuration `recorded` (the whole results
+    file) holds on the rows `lines` scored."""
+    from moola.iterate.adjust import adjust
+    from moola.iterate.family import family_of_run
+
+    family = family_of_run(recorded or lines, lines[0]["run_id"])
+    adjustment = adjust(family) if family.size > 1 else None
+    selection = choose(lines, adjustment)
+    k = family.index_of(lines[0]["run_id"])
+    if adjustment is not None and k is not None:
+        names = {"2_control_minirocket": "smoke − MiniRocket", "4_finetune_enhanced": "fine-tuned − smoke"}
+        selection.notes[:0] = [
+            f"gate {gate} passed in its own run, and does not survive the {family.size} configurations tried on these "
+            f"rows: {names[gate]} {numbers.text()}{'' if gate != GATE4 else ' (and the adjusted signal test)'}"
+            for lost_k, gate, numbers in adjustment.lost() if lost_k == k]
+    return selection
 
 
-def evaluation_of(line: dict) -> Evaluation | None:
-    """The line's pooled out-of-fold predictions as an Evaluation (one-hot probabilities: every
-    statistic here reads the predicted classes only)."""
-    oof = line.get("oof")
-    if not isinstance(oof, dict) or not oof.get("pred"):
-        return None
-    n_classes = len((line.get("data") or {}).get("classes") or []) or int(max(max(oof["y"]), np.max(oof["pred"]))) + 1
-    pred = np.asarray(oof["pred"], dtype=np.int64)  # (S, n)
-    return Evaluation(MODEL_OF_GATE.get(line["gate"], line["gate"]), np.asarray(oof["rows"]), np.asarray(oof["y"]),
-                      np.asarray(oof["fold_of"]), tuple(oof["seeds"]), np.eye(n_classes)[pred])
-
-
-def choose(lines: list[dict]) -> Selection:
-    """Rank the models of one run's `lines` and recommend one (module docstring)."""
+def choose(lines: list[dict], adjustment=None) -> Selection:
+    """Rank the models of one run's `lines` and recommend one (module docstring). `adjustment`
+    (`moola.iterate.adjust.Adjustment`): the family this run's configuration belongs to; its
+    adjusted signal tests and gate-4 verdict decide instead of the per-run ones."""
     first = lines[0]
     run_id = first.get("run_id")
     evaluation = first.get("evaluation") or {}
@@ -128,6 +127,23 @@ def choose(lines: list[dict]) -> Selection:
     status = {line["gate"]: line.get("status") for line in lines}
     shuffled = negative_control(lines)
     ranked, evaluations, notes = [], {}, []
+    k = adjustment.family.index_of(run_id) if adjustment is not None else None
+    if k is None:
+        k = next((i for i, c in enumerate(adjustment.family.configurations, start=1)
+                  if any(line.get("run_id") in c.runs for line in lines)), None) if adjustment is not None else None
+    size = adjustment.family.size if adjustment is not None else 1
+
+    def adjusted(name: str) -> dict | None:
+        """What the family says of this configuration's `name`: its adjusted signal test, and
+        whether gate 4's pass survives (None: no family, or K = 1)."""
+        if k is None or size < 2:
+            return None
+        return {"signal": adjustment.signal.get((k, name)), "gate4": adjustment.gate_survives(k, GATE4),
+                "gate4_numbers": adjustment.gates.get((k, GATE4)), "size": size, "k": k}
+
+    if k is not None and size > 1:
+        notes.append(f"configuration {k} of {size} tried on these rows: signal tests and gate 4's verdict are "
+                     f"adjusted for all {size} (simultaneous 95% intervals; docs/iterate.md)")
     for line in lines:
         name = MODEL_OF_GATE.get(line["gate"])
         if name is None:
@@ -145,7 +161,8 @@ def choose(lines: list[dict]) -> Selection:
                              "its line holds no out-of-fold predictions (written before moola recorded them)")
             continue
         evaluations[name] = ev
-        entry.why_not = _why_not(name, line, status, shuffled, ev, policy, seed, run_length) or _strayed(line, lines)
+        entry.why_not = (_why_not(name, line, status, shuffled, ev, policy, seed, run_length, adjusted(name))
+                         or _strayed(line, lines))
         entry.candidate = entry.why_not is None
     candidates = [r for r in ranked if r.candidate]
     reference = _common_key(candidates, evaluations)
@@ -177,7 +194,8 @@ def choose(lines: list[dict]) -> Selection:
                              f"{'' if policy == 'ci' else ', point rule'}) but cannot be delivered ({r.why_not}): "
                              f"{recommended.name} is the best deliverable model, not the best model of the run")
     ranked.sort(key=lambda r: (r.f1 is None, -(r.f1 or 0.0)))
-    return Selection(run_id, policy, ranked, recommended, best, notes=notes + cost_notes(lines))
+    return Selection(run_id, policy, ranked, recommended, best, notes=notes + cost_notes(lines),
+                     family=(k, size) if k is not None else None)
 
 
 def cost_notes(lines: list[dict]) -> list[str]:
@@ -198,8 +216,9 @@ def cost_notes(lines: list[dict]) -> list[str]:
 
 
 def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation, policy: str, seed: int,
-             run_length) -> str | None:
-    """Why this scored model cannot be recommended (None: it is a candidate)."""
+             run_length, family: dict | None = None) -> str | None:
+    """Why this scored model cannot be recommended (None: it is a candidate). `family`: `choose`'s
+    adjusted numbers for it, when other configurations were tried on the same rows."""
     if name in LISTED_ONLY:
         return LISTED_ONLY[name]
     if shuffled:
@@ -216,13 +235,22 @@ def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation
         if not held and not (line.get("requires") is None and gate4 in APPROVED):  # a line before `requires`:
             # gate 4 passing in the same run is the same run's numbers
             return f"built on the fine-tuned model, and {why}"
+    if family is not None and name in ("finetuned", "augmented") and family["gate4"] is False:
+        return (f"gate 4's pass does not survive the {family['size']} configurations tried on these rows "
+                f"(fine-tuned − smoke {family['gate4_numbers'].text()}, or its signal test)")
     chance = chance_bootstrap(ev, RESAMPLES, seed, run_length)
+    if family is not None and family["signal"] is not None:  # the same test on the family's adjusted numbers
+        signal = family["signal"]
+        chance = {**chance, "delta_ci95": signal.adjusted_ci95, "shift_p_value": signal.shift_p_value,
+                  "shift_p_floor": signal.shift_p_floor}
     metrics = {"val_f1": ev.val_f1, "majority_f1": (line.get("metrics") or {}).get("majority_f1", 0.0),
                "pred_classes_per_seed": [int(np.count_nonzero(np.bincount(p, minlength=ev.n_classes)))
                                          for p in ev.pred]}
     # the ci test whatever the run's policy: "F1 above the majority F1" lets any guesser through
     # (balanced accuracy 0.41 passed it), and a point run must not deliver what a ci run refuses
     failures = signal_failures(metrics, ev.n_classes, "ci", chance)
+    if failures and family is not None and family["signal"] is not None:
+        failures[0] = f"adjusted for the {family['size']} configurations tried on these rows: {failures[0]}"
     return "; ".join(failures) or None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 
 from moola.report import plots
 from moola.report.cells import (
@@ -62,7 +63,7 @@ def render_html(lines: list[dict], *, results=None, compared: list[dict] | None 
     by_gate = {line["gate"]: line for line in lines}
     sections = [("run", "Run", partial(header, lines, results)),
                 ("gates", "Gates", partial(gate_table, lines)),
-                ("select", "Which model to use (moola select)", partial(select_html, lines)),
+                ("select", "Which model to use (moola select)", partial(select_html, lines, results)),
                 ("comparisons", "Comparisons (forest plot)", partial(forest_html, lines, by_gate)),
                 ("pretraining", "Pretraining curves (gate 3)", partial(pretraining_html, by_gate)),
                 ("finetuning", "Fine-tuning curves", partial(finetune_html, by_gate)),
@@ -187,10 +188,12 @@ def pretraining_html(by_gate: dict) -> str:
     return img(uri, "gate 3 pretraining loss and learning rate") + note(said + source + "." + probe + unjudged)
 
 
-def select_html(lines: list[dict]) -> str:
-    from moola.deploy.select import choose, row_texts, shown_path
+def select_html(lines: list[dict], results=None) -> str:
+    from moola.deploy.select import judged, row_texts, shown_path
+    from moola.results import read_lines
 
-    selection = choose(lines)
+    recorded = read_lines(Path(results)) if results and Path(results).is_file() else lines
+    selection = judged(lines, recorded)
     rows = []
     for r in selection.ranked:
         f1, vs, said = row_texts(selection, r)
@@ -200,10 +203,15 @@ def select_html(lines: list[dict]) -> str:
     verdict_text = (f"Recommended: {chosen.name} ({shown_path(chosen.path)}); python -m moola predict uses it by "
                     "default." if chosen else "No model of this run can be delivered (reasons in the table).")
     checks = "".join(f"<li>{esc(text)}</li>" for text in refit_texts(lines))
+    said = "".join(f"<li>{esc(text)}</li>" for text in selection.notes)
+    k, size = selection.family or (None, 1)
+    family = note(f"Configuration {k} of {size} tried on these rows"
+                  + (": the signal tests and gate 4's verdict above are adjusted for all of them." if size > 1 else "."))
     return (table(["model", "gate", "status", "macro F1 [95% CI]", "training time", "minus the best [95% CI]",
                    "verdict"], rows, classes=["", "", "", "num", "num", "", "reason"])
             + note(verdict_text + f" Rule: {selection.rule}. Training time counts what the model needs "
-                   "(the encoder's pretraining for the LSTMs).")
+                   "(the encoder's pretraining for the LSTMs).") + (family if k is not None else "")
+            + (f"<ul>{said}</ul>" if said else "")
             + (note("The saved files are refits on every labeled row, trained at the scored fits' optimizer "
                     "steps; the gate numbers are their fold models'. How far each refit strays from them "
                     "(a gate-7 file's calibration is the recipe's, fitted on the fold models' outputs):")
