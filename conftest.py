@@ -23,6 +23,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).parent / ".numba_cac
 from moola.artifacts import GATE_OF, mark_gate, mark_selected
 from moola.data.dataset import check_data
 from moola.data.errors import Problem
+from moola.deploy.archive import archive_run
 from moola.deploy.select import judged
 from moola.iterate.family import position, words
 from moola.parallel.pool import starting_worker
@@ -66,9 +67,9 @@ def pytest_addoption(parser):
                          "user-layout (laid out like the user's files: no timestamps, several spans per window, "
                          "a sliding pool holding every labeled window)")
     group.addoption("--fresh", action="store_true", help="ignore cached artifacts (retrain the encoder)")
-    group.addoption("--sweep-id", default=None, metavar="ID",
-                    help="set by python -m moola sweep: the sweep this run is one configuration of (recorded in "
-                         "every line's family)")
+    group.addoption("--sweep-id", default=None, metavar="ID:K",
+                    help="set by python -m moola sweep: this run is configuration K of sweep ID (recorded in every "
+                         "line's family)")
     group.addoption("--shuffle-labels", action="store_true",
                     help="negative control: permute every fold's train labels (seeded) before any training; "
                          "a sound suite fails at gate 4 or earlier. Models go under ARTIFACTS/negative_control/")
@@ -259,8 +260,11 @@ class ResultsPlugin:
                     recorded = read_lines(settings.results_path)
                 except ValueError:  # a damaged results file: gate 0 and report say so; count this run alone
                     recorded = []
-                self._family = {**position(recorded, dataset.labeled_rows, recipe),
-                                "sweep": self.config.option.sweep_id}
+                sweep, _, point = (self.config.option.sweep_id or "").partition(":")
+                self._family = {**position(recorded, dataset.labeled_rows, recipe), "sweep": sweep or None,
+                                "point": int(point) if point.isdigit() else None}
+                if settings.shuffle_labels:  # a negative control looks at shuffled labels: not a configuration
+                    self._family.update(k=None, K=self._family["K"] - 1, negative_control=True)
         return self._family
 
     @property
@@ -291,7 +295,10 @@ class ResultsPlugin:
             lines.append(f"moola: dataset fingerprint {dataset.fingerprint}" if dataset else
                          f"moola: dataset unusable ({len(problems)} problem(s); gate 0 lists them)")
             family = self.family()
-            if family is not None:
+            if family is not None and family.get("negative_control"):
+                lines.append(f"moola: a negative control is not counted among the {family['K']} configuration(s) "
+                             "tried on these rows")
+            elif family is not None:
                 lines.append(f"moola: {words(family['k'], family['K'])} (labeled rows {family['rows']}"
                              + (f", sweep {family['sweep']}" if family["sweep"] else "") + ")"
                              + ("" if family["K"] < 2 else ": select and the report also judge gates 2 and 4 and "
@@ -493,6 +500,12 @@ class ResultsPlugin:
         self.mark_unjudged_models()
         if not interrupted and self.lines:
             self.select()
+        if self.lines and not self.settings.shuffle_labels:
+            try:  # a later run overwrites models/*.pt: a choice across runs must find this run's files
+                archive_run(self.settings.artifacts_dir, self.settings.run_id, GATE_OF)
+            except OSError as exc:
+                warnings.warn(f"could not keep this run's models under {self.settings.artifacts_dir}/runs: {exc}",
+                              stacklevel=1)
 
     def unjudged_record(self, gate: str, why: str) -> GateRecord:
         """A gate that did not rule; gate 3's line still gets what pretraining did when the encoder was

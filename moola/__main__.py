@@ -173,11 +173,13 @@ def report(args) -> int:
 def select(args) -> int:
     import json
 
-    from moola.deploy.select import choose, format_selection
-    from moola.results import choose_run
+    from moola.deploy.select import format_selection, judged
+    from moola.results import choose_run, read_lines
 
+    if args.all_runs or args.sweep:
+        return select_across(args)
     lines, which = choose_run(Path(args.results), args.run_id, args.include_narrowed)
-    selection = choose(lines)
+    selection = judged(lines, read_lines(Path(args.results)))
     print(f"{args.results}: {which}")
     print(format_selection(selection))
     if args.json:
@@ -187,6 +189,71 @@ def select(args) -> int:
               f"{'' if args.run_id is None else f' --run-id {args.run_id}'}"
               f"{'' if args.results == RESULTS else f' --results {args.results}'}  (uses {selection.recommended.name})")
     return 0
+
+
+def select_across(args) -> int:
+    """`select --all-runs` / `--sweep ID`: every configuration × model on the same rows; the pick is
+    recorded for `predict` (`deploy.archive`)."""
+    import json
+
+    from moola.deploy.across import choose_across, format_across, mark_pick
+    from moola.deploy.archive import record_selection
+    from moola.iterate.family import family_of, rows_key
+    from moola.results import choose_run, read_lines, run_ids, shuffled
+
+    if args.run_id:
+        raise ValueError("select: --run-id picks one run; --all-runs and --sweep rank every configuration: give one")
+    recorded = read_lines(Path(args.results))
+    if args.sweep:
+        runs = [line for line in recorded if (line.get("family") or {}).get("sweep") == args.sweep]
+        if not runs:
+            sweeps = [sweep for sweep in dict.fromkeys((line.get("family") or {}).get("sweep") for line in recorded)
+                      if sweep]
+            raise ValueError(f"{args.results}: expected runs of sweep {args.sweep!r}, found "
+                             f"{'sweeps ' + ', '.join(sweeps[-5:]) if sweeps else 'no sweep'}")
+        rows = rows_key([line for line in recorded if line["run_id"] == run_ids(runs)[-1]])
+    else:
+        lines, _ = choose_run(Path(args.results), None, True)
+        rows = rows_key(lines)
+    control = bool(args.sweep) and shuffled(runs)  # a negative-control sweep: ranked among its own runs
+    family = family_of(recorded, rows, controls=control)
+    across = choose_across(family, sweep=args.sweep)
+    print(f"{args.results}: {family.size} configuration(s) tried on labeled rows {rows}")
+    print(format_across(across))
+    if args.json:
+        Path(args.json).write_text(json.dumps(across.as_dict(), indent=1))
+    if across.recommended is None:
+        return 0
+    path, problem = mark_pick(Path(args.artifacts_dir), across)
+    if path is None:
+        print(f"not recorded for predict: {problem}")
+        return 0
+    record_selection(Path(args.artifacts_dir), {**across.as_dict(), "results": str(Path(args.results).resolve()),
+                                                "runs": [run for c in family.configurations for run in c.runs],
+                                                "path": str(path)})
+    print(f"next: python -m moola predict WINDOWS.parquet --out predictions.parquet"
+          f"{'' if args.results == RESULTS else f' --results {args.results}'}"
+          f"{'' if args.artifacts_dir == 'artifacts' else f' --artifacts-dir {args.artifacts_dir}'}"
+          f"  (uses {across.recommended.ranked.name} of configuration {across.recommended.k}: {shown(path)})")
+    return 0
+
+
+def sweep(args) -> int:
+    from moola.iterate.sweep import parse_grid, run_sweep
+
+    plan = parse_grid(args.grid, args.pytest_options)
+    status = run_sweep(plan)
+    if status:
+        return status
+    results = plan.option("--results", RESULTS)
+    return select_across(argparse.Namespace(results=results, run_id=None, all_runs=False, sweep=plan.id, json=None,
+                                            artifacts_dir=plan.option("--artifacts-dir", "artifacts")))
+
+
+def shown(path) -> str:
+    from moola.deploy.select import shown_path
+
+    return shown_path(path)
 
 
 def predict(args) -> int:
@@ -260,7 +327,24 @@ def main(argv=None) -> int:
     chooser.add_argument("--include-narrowed", action="store_true",
                          help="the latest run even when it ran part of the suite (-k, --lf, --start-gate …)")
     chooser.add_argument("--json", default=None, metavar="PATH", help="also write the recommendation as JSON")
+    chooser.add_argument("--all-runs", action="store_true",
+                         help="rank every configuration x model scored on the latest run's labeled rows, on intervals "
+                              "that count every configuration tried; predict then uses its pick")
+    chooser.add_argument("--sweep", default=None, metavar="ID",
+                         help="rank the configurations of sweep ID (python -m moola sweep) the same way")
+    chooser.add_argument("--artifacts-dir", default="artifacts",
+                         help="where the runs saved their models (--all-runs/--sweep record the pick there)")
     chooser.set_defaults(run=select)
+    sweeper = commands.add_parser(
+        "sweep", help="run the gates once per configuration of a grid, then choose across them (select --sweep)",
+        description="python -m moola sweep --grid KEY=V1,V2 [--grid …] [-- PYTEST OPTIONS]: every configuration of "
+                    "the grid runs the whole suite (pytest gates OPTIONS --set KEY=V …) on the same data; the same "
+                    "command again continues an interrupted sweep. Then select --sweep ranks every configuration x "
+                    "model on intervals that count every configuration tried on the rows (docs/iterate.md)")
+    sweeper.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                         help="a setting and its values (repeatable; the sweep runs their product), e.g. "
+                              "pretrain.mask_strategy=random,block,patch")
+    sweeper.set_defaults(run=sweep, pytest_options=[])
     scorer = commands.add_parser("predict", help="score windows with the recommended model (moola select)")
     scorer.add_argument("windows", help="a parquet file of windows in the data contract (a label column is optional)")
     scorer.add_argument("--out", required=True, help="where to write the predictions: .parquet or .csv")
@@ -276,7 +360,13 @@ def main(argv=None) -> int:
                         help="cpu (default), cuda, mps or auto: where the networks run (10,000 windows: ~10 s on a "
                              "16-core CPU, well under a second on a GPU)")
     scorer.set_defaults(run=predict)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed = argv[argv.index("--") + 1:] if "--" in argv else []  # sweep: the gate run's own options
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if passed and args.command != "sweep":
+        parser.error(f"{args.command}: options after -- are for python -m moola sweep only, found {' '.join(passed)}")
+    if args.command == "sweep":
+        args.pytest_options = passed
     try:
         return args.run(args)
     except (DataContractError, ValueError, FileNotFoundError) as exc:

@@ -116,3 +116,102 @@ def test_ten_no_signal_configurations_beat_the_control_at_most_5_percent_of_swee
     assert null["per_run_rate"] > 2 * null["adjusted_rate"], null  # what the adjustment is for
     signal = simulate(sweeps=200, configurations=10, error_rate=0.03, control_error_rate=0.15)
     assert signal["adjusted_rate"] >= 0.8, signal  # a real gain still passes
+
+
+def test_a_sweep_grid_is_checked_before_anything_runs_and_names_each_configuration():
+    from moola.iterate.sweep import command, parse_grid
+
+    sweep = parse_grid(["pretrain.mask_strategy=random,block", "pretrain.epochs=4,8"], ["-x", "--demo"])
+    assert sweep.points == [("pretrain.mask_strategy=random", "pretrain.epochs=4"),
+                            ("pretrain.mask_strategy=random", "pretrain.epochs=8"),
+                            ("pretrain.mask_strategy=block", "pretrain.epochs=4"),
+                            ("pretrain.mask_strategy=block", "pretrain.epochs=8")]
+    assert sweep.id == parse_grid(["pretrain.mask_strategy=random,block", "pretrain.epochs=4,8"], ["-x", "--demo"]).id
+    assert sweep.id != parse_grid(["pretrain.mask_strategy=random,block"], ["-x", "--demo"]).id
+    assert command(sweep, 3)[3:] == ["gates", "-x", "--demo", "--set", "pretrain.mask_strategy=block", "--set",
+                                     "pretrain.epochs=4", "--sweep-id", f"{sweep.id}:3"]
+    for grid, options, said in ((["pretrain.mask_strategy=random,bogus"], [], "expected one of random, block, patch"),
+                                (["pretrain.mask_strateg=random"], [], "is not a setting"),
+                                (["pretrain.epochs"], [], "expected KEY=V1,V2"),
+                                (["pretrain.epochs=1", "pretrain.epochs=2"], [], "given twice"),
+                                (["pretrain.epochs=1,2"], ["--start-gate", "3"], "cannot be given to a sweep"),
+                                ([], [], "at least one --grid")):
+        with pytest.raises(ValueError, match=said):
+            parse_grid(grid, options)
+
+
+def test_a_sweep_continues_with_the_configurations_not_finished():
+    from moola.iterate.sweep import finished
+
+    def sweep_run(run_id: str, point: int, reason=None) -> list:
+        lines = configured(models(("minirocket", 0.9, 3.0)), run_id, {"pretrain.epochs": point})
+        for line in lines:
+            line["family"] = {"sweep": "abc", "point": point}
+            line["reason"] = reason
+        return lines
+
+    lines = sweep_run("a", 1) + sweep_run("b", 2, "interrupted (Ctrl-C) while this gate ran") + sweep_run("c", 3)
+    lines += configured(models(("minirocket", 0.9, 3.0)), "d")  # not a sweep's run
+    assert finished(lines, "abc") == {1: "a", 3: "c"}
+
+
+def test_select_across_runs_recommends_the_cheapest_pair_not_shown_worse_with_a_nested_estimate():
+    from moola.deploy.across import choose_across, format_across
+
+    lines = []
+    for k, finetuned in enumerate((0.90, 0.93, 0.88)):
+        lines += configured(models(("minirocket", predictions(0.9, 50), 3.0, "failed"),
+                                   ("finetuned", predictions(finetuned, 60 + k), 200.0)), f"r{k}",
+                            {"pretrain.mask_strategy": ["patch", "random", "block"][k]})
+    across = choose_across(family_of(lines, "rows-1"))
+    assert across.size == 3 and across.best.ranked.name == "finetuned" and across.best.k == 2
+    assert across.recommended.ranked.name == "minirocket"  # not shown worse, 1/60 of the cost
+    compared = across.recommended.vs_best
+    assert compared["compared"] == 5 and compared["delta_ci95"][1] >= 0
+    nested = across.nested
+    assert len(nested["picks"]) == 5 and nested["f1"] <= across.best.ranked.f1
+    text = format_across(across)
+    assert "RECOMMENDED" in text and "nested estimate" in text and "2 = quick pretrain.mask_strategy=random" in text
+
+
+def test_predict_leaves_a_cross_run_pick_that_a_later_run_made_stale(tmp_path):
+    import json
+
+    from moola.deploy.archive import record_selection
+    from moola.deploy.predict import cross_run_pick
+
+    results = tmp_path / "r.jsonl"
+    first = configured(models(("minirocket", 0.9, 3.0, "failed")), "a")
+    later = configured(models(("minirocket", 0.9, 3.0, "failed")), "b", {"pretrain.epochs": 3})
+    results.write_text("".join(json.dumps(line) + "\n" for line in first + later))
+    record_selection(tmp_path, {"results": str(results.resolve()), "rows": "rows-1", "runs": ["a"],
+                                "recommended": {"model": "minirocket", "run_id": "a"}, "path": "nowhere"})
+    pick, stale = cross_run_pick(tmp_path, results)
+    assert pick is None and "predates run(s) b" in stale
+
+
+def test_select_sweep_on_a_negative_control_sweep_recommends_nothing_and_all_runs_names_a_missing_file(
+        tmp_path, capsys):
+    import json
+
+    from moola.__main__ import main
+
+    lines = []
+    for k in (1, 2):
+        run = configured(models(("minirocket", 0.9, 3.0, "failed"), shuffled=True), f"c{k}", {"smoke.epochs": k},
+                         train_labels="shuffled")
+        for line in run:
+            line["family"] = {"sweep": "ctl", "point": k}
+        lines += run
+    lines += configured(models(("minirocket", 0.9, 3.0, "failed")), "real")
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["select", str(results), "--sweep", "ctl", "--artifacts-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "recommended: none" in out and "negative-control" in out
+    assert main(["select", str(results), "--sweep", "nope"]) == 2
+    assert "expected runs of sweep 'nope', found sweeps ctl" in capsys.readouterr().err
+    assert main(["select", str(results), "--all-runs", "--artifacts-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 configuration(s) tried" in out and "recommended: configuration 1" in out
+    assert "not recorded for predict: run real's minirocket file is neither at" in out

@@ -132,6 +132,8 @@ def test_the_ending_names_the_model_its_file_and_the_next_commands_with_the_run_
     assert "recommended model: minirocket" in text and "file: artifacts/models/minirocket.pt" in text
     assert "python -m moola predict data/raw/unlabeled_windows.parquet --out predictions.parquet" in text
     assert "pytest gates --demo --seed 18 --start-gate 3 --gate-policy point" in text
+    assert "python -m moola sweep --grid pretrain.mask_strategy=random,block,patch -- -x --demo --seed 18" in text
+    assert "not a gain beyond noise" in text  # what the point run can and cannot decide
     assert "pytest gates -x --demo --seed 18 --profile full" in text
     assert "gates 3, 4, 5, 6, 7 did not run" in text
 

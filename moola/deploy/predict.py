@@ -120,6 +120,9 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
     the file that run saved."""
     from moola.deploy.select import judged
 
+    across, stale = (None, None) if run_id is not None else cross_run_pick(artifacts_dir, results)
+    if across is not None:
+        return across
     try:
         lines, which = choose_run(results, run_id)
     except ValueError as exc:
@@ -149,7 +152,45 @@ def recommended_model(artifacts_dir: Path, results: Path, run_id: str | None = N
     ci = chosen.f1_ci95
     said = (f"recommended by moola select for {which}: {chosen.name}, pooled out-of-fold macro F1 "
             f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {chosen.cost_s or 0:.0f} s (rule: {selection.rule})")
-    return deployed, "; ".join([said, *calibration_note(deployed)])
+    return deployed, "; ".join([said, *calibration_note(deployed), *([stale] if stale else [])])
+
+
+def cross_run_pick(artifacts_dir: Path, results: Path) -> tuple:
+    """`((deployed, notice), None)` when `select --all-runs`/`--sweep` recorded a pick for `results`
+    and no run on the same rows was recorded since; else `(None, why it is not used, or None)`."""
+    from moola.deploy.archive import read_selection
+    from moola.iterate.family import family_of
+
+    record = read_selection(artifacts_dir)
+    if not record or record.get("results") != str(Path(results).resolve()) or not record.get("recommended"):
+        return None, None
+    recorded = read_lines(results)
+    family = family_of(recorded, record.get("rows"))
+    later = [run for c in family.configurations for run in c.runs if run not in (record.get("runs") or [])]
+    if later:
+        return None, (f"the pick of python -m moola select --all-runs/--sweep ({record['written']}) predates run(s) "
+                      f"{', '.join(later[-3:])} on the same rows, so it no longer counts every configuration tried: "
+                      "rerun select --all-runs to choose across all of them")
+    pick = record["recommended"]
+    path = Path(record["path"])
+    if not path.is_file():
+        raise DeploymentError(f"moola select chose {pick['model']} of run {pick['run_id']} ({record['written']}), and "
+                              f"there is no file at {path}. Fix: copy the artifacts folder of the machine that ran the "
+                              "gates (runs/ included), or rerun python -m moola select --all-runs")
+    deployed = load_deployed(path, pick["model"])
+    line = gate_line([one for one in recorded if one["run_id"] == pick["run_id"]], pick["gate"])
+    problems = delivery_problems(deployed.metadata, line or {}, pick["model"], selected=True)
+    if line is None or problems:
+        raise DeploymentError(f"moola select chose {pick['model']} of run {pick['run_id']}, but {path} is not the model "
+                              f"whose numbers that run printed: {'; '.join(problems) or 'the run has no such line'}. "
+                              "Fix: rerun python -m moola select --all-runs")
+    nested = record.get("nested") or {}
+    said = (f"recommended by moola select across {record['configurations']} configuration(s) tried on these rows"
+            f"{' (sweep ' + record['sweep'] + ')' if record.get('sweep') else ''}: {pick['model']} of configuration "
+            f"{pick['configuration']} ({pick['label']}), run {pick['run_id']}, pooled out-of-fold macro F1 "
+            f"{pick['f1']:.3f}" + (f"; choosing this way delivers about {nested['f1']:.3f} (nested estimate)"
+                                   if nested.get("f1") is not None else "") + f" (rule: {record['rule']})")
+    return (deployed, "; ".join([said, *calibration_note(deployed)])), None
 
 
 def calibration_note(deployed: Deployed) -> list:

@@ -71,6 +71,7 @@ class Ranked:
     why_not: str | None = None  # why it cannot be recommended
     vs_best: dict | None = None  # delta, delta_ci95 against the best candidate
     cost_parts: dict = field(default_factory=dict)
+    run_id: str | None = None  # the run whose line scored it
 
 
 @dataclass
@@ -153,7 +154,8 @@ def choose(lines: list[dict], adjustment=None) -> Selection:
         cost = metrics.get("cost") or {}
         entry = Ranked(name, line["gate"], line.get("status"), ev.val_f1 if ev is not None else None,
                        _f1_ci(ev, seed, run_length) if ev is not None else None, cost.get("total_s"),
-                       (line.get("artifacts") or {}).get("model"), cost_parts=cost.get("parts") or {})
+                       (line.get("artifacts") or {}).get("model"), cost_parts=cost.get("parts") or {},
+                       run_id=line.get("run_id"))
         ranked.append(entry)
         if ev is None:
             entry.why_not = (f"gate {line['gate']} {line.get('status')}: not scored in this run" if

@@ -40,6 +40,8 @@ class Configuration:
         """The configuration in the words of its options: profile and every changed setting."""
         settings = self.recipe.get("settings") or {}
         parts = [f"{self.recipe.get('profile')}"] + [f"{key}={_shown(value)}" for key, value in sorted(settings.items())]
+        if not settings:
+            parts.append("(its defaults)")
         if self.recipe.get("seed") not in (None, 17):
             parts.append(f"seed {self.recipe['seed']}")
         return " ".join(parts)
@@ -66,9 +68,10 @@ class Family:
         return None if k is None else self.configurations[k - 1]
 
 
-def rows_key(run_lines: list[dict]) -> str | None:
-    """The labeled rows a run scored (`data.labeled_rows`; a line written before it: the whole data
-    fingerprint, so old runs still count, on their own)."""
+def rows_key(run_lines: list[dict], known: dict | None = None) -> str | None:
+    """The labeled rows a run scored (`data.labeled_rows`). A run written before moola recorded it
+    counts by its whole data fingerprint: on the rows of a later run with the same fingerprint
+    (`known`: fingerprint -> labeled rows, `labeled_rows_of`), else on rows of its own."""
     for line in run_lines:
         data = line.get("data") or {}
         if data.get("labeled_rows"):
@@ -76,8 +79,14 @@ def rows_key(run_lines: list[dict]) -> str | None:
     for line in run_lines:
         data = line.get("data") or {}
         if data.get("fingerprint"):
-            return f"data:{data['fingerprint']}"
+            return (known or {}).get(data["fingerprint"], f"data:{data['fingerprint']}")
     return None
+
+
+def labeled_rows_of(lines: list[dict]) -> dict:
+    """data fingerprint -> labeled rows, from the lines that record both."""
+    return {data["fingerprint"]: str(data["labeled_rows"]) for data in (line.get("data") or {} for line in lines)
+            if data.get("fingerprint") and data.get("labeled_rows")}
 
 
 def config_key(recipe: dict | None) -> str | None:
@@ -97,17 +106,21 @@ def looked(run_lines: list[dict]) -> bool:
     return any((line.get("oof") or {}).get("pred") for line in run_lines)
 
 
-def counted(run_lines: list[dict]) -> bool:
-    return looked(run_lines) and not shuffled(run_lines) and config_key(run_recipe(run_lines)) is not None
+def counted(run_lines: list[dict], controls: bool = False) -> bool:
+    """A run that looked at the rows; negative controls only when `controls` (a `--shuffle-labels`
+    sweep is ranked among its own runs, so that select can say it delivers nothing)."""
+    return (looked(run_lines) and (controls or not shuffled(run_lines))
+            and config_key(run_recipe(run_lines)) is not None)
 
 
-def family_of(lines: list[dict], rows: str | None) -> Family:
+def family_of(lines: list[dict], rows: str | None, controls: bool = False) -> Family:
     """The configurations of every counted run in `lines` (a whole results file) on `rows`."""
     family = Family(rows)
     by_key: dict = {}
+    known = labeled_rows_of(lines)
     for run in run_ids(lines):
         run_lines = [line for line in lines if line["run_id"] == run]
-        if rows is None or rows_key(run_lines) != rows or not counted(run_lines):
+        if rows is None or rows_key(run_lines, known) != rows or not counted(run_lines, controls):
             continue
         recipe = run_recipe(run_lines)
         key = config_key(recipe)
@@ -125,7 +138,7 @@ def family_of(lines: list[dict], rows: str | None) -> Family:
 
 def family_of_run(lines: list[dict], run_id: str) -> Family:
     """The family of the rows `run_id` scored."""
-    return family_of(lines, rows_key([line for line in lines if line["run_id"] == run_id]))
+    return family_of(lines, rows_key([line for line in lines if line["run_id"] == run_id], labeled_rows_of(lines)))
 
 
 def merged(earlier: list[dict], later: list[dict]) -> list[dict]:

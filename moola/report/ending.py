@@ -93,6 +93,12 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     run_opt = f" {options['run_options']}" if options.get("run_options") else ""
     status = {line["gate"]: line["status"] for line in lines}
     steps = [("every model of this run, ranked, and the rule", f"python -m moola select{results}")]
+    _k, size = selection.family or (None, 1)
+    if size > 1:
+        steps.append(((f"choose across the {size} configurations tried on these rows: every model of every run, on "
+                      "intervals that count them all (predict then uses its pick)"),
+                      (f"python -m moola select{' ' + options['results'] if options.get('results') else ''} --all-runs"
+                      f"{artifacts_opt}")))
     chosen = selection.recommended
     if chosen is not None:
         inputs = (lines[0].get("data") or {}).get("inputs") or next(
@@ -109,8 +115,12 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
         steps.append(("after fixing the data problems above", f"pytest gates -x{run_opt}"))
         return steps
     unjudged = [gate for gate, s in status.items() if s in ("not_run", "skipped") and int(gate.split("_")[0]) > 2]
+    if status.get("2_control_minirocket") == "failed" or status.get("3_pretrain_bilstm") == "failed":
+        steps.append(sweep_step(lines, run_opt))
     if status.get("2_control_minirocket") == "failed" and unjudged:
-        steps.append(("see gates 3-7 on this data, judged by point comparisons (weaker evidence)",
+        steps.append((("or see gates 3-7's numbers judged by point comparisons: they show what each model scores, not "
+                      "a gain beyond noise, and select still asks every model for signal beyond noise (one more "
+                      "configuration tried on these rows)"),
                       f"pytest gates{_without(run_opt, '--gate-policy')} --start-gate 3 --gate-policy point"))
     deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
     if deep_lost:
@@ -129,6 +139,24 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
             steps.append(("or pretrain longer, if gate 3's curves were still falling",
                           f"pytest gates -x{run_opt} --set pretrain.epochs=100"))
     return steps
+
+
+def sweep_step(lines: list[dict], run_opt: str) -> tuple[str, str]:
+    """The sweep over the seed workflow's masking strategies, with what it will cost: each new
+    strategy pretrains an encoder (this run's pretraining time) and runs the gates this run ran."""
+    encoder = next((line for line in lines if line["gate"] == "3_pretrain_bilstm"), {})
+    pretrain_s = ((encoder.get("metrics") or {}).get("pretrain_cost") or {}).get("wall_s")
+    gates_s = sum(float(line.get("duration_s") or 0.0) for line in lines if line["gate"] != "3_pretrain_bilstm")
+    strategies = ("random", "block", "patch")
+    cost = ""
+    if pretrain_s:
+        total = (len(strategies) - 1) * (pretrain_s + gates_s) + gates_s  # this run's strategy: cached encoder
+        cost = f", about {_seconds(total)} here ({len(strategies) - 1} new encoders of ~{_seconds(pretrain_s)} each)"
+    kept = _without(_without(run_opt, "--gate-policy"), "--shuffle-labels")
+    return ((f"try the seed workflow's masking strategies, each judged by the whole suite and counted as one more "
+            f"configuration tried on these rows, then chosen across{cost}; add --grid pretrain.epochs=E1,E2 to "
+            "pretrain longer too (docs/iterate.md)"),
+            f"python -m moola sweep --grid pretrain.mask_strategy={','.join(strategies)} -- -x{kept}")
 
 
 def _without(options: str, name: str) -> str:
