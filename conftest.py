@@ -250,8 +250,10 @@ class ResultsPlugin:
         """Where this run stands among the configurations tried on the same labeled rows
         (`moola.iterate.family.position`), from the results file as it was when the run began."""
         if not hasattr(self, "_family"):
+            if self.checked is None:  # the data is not read yet: ask again with the next line
+                return None
             self._family = None
-            dataset = (self.checked or (None,))[0]
+            dataset = self.checked[0]
             if dataset is not None:
                 settings = self.settings
                 recipe = make_recipe(settings.profile, settings.seed, dataset.fingerprint, settings.device_type,

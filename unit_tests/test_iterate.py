@@ -215,3 +215,17 @@ def test_select_sweep_on_a_negative_control_sweep_recommends_nothing_and_all_run
     out = capsys.readouterr().out
     assert "1 configuration(s) tried" in out and "recommended: configuration 1" in out
     assert "not recorded for predict: run real's minirocket file is neither at" in out
+
+
+def test_the_ending_of_a_run_among_several_configurations_leads_to_select_all_runs(tmp_path, monkeypatch):
+    from moola.iterate.sweep import parse_grid, run_sweep
+    from moola.report.ending import ending
+
+    first = configured(models(("minirocket", 0.9, 3.0, "failed")), "a")
+    second = configured(models(("minirocket", 0.9, 3.0, "failed")), "b", {"smoke.epochs": 4})
+    text = ending(second, judged(second, first + second), {"run_options": "--demo", "results": "r.jsonl",
+                                                           "artifacts_dir": None, "data_root": "data", "narrowed": False})
+    assert "python -m moola select r.jsonl --all-runs" in text and "configuration 2 of 2" in text
+    monkeypatch.chdir(tmp_path)  # no gates/ here: the sweep says where to run it before running anything
+    with pytest.raises(ValueError, match="run python -m moola sweep from the folder you run pytest gates in"):
+        run_sweep(parse_grid(["smoke.epochs=3,4"], ["--demo"]))

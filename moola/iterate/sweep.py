@@ -122,6 +122,9 @@ def outcome(lines: list, run: str) -> str:
 
 def run_sweep(sweep: Sweep, say=print) -> int:
     """Run every configuration not finished yet; then rank the sweep (`moola select --sweep`)."""
+    if not Path("gates").is_dir():
+        raise ValueError(f"sweep: expected the gates folder under {Path.cwd()} (each configuration runs pytest gates "
+                         "there); run python -m moola sweep from the folder you run pytest gates in")
     results = Path(sweep.option("--results", DEFAULT_RESULTS))
     logs = Path(sweep.option("--artifacts-dir", DEFAULT_ARTIFACTS)) / "runs" / "sweeps" / sweep.id
     logs.mkdir(parents=True, exist_ok=True)
@@ -134,8 +137,13 @@ def run_sweep(sweep: Sweep, say=print) -> int:
         if k in done:
             continue
         log = logs / f"{k}.log"
-        with log.open("w") as out:
-            status = subprocess.run(command(sweep, k), stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        try:
+            with log.open("w") as out:
+                status = subprocess.run(command(sweep, k), stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        except KeyboardInterrupt:  # the gate run got the Ctrl-C too and wrote its lines as interrupted
+            say(f"sweep interrupted during configuration {k} of {total}; the same command continues it "
+                f"({len(done)} finished)")
+            return 130
         ran += 1
         lines = read_lines(results)
         done = finished(lines, sweep.id)
