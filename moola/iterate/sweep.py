@@ -120,7 +120,11 @@ def outcome(lines: list, run: str) -> str:
     return "every gate it judged passed"
 
 
-def run_sweep(sweep: Sweep, say=print) -> int:
+def _say(text: str) -> None:
+    print(text, flush=True)  # a progress line shows at once in a log file (nohup … > sweep.log), not at exit
+
+
+def run_sweep(sweep: Sweep, say=_say) -> int:
     """Run every configuration not finished yet; then rank the sweep (`moola select --sweep`)."""
     if not Path("gates").is_dir():
         raise ValueError(f"sweep: expected the gates folder under {Path.cwd()} (each configuration runs pytest gates "
