@@ -218,7 +218,10 @@ def select_across(args) -> int:
     control = bool(args.sweep) and shuffled(runs)  # a negative-control sweep: ranked among its own runs
     family = family_of(recorded, rows, controls=control)
     across = choose_across(family, sweep=args.sweep)
-    print(f"{args.results}: {family.size} configuration(s) tried on labeled rows {rows}")
+    counted = family_of(recorded, rows).size if control else family.size
+    print(f"{args.results}: {counted} configuration(s) tried on labeled rows {rows}"
+          + (f"; sweep {args.sweep} is a negative control (train labels shuffled): its runs are listed, not counted, "
+             "and nothing they trained is delivered" if control else ""))
     print(format_across(across))
     if args.json:
         Path(args.json).write_text(json.dumps(across.as_dict(), indent=1))

@@ -165,8 +165,7 @@ def format_across(across: Across) -> str:
     """The ranking of every scored configuration × model, the configurations' legend, then the pick,
     its nested estimate and the rule."""
     title = f"sweep {across.sweep}" if across.sweep else "every run"
-    rows = [(f"select ({title}: {across.size} configuration(s) tried on these rows): configuration × model pairs ranked "
-             "by pooled out-of-fold macro F1"),
+    rows = [f"select ({title}): configuration × model pairs ranked by pooled out-of-fold macro F1",
             (f"  {'k':>2}  {'model':<11} {'status':<8} {'macro F1 [95% CI]':<23} {'train s':>8}  "
              f"{'vs best [simultaneous 95%]':<27} verdict")]
     unscored: dict = {}

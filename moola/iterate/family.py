@@ -41,7 +41,7 @@ class Configuration:
         settings = self.recipe.get("settings") or {}
         parts = [f"{self.recipe.get('profile')}"] + [f"{key}={_shown(value)}" for key, value in sorted(settings.items())]
         if not settings:
-            parts.append("(its defaults)")
+            parts.append("defaults")
         if self.recipe.get("seed") not in (None, 17):
             parts.append(f"seed {self.recipe['seed']}")
         return " ".join(parts)
