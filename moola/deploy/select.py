@@ -107,10 +107,15 @@ def judged(lines: list[dict], recorded: list[dict] | None = None) -> Selection:
     k = family.index_of(lines[0]["run_id"])
     if adjustment is not None and k is not None:
         names = {"2_control_minirocket": "smoke − MiniRocket", "4_finetune_enhanced": "fine-tuned − smoke"}
+        lost = [(gate, numbers) for lost_k, gate, numbers in adjustment.lost() if lost_k == k]
+        lost_gates = {gate for gate, _ in lost}
+        adjusted = [f"gate {gate} ({names[gate]}) {adjustment.gates[(k, gate)].text()}" for gate in names
+                    if (k, gate) in adjustment.gates and gate not in lost_gates]
         selection.notes[:0] = [
             f"gate {gate} passed in its own run, and does not survive the {family.size} configurations tried on these "
             f"rows: {names[gate]} {numbers.text()}{'' if gate != GATE4 else ' (and the adjusted signal test)'}"
-            for lost_k, gate, numbers in adjustment.lost() if lost_k == k]
+            for gate, numbers in lost] + ([f"over the {family.size} configurations tried on these rows: "
+                                           + "; ".join(adjusted)] if adjusted else [])
     return selection
 
 

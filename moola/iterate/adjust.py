@@ -55,7 +55,7 @@ class Adjusted:
     def text(self) -> str:
         low, high = self.adjusted_ci95
         shift = "" if self.shift_p_value is None else f", adjusted circular-shift p = {self.shift_p_value:.3f}"
-        return f"{self.delta:+.3f}, simultaneous 95% CI [{low:+.3f}, {high:+.3f}] over {self.family_size}{shift}"
+        return f"{self.delta:+.3f}, simultaneous 95% CI [{low:+.3f}, {high:+.3f}] over {self.family_size} comparisons{shift}"
 
 
 @dataclass
