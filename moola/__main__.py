@@ -231,9 +231,9 @@ def select_across(args) -> int:
     if path is None:
         print(f"not recorded for predict: {problem}")
         return 0
-    record_selection(Path(args.artifacts_dir), {**across.as_dict(), "results": str(Path(args.results).resolve()),
+    record_selection(Path(args.artifacts_dir), {**across.as_dict(), "results": str(args.results),
                                                 "runs": [run for c in family.configurations for run in c.runs],
-                                                "path": str(path)})
+                                                "path": str(Path(path).relative_to(args.artifacts_dir))})
     print(f"next: python -m moola predict WINDOWS.parquet --out predictions.parquet"
           f"{'' if args.results == RESULTS else f' --results {args.results}'}"
           f"{'' if args.artifacts_dir == 'artifacts' else f' --artifacts-dir {args.artifacts_dir}'}"
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
         args.pytest_options = passed
     try:
         return args.run(args)
-    except (DataContractError, ValueError, FileNotFoundError) as exc:
+    except (DataContractError, ValueError, OSError) as exc:  # OSError: a folder that cannot be written, say
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -112,9 +112,9 @@ def test_ten_no_signal_configurations_beat_the_control_at_most_5_percent_of_swee
     from moola.iterate.simulate import simulate
 
     null = simulate(sweeps=1000, configurations=10)
-    assert null["adjusted_rate"] <= 0.05 + 2 * null["adjusted_se"], null
+    assert null["adjusted_rate"] <= 0.05, null
     assert null["per_run_rate"] > 2 * null["adjusted_rate"], null  # what the adjustment is for
-    signal = simulate(sweeps=200, configurations=10, error_rate=0.03, control_error_rate=0.15)
+    signal = simulate(sweeps=100, configurations=10, error_rate=0.03, control_error_rate=0.15)
     assert signal["adjusted_rate"] >= 0.8, signal  # a real gain still passes
 
 
@@ -135,7 +135,9 @@ def test_a_sweep_grid_is_checked_before_anything_runs_and_names_each_configurati
                                 (["pretrain.epochs"], [], "expected KEY=V1,V2"),
                                 (["pretrain.epochs=1", "pretrain.epochs=2"], [], "given twice"),
                                 (["pretrain.epochs=1,2"], ["--start-gate", "3"], "cannot be given to a sweep"),
-                                ([], [], "at least one --grid")):
+                                ([], [], "at least one --grid"),
+                                (["ensemble.members=finetuned,augmented"], [], "holds a list"),
+                                (["smoke.epochs=3,4"], ["--set", "smoke.epochs=5"], "give it once")):
         with pytest.raises(ValueError, match=said):
             parse_grid(grid, options)
 
@@ -144,7 +146,9 @@ def test_a_sweep_continues_with_the_configurations_not_finished():
     from moola.iterate.sweep import finished
 
     def sweep_run(run_id: str, point: int, reason=None) -> list:
-        lines = configured(models(("minirocket", 0.9, 3.0)), run_id, {"pretrain.epochs": point})
+        lines = configured(models(("smoke", 0.9, 9.0), ("minirocket", 0.9, 3.0)), run_id, {"pretrain.epochs": point})
+        lines += configured([build_line(GATES[gate], "not_run", run_id=run_id) for gate in range(3, 8)], run_id,
+                            {"pretrain.epochs": point})
         for line in lines:
             line["family"] = {"sweep": "abc", "point": point}
             line["reason"] = reason
@@ -152,7 +156,10 @@ def test_a_sweep_continues_with_the_configurations_not_finished():
 
     lines = sweep_run("a", 1) + sweep_run("b", 2, "interrupted (Ctrl-C) while this gate ran") + sweep_run("c", 3)
     lines += configured(models(("minirocket", 0.9, 3.0)), "d")  # not a sweep's run
-    assert finished(lines, "abc") == {1: "a", 3: "c"}
+    crashed = sweep_run("e", 4)
+    crashed[-1]["status"] = "error"  # a fixture crashed: rerun once fixed
+    killed = sweep_run("f", 5)[:-1]  # killed mid-run: a gate has no line
+    assert finished(lines + crashed + killed, "abc") == {1: "a", 3: "c"}
 
 
 def test_select_across_runs_recommends_the_cheapest_pair_not_shown_worse_with_a_nested_estimate():

@@ -91,23 +91,25 @@ def choose_across(family: Family, sweep: str | None = None, adjustment: Adjustme
             e.ranked.why_not = "scored on other rows than the other configurations' candidates: cannot be compared"
     candidates = [e for e in candidates if e.ranked.candidate]
     if candidates:
-        seed = int(family.configurations[0].recipe.get("seed") or 17)
+        recorded_seed = family.configurations[0].recipe.get("seed")
+        seed = int(recorded_seed) if recorded_seed is not None else 17
         line = next(line for line in family.configurations[candidates[0].k - 1].lines if line.get("oof"))
         length = line_run_length(line, len(rows)) or default_run_length(len(rows))
         pairs = [(e, evaluations[id(e)]) for e in candidates]
-        best, recommended, versus = pick(pairs, seed, length)
+        best, recommended, versus = pick(pairs, seed, length, simultaneous=family.size > 1)
         for e in candidates:
             e.vs_best = versus.get(id(e))
         across.best, across.recommended = best, recommended
-        across.nested = nested_estimate(pairs, seed, length)
+        across.nested = nested_estimate(pairs, seed, length, simultaneous=family.size > 1)
         if any(e.ranked.cost_s is None for e in candidates):
             across.notes.append("a model without a recorded cost counts as the most expensive")
     entries.sort(key=lambda e: (e.ranked.f1 is None, -(e.ranked.f1 or 0.0)))
     return across
 
 
-def pick(pairs: list, seed: int, run_length: int) -> tuple:
-    """(best, recommended, {id(entry): vs_best}) among `pairs` of (entry, Evaluation) on the same rows."""
+def pick(pairs: list, seed: int, run_length: int, simultaneous: bool = True) -> tuple:
+    """(best, recommended, {id(entry): vs_best}) among `pairs` of (entry, Evaluation) on the same rows.
+    `simultaneous` False (one configuration): each pair's own paired CI, as `select` ranks one run."""
     f1 = {id(e): ev.val_f1 for e, ev in pairs}
     best, best_ev = max(pairs, key=lambda pair: (f1[id(pair[0])], -_cost(pair[0])))
     others = [(e, ev) for e, ev in pairs if e is not best]
@@ -116,7 +118,9 @@ def pick(pairs: list, seed: int, run_length: int) -> tuple:
     if others:
         index = block_resample(len(best_ev.rows), RESAMPLES, run_length, np.random.default_rng(seed))
         reference = f1_draws(best_ev, index)
-        intervals, _ = simultaneous_intervals(np.stack([f1_draws(ev, index) - reference for _, ev in others]))
+        draws = np.stack([f1_draws(ev, index) - reference for _, ev in others])
+        intervals = (simultaneous_intervals(draws)[0] if simultaneous else
+                     np.percentile(draws, [2.5, 97.5], axis=1).T)
         for (e, ev), (low, high) in zip(others, intervals):
             versus[id(e)] = {"delta": ev.val_f1 - best_ev.val_f1, "delta_ci95": [float(low), float(high)],
                          "compared": len(others)}
@@ -126,7 +130,7 @@ def pick(pairs: list, seed: int, run_length: int) -> tuple:
     return best, recommended, versus
 
 
-def nested_estimate(pairs: list, seed: int, run_length: int) -> dict | None:
+def nested_estimate(pairs: list, seed: int, run_length: int, simultaneous: bool = True) -> dict | None:
     """The macro F1 the choice delivers: each block of rows (fold) scored by the pair `pick`
     chooses on the other blocks; the base seed's predictions (the saved refits' seed)."""
     first = pairs[0][1]
@@ -137,7 +141,7 @@ def nested_estimate(pairs: list, seed: int, run_length: int) -> dict | None:
     picks = []
     for fold in folds:
         inner = first.fold_of != fold
-        chosen = pick([(e, _subset(ev, inner)) for e, ev in pairs], seed, run_length)[1]
+        chosen = pick([(e, _subset(ev, inner)) for e, ev in pairs], seed, run_length, simultaneous)[1]
         ev = next(ev for e, ev in pairs if e is chosen)
         pred[~inner] = ev.pred[0][~inner]
         picks.append({"fold": int(fold), "configuration": chosen.k, "model": chosen.ranked.name})

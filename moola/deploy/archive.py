@@ -41,10 +41,10 @@ def archive_run(artifacts_dir: Path, run_id: str, relatives) -> list:
 
 
 def file_of(artifacts_dir: Path, run_id: str, relative: Path) -> Path | None:
-    """The file run `run_id` saved at `relative`: the live one while no later run replaced it,
-    else its copy in the run folder; None when neither holds it."""
+    """The file run `run_id` saved at `relative`: its copy in the run folder (a later run cannot
+    replace it), else the live one while no later run replaced it; None when neither holds it."""
     live = Path(artifacts_dir) / relative
-    for path in (live, archived_path(artifacts_dir, run_id, relative)):
+    for path in (archived_path(artifacts_dir, run_id, relative), live):
         if path.is_file():
             try:
                 _, metadata = load_checkpoint(path)

@@ -23,7 +23,7 @@ from moola.data.parquet import WindowTable, read_windows
 from moola.data.validate import check_ohlc, labeled_hashes
 from moola.deploy.model import MODELS, Deployed, DeploymentError, approval, load_deployed, saved_refit_failures
 from moola.evaluation.crossfit import block_resample, default_run_length
-from moola.results import choose_run, read_lines
+from moola.results import choose_run, read_lines, run_ids
 from moola.training.metrics import macro_f1, macro_f1_rows
 
 log = logging.getLogger(__name__)
@@ -159,20 +159,23 @@ def cross_run_pick(artifacts_dir: Path, results: Path) -> tuple:
     """`((deployed, notice), None)` when `select --all-runs`/`--sweep` recorded a pick for `results`
     and no run on the same rows was recorded since; else `(None, why it is not used, or None)`."""
     from moola.deploy.archive import read_selection
-    from moola.iterate.family import family_of
+    from moola.iterate.family import counted
 
     record = read_selection(artifacts_dir)
-    if not record or record.get("results") != str(Path(results).resolve()) or not record.get("recommended"):
+    if not record or not record.get("recommended") or not record.get("runs"):
         return None, None
     recorded = read_lines(results)
-    family = family_of(recorded, record.get("rows"))
-    later = [run for c in family.configurations for run in c.runs if run not in (record.get("runs") or [])]
+    runs = run_ids(recorded)
+    if not set(record["runs"]) <= set(runs):  # the pick was made on another results file
+        return None, None
+    last = max(runs.index(run) for run in record["runs"])
+    later = [run for run in runs[last + 1:] if counted([line for line in recorded if line["run_id"] == run])]
     if later:
         return None, (f"the pick of python -m moola select --all-runs/--sweep ({record['written']}) predates run(s) "
-                      f"{', '.join(later[-3:])} on the same rows, so it no longer counts every configuration tried: "
-                      "rerun select --all-runs to choose across all of them")
+                      f"{', '.join(later[-3:])}, so it no longer counts every configuration tried: rerun select "
+                      "--all-runs to choose across all of them")
     pick = record["recommended"]
-    path = Path(record["path"])
+    path = Path(artifacts_dir) / record["path"]  # kept relative to the artifacts folder: it travels with it
     if not path.is_file():
         raise DeploymentError(f"moola select chose {pick['model']} of run {pick['run_id']} ({record['written']}), and "
                               f"there is no file at {path}. Fix: copy the artifacts folder of the machine that ran the "

@@ -17,12 +17,19 @@ import numpy as np
 
 from moola.evaluation.crossfit import block_resample, default_run_length, shift_offsets
 from moola.evaluation.lines import MODEL_OF_GATE, evaluation_of, line_run_length
-from moola.evaluation.simultaneous import chance_draws, f1_draws, max_shift_p_values, simultaneous_intervals
+from moola.evaluation.simultaneous import (
+    chance_draws,
+    f1_draws,
+    max_shift_p_values,
+    simultaneous_intervals,
+    swap_max_p_values,
+)
 from moola.iterate.family import Family
 
 RESAMPLES = 1000  # the gates' bootstrap_resamples default
 LEVEL = 0.95
 SHIFT_ALPHA = 0.05  # `stages.rules.SHIFT_ALPHA`
+SWAP_ALPHA = 0.025  # one-sided, the level of a per-run CI's lower bound
 # the gate comparisons adjusted: gate -> (candidate, reference) models, both read from the lines
 COMPARISONS = {"2_control_minirocket": ("smoke", "minirocket"), "4_finetune_enhanced": ("finetuned", "smoke")}
 # the models select may deliver: their signal tests form one family
@@ -40,6 +47,7 @@ class Adjusted:
     adjusted_ci95: list
     shift_p_value: float | None = None  # the signal test's, adjusted
     shift_p_floor: float | None = None
+    swap_p_value: float | None = None  # a comparison's max-swap test (`simultaneous.swap_max_p_values`)
     family_size: int = 1  # how many statistics of this kind were adjusted together
 
     @property
@@ -48,6 +56,8 @@ class Adjusted:
         rotations can reach the level, the adjusted shift p below it)."""
         if self.adjusted_ci95[0] <= 0:
             return False
+        if self.swap_p_value is not None and self.swap_p_value >= SWAP_ALPHA:
+            return False
         if self.shift_p_value is None or (self.shift_p_floor or 0.0) >= SHIFT_ALPHA:
             return True
         return self.shift_p_value < SHIFT_ALPHA
@@ -55,6 +65,7 @@ class Adjusted:
     def text(self) -> str:
         low, high = self.adjusted_ci95
         shift = "" if self.shift_p_value is None else f", adjusted circular-shift p = {self.shift_p_value:.3f}"
+        shift += "" if self.swap_p_value is None else f", adjusted swap p = {self.swap_p_value:.3f}"
         return f"{self.delta:+.3f}, simultaneous 95% CI [{low:+.3f}, {high:+.3f}] over {self.family_size} comparisons{shift}"
 
 
@@ -107,7 +118,8 @@ def adjust(family: Family, resamples: int = RESAMPLES, seed: int | None = None) 
     if not family.configurations:
         return adjustment
     first = family.configurations[0]
-    seed = int(first.recipe.get("seed") or 17) if seed is None else seed
+    if seed is None:
+        seed = int(first.recipe["seed"]) if first.recipe.get("seed") is not None else 17
     models = {k: evaluations(c) for k, c in enumerate(family.configurations, start=1)}
     lines = {k: c.lines for k, c in enumerate(family.configurations, start=1)}
     for gate, (a, b) in COMPARISONS.items():
@@ -119,6 +131,8 @@ def adjust(family: Family, resamples: int = RESAMPLES, seed: int | None = None) 
                                    lambda pair: pair[0].val_f1 - pair[1].val_f1).items():
             delta, interval, size = adjusted
             adjustment.gates[(k, gate)] = Adjusted(k, gate, delta, interval, family_size=size)
+        for k, p_value in _swap_p_values(pairs, lines, resamples, seed).items():
+            adjustment.gates[(k, gate)].swap_p_value = p_value
     signal = {(k, name): ev for k, found in models.items() for name, ev in found.items() if name in DELIVERABLE}
     adjusted = _family(signal, {key: lines[key[0]] for key in signal}, resamples, seed, chance_draws,
                        lambda ev: ev.balanced_acc - 1.0 / ev.n_classes)
@@ -145,15 +159,29 @@ def _family(items: dict, lines: dict, resamples: int, seed: int, draws, point) -
     total = len(items)
     out = {}
     for rows, keys in _groups(items).items():
-        scored = next((line for line in lines[keys[0]] if (line.get("evaluation") or {}).get("n_scored")),
-                      lines[keys[0]][0] if lines[keys[0]] else {})
-        length = line_run_length(scored, len(rows)) or default_run_length(len(rows))
+        length = _run_length(lines[keys[0]], len(rows))
         index = block_resample(len(rows), resamples, length, np.random.default_rng(seed))
         matrix = np.stack([draws(items[key], index) for key in keys])
         intervals, _ = simultaneous_intervals(matrix, 1.0 - (1.0 - LEVEL) * len(keys) / total)
         for key, interval in zip(keys, intervals):
             out[key] = (float(point(items[key])), [float(interval[0]), float(interval[1])], total)
     return out
+
+
+def _swap_p_values(pairs: dict, lines: dict, resamples: int, seed: int) -> dict:
+    """k -> the max-swap p of its comparison, times the row groups' share (Bonferroni across groups)."""
+    total = len(pairs)
+    out = {}
+    for rows, keys in _groups(pairs).items():
+        length = _run_length(lines[keys[0]], len(rows))
+        for key, p in zip(keys, swap_max_p_values([pairs[key] for key in keys], length, resamples, seed)):
+            out[key] = min(1.0, p * total / len(keys))
+    return out
+
+
+def _run_length(lines: list, n_rows: int) -> int:
+    scored = next((line for line in lines if (line.get("evaluation") or {}).get("n_scored")), lines[0] if lines else {})
+    return line_run_length(scored, n_rows) or default_run_length(n_rows)
 
 
 def _shift_p_values(items: dict) -> dict:

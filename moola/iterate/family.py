@@ -113,11 +113,12 @@ def counted(run_lines: list[dict], controls: bool = False) -> bool:
             and config_key(run_recipe(run_lines)) is not None)
 
 
-def family_of(lines: list[dict], rows: str | None, controls: bool = False) -> Family:
-    """The configurations of every counted run in `lines` (a whole results file) on `rows`."""
+def family_of(lines: list[dict], rows: str | None, controls: bool = False, known: dict | None = None) -> Family:
+    """The configurations of every counted run in `lines` (a whole results file) on `rows`. `known`:
+    more fingerprint -> labeled rows pairs (a run about to start knows its own)."""
     family = Family(rows)
     by_key: dict = {}
-    known = labeled_rows_of(lines)
+    known = {**labeled_rows_of(lines), **(known or {})}
     for run in run_ids(lines):
         run_lines = [line for line in lines if line["run_id"] == run]
         if rows is None or rows_key(run_lines, known) != rows or not counted(run_lines, controls):
@@ -155,7 +156,7 @@ def merged(earlier: list[dict], later: list[dict]) -> list[dict]:
 def position(lines: list[dict], rows: str | None, recipe: dict | None) -> dict:
     """Where a run about to start stands: `{"rows", "configuration", "k", "K"}` — k of K
     configurations tried on `rows`, this one included (an identical rerun keeps its k and K)."""
-    family = family_of(lines, rows)
+    family = family_of(lines, rows, known={recipe["data"]: rows} if recipe and recipe.get("data") else None)
     key = config_key(recipe)
     keys = [c.key for c in family.configurations]
     k = keys.index(key) + 1 if key in keys else len(keys) + 1

@@ -7,7 +7,9 @@ configurations' errors overlapping each other and the control's as measured betw
 on the demo (docs/iterate.md). Each configuration's comparison is the product's own: macro F1
 minus the control's over `block_resample`'s rows, the per-run verdict the 95% percentile CI's
 lower bound above 0 (`paired_block_bootstrap`), the adjusted one `simultaneous_intervals`' over
-the K. `python -m moola.iterate.simulate` prints the rates docs/iterate.md quotes.
+the K together with the max-statistic swap test (`swap_max_p_values` below the level
+`adjust.SWAP_ALPHA`), as `moola.iterate.adjust` judges. `python -m moola.iterate.simulate` prints
+the rates docs/iterate.md quotes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import math
 import numpy as np
 
 from moola.evaluation.crossfit import Evaluation, block_resample, default_run_length
-from moola.evaluation.simultaneous import f1_draws, simultaneous_intervals
+from moola.evaluation.simultaneous import f1_draws, simultaneous_intervals, swap_max_p_values
+from moola.iterate.adjust import SWAP_ALPHA
 
 ROWS = 98
 # measured on the demo (quick profile, seed 17): the smoke models of the patch, random and block
@@ -51,16 +54,19 @@ def simulate(sweeps: int = 1000, configurations: int = 10, error_rate: float = E
     weight = math.sqrt(config_correlation)
     control_weight = min(1.0, control_correlation / weight) if control_rate == error_rate else 0.0
     rng = np.random.default_rng(seed)
-    index = block_resample(rows, resamples, default_run_length(rows), np.random.default_rng(seed))  # as the gates
+    length = default_run_length(rows)
+    index = block_resample(rows, resamples, length, np.random.default_rng(seed))  # as the gates
     per_run = adjusted = 0
     for _ in range(sweeps):
         shared = rng.random(rows) < error_rate
         control = _evaluation(y, _errors(rng, rows, control_rate, shared, control_weight))
         reference = f1_draws(control, index)
-        draws = np.stack([f1_draws(_evaluation(y, _errors(rng, rows, error_rate, shared, weight)), index) - reference
-                          for _ in range(configurations)])
+        models = [_evaluation(y, _errors(rng, rows, error_rate, shared, weight)) for _ in range(configurations)]
+        draws = np.stack([f1_draws(smoke, index) - reference for smoke in models])
         per_run += bool(np.any(np.percentile(draws, 2.5, axis=1) > 0))
-        adjusted += bool(np.any(simultaneous_intervals(draws)[0][:, 0] > 0))
+        lower = simultaneous_intervals(draws)[0][:, 0]
+        p_values = np.asarray(swap_max_p_values([(smoke, control) for smoke in models], length, resamples, seed))
+        adjusted += bool(np.any((lower > 0) & (p_values < SWAP_ALPHA)))
     return {"sweeps": sweeps, "configurations": configurations, "per_run_rate": per_run / sweeps,
             "adjusted_rate": adjusted / sweeps, "per_run_se": _se(per_run / sweeps, sweeps),
             "adjusted_se": _se(adjusted / sweeps, sweeps), "error_rate": error_rate, "control_error_rate": control_rate,

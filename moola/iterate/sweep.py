@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moola.config import Profile, apply_overrides, valid_keys
-from moola.results import read_lines, run_ids
+from moola.results import GATES, read_lines, run_ids
 
 DEFAULT_RESULTS = "gated_workflow_results.jsonl"
 DEFAULT_ARTIFACTS = "artifacts"
@@ -77,6 +77,12 @@ def parse_grid(grids: list, options: list) -> Sweep:
         if key in keys:
             raise ValueError(f"--grid: {key} is given twice; put every value in one --grid {key}=V1,V2")
         keys.add(key)
+        listed = isinstance(_field_default(key), tuple)
+        if listed:
+            raise ValueError(f"--grid {grid!r}: {key} holds a list, and a grid's values are separated by commas; "
+                             f"sweep it by hand (pytest gates --set {key}=A,B, then another run)")
+        if any(word.split("=")[0].strip() == key for word in _set_values(options)):
+            raise ValueError(f"sweep: --set {key}=… is given after -- and --grid {key} sweeps it; give it once")
         chosen = tuple(dict.fromkeys(value.strip() for value in values.split(",") if value.strip()))
         for value in chosen:
             try:
@@ -91,15 +97,36 @@ def parse_grid(grids: list, options: list) -> Sweep:
     return Sweep(tuple(parsed), tuple(options))
 
 
+def _field_default(key: str):
+    section, name = key.split(".")
+    return getattr(getattr(Profile(), section), name)
+
+
+def _set_values(options: list) -> list:
+    """The KEY=VALUE words of --set options among the gate run's options."""
+    values = []
+    for i, word in enumerate(options):
+        if word == "--set" and i + 1 < len(options):
+            values.append(options[i + 1])
+        elif word.startswith("--set="):
+            values.append(word.split("=", 1)[1])
+    return values
+
+
 def finished(lines: list, sweep_id: str) -> dict:
-    """point k -> run id of a finished run of it (its lines carry the sweep, and it was not interrupted)."""
+    """point k -> run id of a finished run of it: its lines carry the sweep, every gate has its line
+    (a session that ends writes `not_run` lines for what `-x` skipped; a killed one does not), none
+    says interrupted (Ctrl-C), and no gate crashed (status error: rerun once fixed)."""
     done = {}
     for run in run_ids(lines):
         run_lines = [line for line in lines if line["run_id"] == run]
-        family = run_lines[0].get("family") or {}
+        family = next((line["family"] for line in run_lines if line.get("family")), {})
         if family.get("sweep") != sweep_id or family.get("point") is None:
             continue
-        if any("interrupted (Ctrl-C)" in str(line.get("reason") or "") for line in run_lines):
+        if {line["gate"] for line in run_lines} != set(GATES.values()):
+            continue
+        if any("interrupted (Ctrl-C)" in str(line.get("reason") or "") or line.get("status") == "error"
+               for line in run_lines):
             continue
         done[int(family["point"])] = run
     return done
@@ -141,13 +168,18 @@ def run_sweep(sweep: Sweep, say=_say) -> int:
         if k in done:
             continue
         log = logs / f"{k}.log"
-        try:
-            with log.open("w") as out:
-                status = subprocess.run(command(sweep, k), stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-        except KeyboardInterrupt:  # the gate run got the Ctrl-C too and wrote its lines as interrupted
-            say(f"sweep interrupted during configuration {k} of {total}; the same command continues it "
-                f"({len(done)} finished)")
-            return 130
+        with log.open("w") as out:
+            child = subprocess.Popen(command(sweep, k), stdout=out, stderr=subprocess.STDOUT)
+            try:
+                status = child.wait()
+            except KeyboardInterrupt:  # the gate run got the Ctrl-C too: let it write its lines as interrupted
+                try:
+                    child.wait(timeout=60)
+                except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                    child.kill()
+                say(f"sweep interrupted during configuration {k} of {total}; the same command continues it "
+                    f"({len(done)} finished)")
+                return 130
         ran += 1
         lines = read_lines(results)
         done = finished(lines, sweep.id)
@@ -156,7 +188,7 @@ def run_sweep(sweep: Sweep, say=_say) -> int:
         said = outcome(lines, done[k]) if k in done else f"no finished run (pytest exited {status})"
         say(f"  configuration {k} of {total} ({', '.join(sweep.points[k - 1])}): {said}; {_minutes(elapsed)} elapsed, "
             f"about {_minutes(elapsed / ran * left)} left (log {log})")
-        if status > 1 or k not in done:  # a usage error or a crash: every later configuration would fail alike
+        if not 0 <= status <= 1 or k not in done:  # a usage error, a crash, a kill: later ones would fail alike
             tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
             say(f"sweep stopped: configuration {k}'s run did not finish (pytest exited {status}); the end of {log}:\n{tail}"
                 "rerun the same command to continue once fixed")

@@ -45,6 +45,10 @@ def ending(lines: list[dict], selection: Selection, options: dict) -> str:
                    f"{chosen.f1:.3f} [{ci[0]:.3f}, {ci[1]:.3f}], trained in {_seconds(chosen.cost_s)}{beside}")
         out.append(f"  file: {shown_path(chosen.path)}")
         out.append(f"  rule: {selection.rule}")
+        k, size = selection.family or (None, 1)
+        if size > 1:
+            out.append(f"  this is the pick among this run's models (configuration {k} of {size} tried on these rows); "
+                       "select --all-runs chooses across all of them (next)")
     out.extend(f"  note: {note}" for note in selection.notes)
     if options.get("narrowed"):
         out.append(f"  this run scored part of the suite (run {selection.run_id}): its ranking covers only the models "
