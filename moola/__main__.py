@@ -245,7 +245,11 @@ def sweep(args) -> int:
     from moola.iterate.sweep import parse_grid, run_sweep
 
     plan = parse_grid(args.grid, args.pytest_options)
-    status = run_sweep(plan)
+    try:
+        status = run_sweep(plan)
+    except KeyboardInterrupt:  # between two configurations: nothing was running
+        print("sweep interrupted; the same command continues it", flush=True)
+        return 130
     if status:
         return status
     results = plan.option("--results", RESULTS)

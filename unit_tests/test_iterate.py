@@ -236,3 +236,25 @@ def test_the_ending_of_a_run_among_several_configurations_leads_to_select_all_ru
     monkeypatch.chdir(tmp_path)  # no gates/ here: the sweep says where to run it before running anything
     with pytest.raises(ValueError, match="run python -m moola sweep from the folder you run pytest gates in"):
         run_sweep(parse_grid(["smoke.epochs=3,4"], ["--demo"]))
+
+
+def test_a_point_run_of_gates_3_to_7_is_judged_against_the_smoke_model_of_the_run_it_continues():
+    """`--start-gate 3 --gate-policy point` after `-x`: its gate 4 passed by the point rule; once the
+    configurations are counted, gate 4 is judged by the ci rule against the `-x` run's smoke model
+    (the same recipe but for thresholds), and neither gate 4's models nor an ensemble of them are
+    delivered on a gain within noise."""
+    smoke = predictions(0.88, 70)
+    finetuned = list(smoke)
+    for row in (3, 40):  # two rows better than smoke: a point gain, not one beyond noise
+        finetuned[row] = int(Y[row])
+    first = configured(models(("smoke", smoke, 100.0), ("minirocket", predictions(0.6, 71), 3.0, "failed")), "x")
+    point = configured(models(("finetuned", finetuned, 200.0), ("augmented", finetuned, 300.0),
+                              ("ensemble", finetuned, 310.0), policy="point"), "p",
+                       {"thresholds.gate_policy": "point"})
+    point[-1]["members_used"] = ["finetuned", "augmented"]
+    assert choose(point).recommended is not None  # the run alone: gate 4 passed by the point rule
+    selection = judged(point, first + point)
+    assert selection.recommended is None
+    why = {r.name: r.why_not for r in selection.ranked}
+    assert "does not hold on the ci rule adjusted for the 2 configurations" in why["finetuned"]
+    assert "members ['augmented', 'finetuned'] build on gate 4" in why["ensemble"]

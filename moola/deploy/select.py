@@ -112,8 +112,9 @@ def judged(lines: list[dict], recorded: list[dict] | None = None) -> Selection:
         adjusted = [f"gate {gate} ({names[gate]}) {adjustment.gates[(k, gate)].text()}" for gate in names
                     if (k, gate) in adjustment.gates and gate not in lost_gates]
         selection.notes[:0] = [
-            f"gate {gate} passed in its own run, and does not survive the {family.size} configurations tried on these "
-            f"rows: {names[gate]} {numbers.text()}{'' if gate != GATE4 else ' (and the adjusted signal test)'}"
+            f"gate {gate} passed in its own run{' (by point comparisons)' if selection.policy == 'point' else ''}, and "
+            f"does not hold on the ci rule adjusted for the {family.size} configurations tried on these rows: "
+            f"{names[gate]} {numbers.text()}{'' if gate != GATE4 else ' (and the adjusted signal test)'}"
             for gate, numbers in lost] + ([f"over the {family.size} configurations tried on these rows: "
                                            + "; ".join(adjusted)] if adjusted else [])
     return selection
@@ -242,9 +243,15 @@ def _why_not(name: str, line: dict, status: dict, shuffled: bool, ev: Evaluation
         if not held and not (line.get("requires") is None and gate4 in APPROVED):  # a line before `requires`:
             # gate 4 passing in the same run is the same run's numbers
             return f"built on the fine-tuned model, and {why}"
+    members = set(line.get("members_used") or []) if name == "ensemble" else set()
+    if family is not None and family["gate4"] is False and members & {"finetuned", "augmented"}:
+        return (f"its members {sorted(members & {'finetuned', 'augmented'})} build on gate 4, whose pass does not hold "
+                f"on the ci rule adjusted for the {family['size']} configurations tried on these rows (fine-tuned − "
+                f"smoke {family['gate4_numbers'].text()}, or its signal test)")
     if family is not None and name in ("finetuned", "augmented") and family["gate4"] is False:
-        return (f"gate 4's pass does not survive the {family['size']} configurations tried on these rows "
-                f"(fine-tuned − smoke {family['gate4_numbers'].text()}, or its signal test)")
+        return (f"gate 4's pass{' (by point comparisons)' if policy == 'point' else ''} does not hold on the ci rule "
+                f"adjusted for the {family['size']} configurations tried on these rows (fine-tuned − smoke "
+                f"{family['gate4_numbers'].text()}, or its signal test)")
     chance = chance_bootstrap(ev, RESAMPLES, seed, run_length)
     if family is not None and family["signal"] is not None:  # the same test on the family's adjusted numbers
         signal = family["signal"]

@@ -122,6 +122,7 @@ def adjust(family: Family, resamples: int = RESAMPLES, seed: int | None = None) 
         seed = int(first.recipe["seed"]) if first.recipe.get("seed") is not None else 17
     models = {k: evaluations(c) for k, c in enumerate(family.configurations, start=1)}
     lines = {k: c.lines for k, c in enumerate(family.configurations, start=1)}
+    borrow_missing(family, models)
     for gate, (a, b) in COMPARISONS.items():
         pairs = {k: (found[a], found[b]) for k, found in models.items()
                  if a in found and b in found and np.array_equal(found[a].rows, found[b].rows)
@@ -142,6 +143,24 @@ def adjust(family: Family, resamples: int = RESAMPLES, seed: int | None = None) 
         adjustment.signal[key] = Adjusted(key[0], key[1], delta, interval, shift_p_value=p_value, shift_p_floor=floor,
                                           family_size=size)
     return adjustment
+
+
+def borrow_missing(family: Family, models: dict) -> None:
+    """A model a configuration did not score, taken from a configuration that trains the same models
+    (the same recipe but for `thresholds.*`, which only judge): a `--start-gate 3 --gate-policy point`
+    run has no smoke model of its own, and its gate 4 is still judged against the smoke model of the
+    `-x` run it continues. In place on `models` (k -> model -> Evaluation)."""
+    def trains(configuration) -> tuple:
+        recipe = configuration.recipe
+        settings = {key: value for key, value in (recipe.get("settings") or {}).items()
+                    if not key.startswith("thresholds.")}
+        return recipe.get("profile"), repr(sorted(settings.items())), recipe.get("seed"), recipe.get("device")
+
+    for k, configuration in enumerate(family.configurations, start=1):
+        for j, other in enumerate(family.configurations, start=1):
+            if j != k and trains(other) == trains(configuration):
+                for name, ev in models[j].items():
+                    models[k].setdefault(name, ev)
 
 
 def _groups(items: dict) -> dict:

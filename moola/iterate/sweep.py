@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moola.config import Profile, apply_overrides, valid_keys
+from moola.iterate.family import rows_key
 from moola.results import GATES, read_lines, run_ids
 
 DEFAULT_RESULTS = "gated_workflow_results.jsonl"
@@ -183,6 +184,12 @@ def run_sweep(sweep: Sweep, say=_say) -> int:
         ran += 1
         lines = read_lines(results)
         done = finished(lines, sweep.id)
+        rows = {rows_key([line for line in lines if line["run_id"] == run]) for run in done.values()}
+        if len(rows) > 1:  # the data changed since earlier configurations ran: they looked at other rows
+            say(f"sweep stopped: configuration {k} scored other labeled rows than the sweep's earlier configurations "
+                f"({', '.join(sorted(map(str, rows)))}): the data changed since they ran. Start a new sweep for the "
+                "new data (another --results file after --, or another grid); select --sweep ranks each rows' runs apart")
+            return 1
         elapsed = time.monotonic() - started
         left = total - len(done)
         said = outcome(lines, done[k]) if k in done else f"no finished run (pytest exited {status})"
