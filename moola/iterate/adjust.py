@@ -1,5 +1,7 @@
 """Verdicts that survive the search: the comparisons that decide gates 2 and 4, and select's signal
-test, computed as simultaneous 95% intervals over every configuration tried on the same rows.
+test, computed as simultaneous 95% intervals over every configuration tried on the same rows,
+each beside a max-statistic randomization test (block swaps for a comparison of two models, the
+circular shift for signal) that an adjusted verdict also needs.
 
 Each configuration's out-of-fold predictions are read from its lines (`moola.evaluation.lines`);
 the K configurations' statistics are resampled together with one block bootstrap over the rows
