@@ -47,6 +47,8 @@ def stages(ctx):
     return finetuned, augmented_run
 
 
+# slow (4 s): trains gate 4 and gate 5's fits; CI runs it with the slow set
+@pytest.mark.slow
 def test_gate5_fails_when_no_synthetic_row_survives_the_filters_and_says_which_filter(tmp_path):
     # quality 1.0 needs a candidate whose return distribution equals its source's and a model sure of
     # its label: none survives. The augmented fit is then gate 4's fit, and "no worse" would hold by itself.

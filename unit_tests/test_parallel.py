@@ -69,6 +69,8 @@ def test_one_thread_pins_torch_and_gives_the_count_back():
     assert torch.get_num_threads() == before
 
 
+# slow (4 s): trains gates 4-6's stages in-process; CI runs it with the slow set
+@pytest.mark.slow
 def test_the_refit_is_planned_at_the_steps_the_scored_fits_take(tmp_path, caplog):
     # Planned right, the refit trains beside the scored fits and is never trained twice.
     ctx = context(tmp_path, *SHORT, "finetune.batch_size=7", "augment.quality_threshold=0.0")  # pseudo-samples survive
