@@ -198,6 +198,7 @@ def select_across(args) -> int:
 
     from moola.deploy.across import choose_across, format_across, mark_pick
     from moola.deploy.archive import record_selection
+    from moola.deploy.select import shown_path
     from moola.iterate.family import family_of, rows_key
     from moola.results import choose_run, read_lines, run_ids, shuffled
 
@@ -237,7 +238,7 @@ def select_across(args) -> int:
     print(f"next: python -m moola predict WINDOWS.parquet --out predictions.parquet"
           f"{'' if args.results == RESULTS else f' --results {args.results}'}"
           f"{'' if args.artifacts_dir == 'artifacts' else f' --artifacts-dir {args.artifacts_dir}'}"
-          f"  (uses {across.recommended.ranked.name} of configuration {across.recommended.k}: {shown(path)})")
+          f"  (uses {across.recommended.ranked.name} of configuration {across.recommended.k}: {shown_path(path)})")
     return 0
 
 
@@ -255,12 +256,6 @@ def sweep(args) -> int:
     results = plan.option("--results", RESULTS)
     return select_across(argparse.Namespace(results=results, run_id=None, all_runs=False, sweep=plan.id, json=None,
                                             artifacts_dir=plan.option("--artifacts-dir", "artifacts")))
-
-
-def shown(path) -> str:
-    from moola.deploy.select import shown_path
-
-    return shown_path(path)
 
 
 def predict(args) -> int:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from moola.deploy.select import RESAMPLES, Ranked, choose
-from moola.evaluation.crossfit import Evaluation, block_resample, default_run_length
-from moola.evaluation.lines import evaluation_of, line_run_length
+from moola.evaluation.crossfit import Evaluation, block_resample
+from moola.evaluation.lines import evaluation_of
 from moola.evaluation.simultaneous import f1_draws, simultaneous_intervals
-from moola.iterate.adjust import Adjustment, adjust
+from moola.iterate.adjust import Adjustment, adjust, run_length_of
 from moola.iterate.family import Family
 from moola.training.metrics import macro_f1
 
@@ -93,8 +93,7 @@ def choose_across(family: Family, sweep: str | None = None, adjustment: Adjustme
     if candidates:
         recorded_seed = family.configurations[0].recipe.get("seed")
         seed = int(recorded_seed) if recorded_seed is not None else 17
-        line = next(line for line in family.configurations[candidates[0].k - 1].lines if line.get("oof"))
-        length = line_run_length(line, len(rows)) or default_run_length(len(rows))
+        length = run_length_of(family.configurations[candidates[0].k - 1].lines, len(rows))
         pairs = [(e, evaluations[id(e)]) for e in candidates]
         best, recommended, versus = pick(pairs, seed, length, simultaneous=family.size > 1)
         for e in candidates:

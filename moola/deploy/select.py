@@ -41,10 +41,10 @@ from moola.evaluation.crossfit import (
     paired_block_bootstrap,
 )
 from moola.evaluation.lines import MODEL_OF_GATE, evaluation_of, line_run_length
+from moola.evaluation.simultaneous import f1_draws
 from moola.results import requirements_hold
 from moola.results import shuffled as negative_control
 from moola.stages.rules import refit_failures, signal_failures
-from moola.training.metrics import macro_f1_rows
 
 LISTED_ONLY = {"smoke": "gate 1's 3-epoch pipeline check on the frozen encoder: not saved, not a deliverable",
                "baseline": "gate 6's comparison model (SimpleLSTM from scratch): never delivered"}
@@ -286,7 +286,7 @@ def _f1_ci(ev: Evaluation, seed: int, run_length) -> list:
     """95% block-bootstrap CI of the pooled macro F1 itself (seed-averaged, as the gate number is)."""
     length = default_run_length(len(ev.rows)) if run_length is None else run_length
     index = block_resample(len(ev.rows), RESAMPLES, length, np.random.default_rng(seed))  # (B, n)
-    scores = np.mean([macro_f1_rows(ev.y[index], pred[index], ev.n_classes) for pred in ev.pred], axis=0)
+    scores = f1_draws(ev, index)
     low, high = np.percentile(scores, [2.5, 97.5])
     return [float(low), float(high)]
 

@@ -180,7 +180,7 @@ def _family(items: dict, lines: dict, resamples: int, seed: int, draws, point) -
     total = len(items)
     out = {}
     for rows, keys in _groups(items).items():
-        length = _run_length(lines[keys[0]], len(rows))
+        length = run_length_of(lines[keys[0]], len(rows))
         index = block_resample(len(rows), resamples, length, np.random.default_rng(seed))
         matrix = np.stack([draws(items[key], index) for key in keys])
         intervals, _ = simultaneous_intervals(matrix, 1.0 - (1.0 - LEVEL) * len(keys) / total)
@@ -194,13 +194,14 @@ def _swap_p_values(pairs: dict, lines: dict, resamples: int, seed: int) -> dict:
     total = len(pairs)
     out = {}
     for rows, keys in _groups(pairs).items():
-        length = _run_length(lines[keys[0]], len(rows))
+        length = run_length_of(lines[keys[0]], len(rows))
         for key, p in zip(keys, swap_max_p_values([pairs[key] for key in keys], length, resamples, seed)):
             out[key] = min(1.0, p * total / len(keys))
     return out
 
 
-def _run_length(lines: list, n_rows: int) -> int:
+def run_length_of(lines: list, n_rows: int) -> int:
+    """The gates' bootstrap run length for rows scored by a configuration's `lines`."""
     scored = next((line for line in lines if (line.get("evaluation") or {}).get("n_scored")), lines[0] if lines else {})
     return line_run_length(scored, n_rows) or default_run_length(n_rows)
 
