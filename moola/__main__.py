@@ -14,7 +14,8 @@ import numpy as np
 from moola.data.dataset import LABELED, SPLIT, UNLABELED
 from moola.data.errors import DataContractError, Problem
 from moola.data.parquet import read_windows
-from moola.data.split import check_split, read_split, temporal_split, write_json_atomic
+from moola.data.split import check_split, free_name, read_split, temporal_split, write_json_atomic
+from moola.data.validate import leaking_rows
 
 RESULTS = "gated_workflow_results.jsonl"
 
@@ -105,23 +106,26 @@ def make_split(args) -> int:
     return 0
 
 
-def leaking_rows(table, train: np.ndarray, val: np.ndarray) -> np.ndarray:
-    """Train rows that are a val row as the model sees it, or share a run of bars with one (gate 0's rule)."""
-    from moola.data.validate import train_leaks
+def add_labels(args) -> int:
+    """Merge the labeling page's CSV into the labeled file (`moola.labeling.merge`)."""
+    from moola.data.dataset import check_data
+    from moola.labeling.folder import read_folder, resolve_root
+    from moola.labeling.merge import describe, plan, restore, write
 
-    copies, shifted = train_leaks(table, train, val, shared_channels=table.features.shape[2] == 4)
-    leaks = copies.any(axis=1)
-    leaks[shifted[:, 0]] = True
-    return train[leaks]
-
-
-def free_name(path: Path) -> Path:
-    """`path`, or `path.1`, `path.2` … : the first that does not exist (every backup kept)."""
-    candidate, n = path, 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}.{n}")
-    return candidate
+    root, profile = resolve_root(args.data_dir, None)
+    folder = read_folder(root, profile.data)
+    merge = plan(folder, Path(args.labels))
+    protocol = profile.evaluation.cv
+    before = {str(p) for p in check_data(root, profile.data, protocol)[1]}
+    written = write(merge)
+    after = [p for p in check_data(root, profile.data, protocol)[1] if str(p).replace(".bak", "") not in before]
+    if after:  # gate 0 would refuse the merged folder where it did not refuse the old one
+        restore(written)
+        raise DataContractError([*after, Problem(str(root), "a merged folder gate 0 accepts",
+                                                 "the problems above", "the previous files are back in place")])
+    print("\n".join(describe(merge, written)))
+    print(f"next: pytest gates -x --data-dir {root}")
+    return 0
 
 
 def import_ucr(args) -> int:
@@ -305,6 +309,11 @@ def main(argv=None) -> int:
     split.add_argument("--force", action="store_true",
                        help="overwrite without keeping a backup (default: the old split is kept as fold_0.json.bak[.N])")
     split.set_defaults(run=make_split)
+    adder = commands.add_parser("add-labels", help="merge the labeling page's CSV into the labeled file")
+    adder.add_argument("labels", help="window_id,label,expansion_start,expansion_end (the spans optional for data "
+                                      "without spans), as the page from python -m moola label-next exports it")
+    adder.add_argument("--data-dir", default="data", help="the data root the gates read (default: data)")
+    adder.set_defaults(run=add_labels)
     ucr = commands.add_parser("import-ucr", help="write an sktime-shipped UCR/UEA dataset in the data contract")
     ucr.add_argument("name", help="gunpoint, italy_power_demand, arrow_head, basic_motions, osuleaf, japanese_vowels")
     ucr.add_argument("out", help="folder to write into")

@@ -137,3 +137,12 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
     tmp.replace(path)
+
+
+def free_name(path: Path) -> Path:
+    """`path`, or `path.1`, `path.2` … : the first that does not exist (every backup kept)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate

@@ -103,6 +103,14 @@ def train_leaks(labeled: WindowTable, train: np.ndarray, held_out: np.ndarray,
     return copies, shifted[shifted[:, 2] != 0]
 
 
+def leaking_rows(table, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Train rows that are a val row as the model sees it, or share a run of bars with one (gate 0's rule)."""
+    copies, shifted = train_leaks(table, train, val, shared_channels=table.features.shape[2] == 4)
+    leaks = copies.any(axis=1)
+    leaks[shifted[:, 0]] = True
+    return train[leaks]
+
+
 def check_leakage(labeled: WindowTable, unlabeled: WindowTable | None, split: Split,
                   shared_channels: bool = True, protocol: str = "holdout") -> tuple[list[Problem], list[str]]:
     """No window on both sides of the split; no val/test window inside the pretraining pool.
