@@ -1,0 +1,158 @@
+"""`python -m moola add-labels`: the page's CSV merged into the labeled file, or refused with the
+file untouched. On the user-layout demo (no timestamps, spans, a sliding pool holding the labeled
+windows) cut to the pool windows near the labeled ones, and on the seed demo (timestamps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moola.__main__ import main
+from moola.data.dataset import LABELED, SPLIT, UNLABELED, check_data
+from moola.data.demos import write
+from moola.data.errors import DataContractError
+from moola.data.parquet import read_windows, write_windows
+from moola.labeling.folder import read_folder, resolve_root
+from moola.labeling.merge import plan
+
+
+def _small(source: Path, out: Path, keep: np.ndarray) -> Path:
+    """A copy of `source` whose pool holds only the windows `keep` (in the pool's order)."""
+    shutil.copytree(source, out)
+    pool = pd.read_parquet(source / UNLABELED)
+    pool = pool.iloc[np.sort(keep)]
+    write_windows(out / UNLABELED, {**{c: pool[c].to_numpy() for c in pool.columns if c != "features"},
+                                    "features": np.stack([np.stack(f) for f in pool["features"]])})
+    return out
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory) -> Path:
+    """The user-layout demo with the pool cut to the 7 windows around each labeled one, and 3 further on
+    that share no bars with it (~600 windows)."""
+    full = write("user-layout", tmp_path_factory.mktemp("user") / "full")
+    ids = pd.read_parquet(full / LABELED, columns=["window_id"])["window_id"]
+    bases = np.unique([int(i.split("_")[0]) for i in ids])  # pool window `base` starts at bar 10 * base
+    keep = np.unique(np.clip((bases[:, None] + np.array([-3, -2, -1, 0, 1, 2, 3, 15, 16, 30])).ravel(), 0, None))
+    return _small(full, tmp_path_factory.mktemp("user") / "small", keep)
+
+
+@pytest.fixture()
+def user(tmp_path, user_folder) -> Path:
+    return Path(shutil.copytree(user_folder, tmp_path / "data"))
+
+
+def _csv(path: Path, rows: list) -> Path:
+    pd.DataFrame(rows, columns=["window_id", "label", "expansion_start", "expansion_end"]).to_csv(path, index=False)
+    return path
+
+
+def _free_windows(root: Path) -> list:
+    """Pool ids that share no bars with a labeled row."""
+    from moola.labeling.folder import free_pool
+
+    root, profile = resolve_root(str(root), None)
+    folder = read_folder(root, profile.data)
+    return folder.pool.window_ids[free_pool(folder)].tolist()
+
+
+def test_a_merge_places_new_rows_by_the_pool_order_with_user_ids_and_a_new_split(user, tmp_path, capsys):
+    free = _free_windows(user)
+    chosen = [free[10], free[-10]]
+    csv = _csv(tmp_path / "labels.csv", [(chosen[0], "consolidation", 40, 48), (chosen[1], "retracement", 50, 55),
+                                         (free[20], "neither", "", "")])
+    before = read_windows(user / LABELED, labeled=True)[0]
+    assert main(["add-labels", str(csv), "--data-dir", str(user)]) == 0
+    out = capsys.readouterr().out
+    after = read_windows(user / LABELED, labeled=True)[0]
+    assert len(after) == len(before) + 2 and "98 -> 100 rows" in out and "answered neither/skip" in out
+    starts = [int(w.split("_")[1]) for w in chosen]  # window_{start}: base = start / 10
+    new_ids = [f"{s // 10}_exp_1" for s in starts]
+    assert set(new_ids) <= set(after.window_ids.tolist()), after.window_ids[-5:]
+    bases = np.array([int(w.split("_")[0]) for w in after.window_ids])
+    assert (np.diff(bases) >= 0).all(), "rows are not in the pool's (time) order"
+    row = after.window_ids.tolist().index(new_ids[0])
+    assert after.labels[row] == "consolidation" and after.expansion[row].tolist() == [40, 48]
+    split = json.loads((user / SPLIT).read_text())
+    assert len(split["val_indices"]) == round(100 * 20 / 98)
+    assert max(split["train_indices"]) < min(split["val_indices"])
+    assert (user / "processed" / "train_clean.parquet.bak").is_file() and (user / (str(SPLIT) + ".bak")).is_file()
+    root, profile = resolve_root(str(user), None)
+    dataset, problems = check_data(root, profile.data, "blocked")
+    assert dataset is not None and not problems and len(dataset.y) == 100
+
+
+def test_a_merge_on_data_with_timestamps_places_rows_by_time(tmp_path, capsys):
+    root = _small(write("seed", tmp_path / "full"), tmp_path / "seed", np.arange(0, 11_873, 25))
+    pool = read_windows(root / UNLABELED, labeled=False)[0]
+    free = _free_windows(root)
+    early = min(free, key=lambda w: pool.timestamps[pool.window_ids.tolist().index(w)])
+    csv = _csv(tmp_path / "labels.csv", [(early, "retracement", 30, 74)])
+    assert main(["add-labels", str(csv), "--data-dir", str(root)]) == 0
+    after = read_windows(root / LABELED, labeled=True)[0]
+    assert (np.diff(after.timestamps.astype(np.int64)) >= 0).all()
+    assert after.window_ids[0] == f"{early}_exp_1", after.window_ids[:3]  # the pool's ids are not window_{start}
+
+
+BAD = {
+    "wrong columns": (lambda free, labeled: pd.DataFrame({"id": [free[0]], "class": ["consolidation"]}),
+                      "missing ['window_id', 'label']"),
+    "unknown window id": (lambda free, labeled: [("window_99999999", "consolidation", 40, 48)],
+                          "ids of windows in the pool"),
+    "class typo": (lambda free, labeled: [(free[0], "consolidaton", 40, 48)], "'consolidaton' -> 'consolidation'"),
+    "span outside the prediction bars": (lambda free, labeled: [(free[0], "retracement", 20, 40)], "bars 30..74"),
+    "a contradicting second label": (lambda free, labeled: [(free[0], "retracement", 40, 48),
+                                                            (free[0], "consolidation", 40, 48)],
+                                     "one class per window and span"),
+    "contradicting the labeled file": (lambda free, labeled: [(f"window_{int(labeled.window_ids[0].split('_')[0]) * 10}",
+                                                               {"consolidation": "retracement"}.get(labeled.labels[0],
+                                                                                                    "consolidation"),
+                                                               *labeled.expansion[0].tolist())],
+                                       "agrees with the labeled file's label"),
+    "a window that leaks into val": (None, "would leak into val"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_bad_label_file_is_refused_with_a_clear_message_and_the_labeled_file_untouched(user, tmp_path, case, capsys):
+    make, expected = BAD[case]
+    labeled = read_windows(user / LABELED, labeled=True)[0]
+    if make is None:  # the pool window 10 bars before the first val row: placed in train, sharing 95 bars with it
+        first_val = min(json.loads((user / SPLIT).read_text())["val_indices"])
+        start = int(labeled.window_ids[first_val].split("_")[0]) * 10 - 10
+        rows = [(f"window_{start}", "consolidation", 40, 48)]
+    else:
+        rows = make(_free_windows(user), labeled)
+    csv = tmp_path / "labels.csv"
+    if isinstance(rows, pd.DataFrame):
+        rows.to_csv(csv, index=False)
+    else:
+        _csv(csv, rows)
+    files = {p: p.read_bytes() for p in (user / LABELED, user / SPLIT)}
+    assert main(["add-labels", str(csv), "--data-dir", str(user)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and str(csv) in err and "Fix:" in err and "Traceback" not in err, err
+    assert all(p.read_bytes() == content for p, content in files.items()), "a refused merge changed a file"
+    assert not list((user / "processed").glob("*.bak*")), "a refused merge left a backup"
+
+
+def test_a_repeat_of_a_label_already_given_is_not_added_twice(user, tmp_path):
+    labeled = read_windows(user / LABELED, labeled=True)[0]
+    base = int(labeled.window_ids[0].split("_")[0])
+    root, profile = resolve_root(str(user), None)
+    csv = _csv(tmp_path / "labels.csv", [(f"window_{base * 10}", labeled.labels[0], *labeled.expansion[0].tolist()),
+                                         (_free_windows(user)[3], "retracement", 40, 48)])
+    merge = plan(read_folder(root, profile.data), csv)
+    assert len(merge.ids) == 1 and any("repeat a label already given" in note for note in merge.notes)
+
+
+def test_a_file_of_skips_alone_adds_nothing(user, tmp_path):
+    root, profile = resolve_root(str(user), None)
+    csv = _csv(tmp_path / "labels.csv", [(_free_windows(user)[0], "neither", "", "")])
+    with pytest.raises(DataContractError, match="at least one row with a class"):
+        plan(read_folder(root, profile.data), csv)
