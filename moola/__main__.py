@@ -128,6 +128,36 @@ def add_labels(args) -> int:
     return 0
 
 
+def label_next(args) -> int:
+    """Propose N pool windows to label and write the labeling page (`moola.labeling`)."""
+    import json
+    import time
+
+    from moola.labeling.folder import read_folder, resolve_root
+    from moola.labeling.page import page_data, write_page
+    from moola.labeling.propose import propose
+
+    root, profile = resolve_root(args.data_dir, args.demo, args.artifacts_dir)
+    folder = read_folder(root, profile.data)
+    proposal = propose(folder, args.n, args.strategy, args.seed, Path(args.artifacts_dir), Path(args.results))
+    data_arg = f"--data-dir {root}"
+    page = write_page(Path(args.out), page_data(folder, proposal, data_arg))
+    record_path = Path(args.artifacts_dir) / "labeling" / f"label-next-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    chosen = [{"window_id": str(folder.pool.window_ids[row]), "pool_row": int(row),
+               **({"margin": round(float(proposal.margins[k]), 4)} if proposal.margins is not None else {})}
+              for k, row in enumerate(proposal.pool_rows)]
+    record_path.write_text(json.dumps({**proposal.record, "page": str(page), "windows": chosen}, indent=1) + "\n")
+    print(f"{len(chosen)} window(s) to label, chosen by {proposal.strategy} from {proposal.record['n_candidates']} "
+          f"pool windows that share no bars with the {len(folder.labeled)} labeled rows "
+          f"({proposal.record['seconds']:.0f} s)")
+    print(f"  ranked by: {proposal.record.get('model') or 'chance (the comparison strategy)'}")
+    print(f"  the page: {page} (open it in a browser; it needs no server and works copied to another machine)")
+    print(f"  the record of how they were chosen: {record_path}")
+    print(f"next: label them on the page, Export labels.csv, then: python -m moola add-labels labels.csv {data_arg}")
+    return 0
+
+
 def import_ucr(args) -> int:
     from moola.data.ucr import write_ucr
 
@@ -309,6 +339,19 @@ def main(argv=None) -> int:
     split.add_argument("--force", action="store_true",
                        help="overwrite without keeping a backup (default: the old split is kept as fold_0.json.bak[.N])")
     split.set_defaults(run=make_split)
+    proposer = commands.add_parser("label-next", help="propose N pool windows to label next, on a labeling page")
+    proposer.add_argument("n", type=int, help="how many windows to propose")
+    proposer.add_argument("--data-dir", default=None, help="the data root the gates read (default: data)")
+    proposer.add_argument("--demo", nargs="?", const="seed", default=None, metavar="LAYOUT",
+                          help="the embedded demo dataset, as pytest gates --demo")
+    proposer.add_argument("--strategy", default="margin-diverse", choices=("margin-diverse", "random"),
+                          help="margin-diverse: where the recommended model is least sure, spread over the pool "
+                               "(default); random: the comparison")
+    proposer.add_argument("--out", default="label-next.html", help="the labeling page (default: label-next.html)")
+    proposer.add_argument("--artifacts-dir", default="artifacts", help="where the gates saved models")
+    proposer.add_argument("--results", default=RESULTS, help="the results file: which model select recommends")
+    proposer.add_argument("--seed", type=int, default=17)
+    proposer.set_defaults(run=label_next)
     adder = commands.add_parser("add-labels", help="merge the labeling page's CSV into the labeled file")
     adder.add_argument("labels", help="window_id,label,expansion_start,expansion_end (the spans optional for data "
                                       "without spans), as the page from python -m moola label-next exports it")

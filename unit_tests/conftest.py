@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from moola.data.dataset import LABELED, UNLABELED
+from moola.data.demos import write
 from moola.data.parquet import write_windows
 
 # pandas registers its pyarrow extension types when its parquet engine is first made. A pytester
@@ -86,3 +89,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(STRICT_WARNINGS)
         if "slow" in item.keywords and not config.getoption("--run-slow"):
             item.add_marker(skip)
+
+
+def small_copy(source: Path, out: Path, keep: np.ndarray) -> Path:
+    """A copy of `source` whose pool holds only the windows `keep` (in the pool's order)."""
+    shutil.copytree(source, out)
+    pool = pd.read_parquet(source / UNLABELED)
+    pool = pool.iloc[np.sort(keep)]
+    write_windows(out / UNLABELED, {**{c: pool[c].to_numpy() for c in pool.columns if c != "features"},
+                                    "features": np.stack([np.stack(f) for f in pool["features"]])})
+    return out
+
+
+@pytest.fixture(scope="session")
+def user_layout_small(tmp_path_factory) -> Path:
+    """The user-layout demo with the pool cut to the 7 windows around each labeled one, and 3 further on
+    that share no bars with it (~600 windows)."""
+    full = write("user-layout", tmp_path_factory.mktemp("user") / "full")
+    ids = pd.read_parquet(full / LABELED, columns=["window_id"])["window_id"]
+    bases = np.unique([int(i.split("_")[0]) for i in ids])  # pool window `base` starts at bar 10 * base
+    keep = np.unique(np.clip((bases[:, None] + np.array([-3, -2, -1, 0, 1, 2, 3, 15, 16, 30])).ravel(), 0, None))
+    return small_copy(full, tmp_path_factory.mktemp("user") / "small", keep)

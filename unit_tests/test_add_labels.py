@@ -16,35 +16,15 @@ from moola.__main__ import main
 from moola.data.dataset import LABELED, SPLIT, UNLABELED, check_data
 from moola.data.demos import write
 from moola.data.errors import DataContractError
-from moola.data.parquet import read_windows, write_windows
+from moola.data.parquet import read_windows
 from moola.labeling.folder import read_folder, resolve_root
 from moola.labeling.merge import plan
-
-
-def _small(source: Path, out: Path, keep: np.ndarray) -> Path:
-    """A copy of `source` whose pool holds only the windows `keep` (in the pool's order)."""
-    shutil.copytree(source, out)
-    pool = pd.read_parquet(source / UNLABELED)
-    pool = pool.iloc[np.sort(keep)]
-    write_windows(out / UNLABELED, {**{c: pool[c].to_numpy() for c in pool.columns if c != "features"},
-                                    "features": np.stack([np.stack(f) for f in pool["features"]])})
-    return out
-
-
-@pytest.fixture(scope="module")
-def user_folder(tmp_path_factory) -> Path:
-    """The user-layout demo with the pool cut to the 7 windows around each labeled one, and 3 further on
-    that share no bars with it (~600 windows)."""
-    full = write("user-layout", tmp_path_factory.mktemp("user") / "full")
-    ids = pd.read_parquet(full / LABELED, columns=["window_id"])["window_id"]
-    bases = np.unique([int(i.split("_")[0]) for i in ids])  # pool window `base` starts at bar 10 * base
-    keep = np.unique(np.clip((bases[:, None] + np.array([-3, -2, -1, 0, 1, 2, 3, 15, 16, 30])).ravel(), 0, None))
-    return _small(full, tmp_path_factory.mktemp("user") / "small", keep)
+from unit_tests.conftest import small_copy
 
 
 @pytest.fixture()
-def user(tmp_path, user_folder) -> Path:
-    return Path(shutil.copytree(user_folder, tmp_path / "data"))
+def user(tmp_path, user_layout_small) -> Path:
+    return Path(shutil.copytree(user_layout_small, tmp_path / "data"))
 
 
 def _csv(path: Path, rows: list) -> Path:
@@ -88,7 +68,7 @@ def test_a_merge_places_new_rows_by_the_pool_order_with_user_ids_and_a_new_split
 
 
 def test_a_merge_on_data_with_timestamps_places_rows_by_time(tmp_path, capsys):
-    root = _small(write("seed", tmp_path / "full"), tmp_path / "seed", np.arange(0, 11_873, 25))
+    root = small_copy(write("seed", tmp_path / "full"), tmp_path / "seed", np.arange(0, 11_873, 25))
     pool = read_windows(root / UNLABELED, labeled=False)[0]
     free = _free_windows(root)
     early = min(free, key=lambda w: pool.timestamps[pool.window_ids.tolist().index(w)])

@@ -1,0 +1,168 @@
+"""`python -m moola label-next N`: which pool windows to label next.
+
+Candidates are the pool windows that are no labeled row and share no bars with one (`folder.free_pool`);
+the N chosen share no bars with each other either. Two strategies, both scikit-activeml's query
+strategies:
+
+- `margin-diverse` (the default): the `SHORTLIST` × N candidates on which the recommended model
+  (`moola select`; MiniRocket's file when select recommends none) is least sure, by the margin
+  between its two most likely classes (`skactiveml.pool.uncertainty_scores`); among them, a core
+  set (`skactiveml.pool.CoreSet`: each pick the candidate farthest from every labeled row and every
+  earlier pick) in a representation of the windows. Where the model cannot score pool windows (it
+  reads labeled spans, which the pool lacks) or no model file exists, the core set over every
+  candidate: diversity alone, said so in the record.
+- `random`: uniform picks (`skactiveml.pool.RandomSampling`), the comparison.
+
+The representation: MiniRocket features (`REPRESENTATION_KERNELS` kernels, fitted on the labeled
+windows) of the normalised whole windows, standardised and reduced to `REPRESENTATION_DIMS` by PCA.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from moola.data.normalize import normalize_windows
+from moola.data.overlap import shared_bars
+from moola.labeling.folder import Folder, free_pool
+
+STRATEGIES = ("margin-diverse", "random")
+SHORTLIST = 10  # candidates per label kept by margin before the core set spreads the picks
+REPRESENTATION_KERNELS = 840  # MiniRocket's smallest multiple of its 84 kernels that spreads windows well
+REPRESENTATION_DIMS = 32
+MISSING = -1  # skactiveml's marker for an unlabeled row
+RANDOM_DRAWS = 20  # random candidates drawn per label, of which those sharing bars with an earlier pick are passed over
+
+
+@dataclass
+class Proposal:
+    pool_rows: np.ndarray  # (N,) pool indices, in the order chosen
+    strategy: str
+    record: dict  # the strategy and its inputs, for the proposal file
+    proba: np.ndarray | None = None  # (N, K) the model's probabilities, when it scored the pool
+    margins: np.ndarray | None = None  # (N,) top-two probability gap
+    classes: list = field(default_factory=list)
+
+
+def scoring_model(artifacts_dir: Path, results: Path) -> tuple:
+    """`(deployed or None, why)`: the recommended model, else MiniRocket's file, for margins only."""
+    from moola.deploy.model import DeploymentError, load_deployed
+    from moola.deploy.predict import recommended_model
+
+    try:
+        deployed, _ = recommended_model(artifacts_dir, results)
+        why = f"{deployed.kind}, the model moola select recommends ({results})"
+    except (DeploymentError, ValueError, OSError) as exc:
+        path = artifacts_dir / "models" / "minirocket_v1.pt"
+        if not path.is_file():
+            return None, f"no model to score the pool with ({str(exc)[:160]})"
+        try:
+            deployed = load_deployed(path, "minirocket")
+        except (DeploymentError, ValueError, OSError) as more:
+            return None, f"no model to score the pool with ({str(more)[:160]})"
+        why = f"minirocket ({path}): select recommends no model, so gate 2's control ranks the windows"
+    if deployed.spec.needs_spans:
+        return None, (f"{deployed.kind} reads each row's labeled span, which pool windows do not have: no margin, "
+                      "so diversity alone")
+    return deployed, why
+
+
+def representation(folder: Folder, labeled_rows: np.ndarray, pool_rows: np.ndarray, seed: int) -> np.ndarray:
+    """`(len(labeled_rows) + len(pool_rows), REPRESENTATION_DIMS)` coordinates, labeled rows first."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+    from sktime.transformations.panel.rocket import MiniRocketMultivariate
+
+    def panel(features):  # sktime's numpy3D layout: (n, channels, bars)
+        return np.ascontiguousarray(normalize_windows(features, shared_channels=folder.shared_channels)
+                                    .transpose(0, 2, 1), dtype=np.float64)
+
+    labeled = panel(folder.labeled.features[labeled_rows])
+    pool = panel(folder.pool.features[pool_rows])
+    rocket = MiniRocketMultivariate(num_kernels=REPRESENTATION_KERNELS, random_state=seed).fit(labeled)
+    features = np.asarray(rocket.transform(np.concatenate([labeled, pool])), dtype=np.float64)
+    scaled = StandardScaler().fit_transform(features)
+    dims = min(REPRESENTATION_DIMS, *scaled.shape)
+    return PCA(n_components=dims, random_state=seed).fit_transform(scaled)
+
+
+def _no_shared_bars(query, folder: Folder, candidates: np.ndarray, n: int) -> np.ndarray:
+    """Picks one at a time with `query(remaining) -> position in remaining`, dropping after each pick
+    the candidates that share bars with it."""
+    remaining = np.ones(len(candidates), bool)
+    picked = []
+    for _ in range(n):
+        if not remaining.any():
+            break
+        position = int(query(np.flatnonzero(remaining)))
+        picked.append(position)
+        remaining[position] = False
+        pairs = shared_bars(folder.pool.features[candidates[remaining]], folder.pool.features[[candidates[position]]])
+        remaining[np.flatnonzero(remaining)[np.unique(pairs[:, 0])]] = False
+    return np.asarray(picked, dtype=np.int64)
+
+
+def propose(folder: Folder, n: int, strategy: str, seed: int, artifacts_dir: Path, results: Path) -> Proposal:
+    """N pool windows to label next by `strategy`, with the record of how they were chosen."""
+    from skactiveml.pool import CoreSet, RandomSampling, uncertainty_scores
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--strategy: expected one of {', '.join(STRATEGIES)}, found {strategy!r}")
+    if n < 1:
+        raise ValueError(f"N: expected a number of windows >= 1, found {n}")
+    started = time.monotonic()
+    free = np.flatnonzero(free_pool(folder))
+    if not len(free):
+        raise ValueError(f"{folder.pool.path}: every pool window is, or shares bars with, a labeled row: nothing left "
+                         "to propose; cut a pool over more history")
+    record = {"strategy": strategy, "n": n, "seed": seed, "data_root": str(folder.root),
+              "n_labeled": len(folder.labeled), "n_pool": len(folder.pool), "n_candidates": len(free),
+              "candidates": "pool windows that are no labeled row and share no bars with one (nor with each other)"}
+    if strategy == "random":  # a random order of candidates, then the first that share no bars with an earlier pick
+        order = RandomSampling(random_state=seed, missing_label=MISSING).query(
+            np.zeros((len(free), 1)), np.full(len(free), MISSING), batch_size=min(len(free), RANDOM_DRAWS * n))
+        queue = iter(range(len(order)))
+        chosen = free[order[_no_shared_bars(lambda remaining: next(i for i in queue if i in set(remaining)),
+                                            folder, free[order], n)]]
+        record.update(model=None, seconds=round(time.monotonic() - started, 1))
+        return Proposal(chosen, strategy, record)
+    deployed, why = scoring_model(Path(artifacts_dir), Path(results))
+    record["model"] = why
+    proba = margins = None
+    shortlist = free
+    if deployed is not None:
+        proba_all = deployed.predict_proba(folder.pool.features[free], "cpu")
+        uncertainty = uncertainty_scores(proba_all, method="margin_sampling")  # higher: a smaller margin
+        keep = min(len(free), SHORTLIST * n)
+        order = np.argsort(-uncertainty, kind="stable")[:keep]
+        shortlist, proba = free[order], proba_all[order]
+        record["shortlist"] = (f"the {keep} candidates with the smallest margin between the two most likely classes "
+                               "(skactiveml uncertainty_scores, margin_sampling)")
+    else:
+        shortlist = free
+    embedding = representation(folder, np.arange(len(folder.labeled)), shortlist, seed)
+    n_labeled = len(folder.labeled)
+    coreset = CoreSet(random_state=seed, missing_label=MISSING)
+    taken = np.zeros(len(shortlist), bool)
+
+    def query(remaining):
+        y = np.concatenate([np.zeros(n_labeled), np.where(taken, 0, MISSING)])  # labeled rows and earlier picks
+        position = int(coreset.query(embedding, y, candidates=n_labeled + remaining, batch_size=1)[0]) - n_labeled
+        taken[position] = True
+        return position
+
+    picked = _no_shared_bars(query, folder, shortlist, n)
+    record["representation"] = (f"MiniRocket features ({REPRESENTATION_KERNELS} kernels, fitted on the labeled "
+                                "windows) of the normalised whole windows, standardised, PCA to "
+                                f"{embedding.shape[1]} dimensions; skactiveml CoreSet (greedy k-center) from the "
+                                "labeled rows")
+    record["seconds"] = round(time.monotonic() - started, 1)
+    if proba is not None:
+        proba = proba[picked]
+        top = np.sort(proba, axis=1)
+        margins = top[:, -1] - top[:, -2]
+    return Proposal(shortlist[picked], strategy, record, proba, margins,
+                    list(deployed.classes) if deployed is not None else [])
