@@ -171,6 +171,7 @@ def report(args) -> int:
     from moola.deploy.select import format_selection, judged
     from moola.iterate.family import family_of_run, words
     from moola.report import completeness_problems, format_run, latest_run
+    from moola.report.ending import labels_needed
     from moola.results import choose_run, read_lines
 
     if args.compare and args.run_id:
@@ -184,6 +185,7 @@ def report(args) -> int:
     print(f"{args.results}: {which}; {words(family.index_of(lines[0]['run_id']), family.size)}")
     print(format_run(lines, full=args.full, results=args.results))
     print(format_selection(judged(lines, recorded)))
+    print(f"labels: {labels_needed(lines)} (python -m moola label-next N proposes which)")
     if args.html:
         from moola.report.page import count_parts, render_html
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from moola.data.dataset import LABELED, UNLABELED
 from moola.deploy.select import Selection, shown_path
+from moola.evaluation.sample_size import deciding_comparison
 from moola.report.text import short_reason
 from moola.results import shuffled as negative_control
 
@@ -128,13 +129,12 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
                       f"pytest gates{_without(run_opt, '--gate-policy')} --start-gate 3 --gate-policy point"))
     deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
     if deep_lost:
-        rows = max([len((line.get("oof") or {}).get("rows") or []) for line in lines], default=0)
-        windows = (lines[0].get("data") or {}).get("n_windows") or rows  # distinct windows behind the rows
-        behind = f" from {windows} distinct windows" if rows and windows < rows else ""
-        more = (f"at {rows} scored rows{behind} one window is ~{100 / windows:.0f} pp of F1 and the CIs are wide; "
-                if rows else "")
-        steps.append((f"to make the pretrained LSTM pay: {more}label more windows, then rerun",
-                      f"pytest gates -x{run_opt}"))
+        data_opt = f" --data-dir {shown_path(Path(options.get('data_root') or 'data'))}"
+        steps.append(((f"to make the pretrained LSTM pay: label more windows, then rerun; {labels_needed(lines)}; "
+                      "label-next proposes the windows that help most per label, on a page to label them"),
+                      f"python -m moola label-next 20{data_opt}"))
+        steps.append(("then merge the page's labels.csv into the labeled file, and rerun on the larger set",
+                      f"python -m moola add-labels labels.csv{data_opt} && pytest gates -x{run_opt}"))
         if lines[0].get("profile") != "full":
             longer = ("or pretrain longer: the full profile pretrains 50 epochs on the whole pool (minutes on a GPU, "
                       "hours on a 2-core CPU)")
@@ -143,6 +143,16 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
             steps.append(("or pretrain longer, if gate 3's curves were still falling",
                           f"pytest gates -x{run_opt} --set pretrain.epochs=100"))
     return steps
+
+
+def labels_needed(lines: list[dict]) -> str:
+    """How many labeled windows would resolve the run's deciding comparison (`evaluation.sample_size`)."""
+    needed = deciding_comparison(lines)
+    if needed is not None:
+        return needed.text()
+    rows = max([len((line.get("oof") or {}).get("rows") or []) for line in lines], default=0)
+    windows = (lines[0].get("data") or {}).get("n_windows") or rows  # distinct windows behind the rows
+    return f"at {windows} labeled windows one window is ~{100 / max(1, windows):.0f} pp of F1 and the CIs are wide"
 
 
 def sweep_step(lines: list[dict], run_opt: str) -> tuple[str, str]:
