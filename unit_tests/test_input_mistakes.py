@@ -198,6 +198,26 @@ def gate0_line(pytester, root: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("variant", ALL_VARIANTS, ids=["-".join(v[1:]) for v in ALL_VARIANTS])
+def test_a_corrupted_input_is_a_specific_problem_never_an_internal_error(tmp_path, variant):
+    """What gate 0 reads (the folder's own settings, then its files), checked directly (fast); the slow
+    test below runs gate 0 itself on each."""
+    from moola.data.dataset import check_data
+    from moola.stages.context import resolve_settings
+
+    root = corrupted_folder(tmp_path, variant)
+    settings = resolve_settings(tmp_path, data_dir=str(root), artifacts_dir=None, results=None, device="cpu",
+                                profile="quick", overrides=[], seed=17, fresh=False, demo="")
+    dataset, problems = check_data(root, settings.profile.data, settings.profile.evaluation.cv)
+    problems = [*settings.setup_problems, *map(str, problems)]
+    assert (dataset is None or settings.setup_problems) and problems, f"{variant} accepted silently"
+    for problem in problems:
+        assert ": expected " in problem and ", found " in problem and "Fix: " in problem, problem
+        assert "could not decode" not in problem and "while checking them" not in problem, \
+            f"{variant} fell through to the safety net instead of a specific message: {problem}"
+
+
+@pytest.mark.slow  # a gate session per variant (~0.2 s each, 71 in all): CI's slow set
+@pytest.mark.parametrize("variant", ALL_VARIANTS, ids=["-".join(v[1:]) for v in ALL_VARIANTS])
 def test_a_corrupted_input_is_a_gate0_line_never_an_internal_error(pytester, tmp_path, variant):
     root = corrupted_folder(tmp_path, variant)
     outcome, lines = gate0_line(pytester, root, tmp_path)

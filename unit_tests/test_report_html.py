@@ -289,6 +289,7 @@ def test_a_section_that_raises_is_reported_and_the_rest_renders():
     assert count_parts(page) == (10, 3)
 
 
+@pytest.mark.slow  # renders the full page again (~3 s): CI's slow set
 def test_rendering_leaves_no_figure_alive(full_page):
     import matplotlib.pyplot as plt
 
