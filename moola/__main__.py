@@ -135,11 +135,12 @@ def label_next(args) -> int:
 
     from moola.labeling.folder import read_folder, resolve_root
     from moola.labeling.page import page_data, write_page
-    from moola.labeling.propose import propose
+    from moola.labeling.propose import propose, scoring_model
 
     root, profile = resolve_root(args.data_dir, args.demo, args.artifacts_dir)
     folder = read_folder(root, profile.data)
-    proposal = propose(folder, args.n, args.strategy, args.seed, Path(args.artifacts_dir), Path(args.results))
+    scorer, why = scoring_model(Path(args.artifacts_dir), Path(args.results)) if args.strategy != "random" else (None, "")
+    proposal = propose(folder, args.n, args.strategy, args.seed, scorer, why)
     data_arg = f"--data-dir {root}"
     page = write_page(Path(args.out), page_data(folder, proposal, data_arg))
     record_path = Path(args.artifacts_dir) / "labeling" / f"label-next-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -281,6 +281,24 @@ def report_fits_together(n: dict) -> str:
             f"(together {n['together_vs_bare']:.2f}x bare)")
 
 
+def bench_labels(n_seeds: int, json_path: str | None, plot: str | None) -> int:
+    """label-next's strategy against random picks at +20/+50/+100 labels (`moola.labeling.simulate`)."""
+    from moola.labeling.simulate import forecast_lines, format_table, plot_summary, simulate, summarise
+
+    started = time.monotonic()
+    rows = simulate(seeds=tuple(range(17, 17 + n_seeds)))
+    summary = summarise(rows)
+    print(format_table(summary))
+    print("\n".join(forecast_lines(summary)))
+    print(f"({n_seeds} seeds, {time.monotonic() - started:.0f} s)")
+    if plot:
+        plot_summary(summary, Path(plot))
+        print(f"plot written to {plot}")
+    if json_path:
+        Path(json_path).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moola.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -291,7 +309,14 @@ def main(argv=None) -> int:
                         help="(g): worker processes for the fits together (0 = auto, as runtime.fit_workers)")
     parser.add_argument("--pretrain-ddp", action="store_true",
                         help="only (f): pretraining on torchrun with 1 vs 2 processes (gloo on CPU, nccl on 2 GPUs)")
+    parser.add_argument("--labels", action="store_true",
+                        help="only: the labeling simulation (label-next's strategy vs random picks, an oracle on the "
+                             "demo; docs/labeling.md), ~2 minutes a seed on 2 cores")
+    parser.add_argument("--seeds", type=int, default=5, help="--labels: demo seeds (17, 18, …)")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="--labels: also draw the table as a plot")
     args = parser.parse_args(argv)
+    if args.labels:
+        return bench_labels(args.seeds, args.json, args.plot)
     device = torch.device(args.device)
     tables = generate(seed=17, n_unlabeled=N_UNLABELED)
     if args.pretrain_ddp:

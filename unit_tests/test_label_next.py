@@ -35,7 +35,9 @@ def _folder(root: Path):
 @pytest.mark.parametrize("strategy", ["margin-diverse", "random"])
 def test_proposals_share_no_bars_with_labeled_rows_or_each_other_and_repeat_with_the_seed(user, tmp_path, strategy):
     folder = _folder(user)
-    args = (folder, 8, strategy, 17, tmp_path / "no-artifacts", tmp_path / "no-results.jsonl")
+    from moola.labeling.propose import scoring_model
+
+    args = (folder, 8, strategy, 17, *scoring_model(tmp_path / "no-artifacts", tmp_path / "no-results.jsonl"))
     proposal = propose(*args)
     chosen = folder.pool.features[proposal.pool_rows]
     assert len(proposal.pool_rows) == 8 and len(set(proposal.pool_rows.tolist())) == 8
@@ -50,8 +52,6 @@ def test_proposals_share_no_bars_with_labeled_rows_or_each_other_and_repeat_with
 
 def test_the_margin_strategy_shortlists_where_the_model_is_least_sure(user, tmp_path, monkeypatch):
     """With a model, the picks come from the SHORTLIST x N candidates with the smallest margins."""
-    from moola.labeling import propose as module
-
     folder = _folder(user)
 
     class Sure:  # sure of every window but the 40% whose first close is highest (more than 10 x 5 candidates)
@@ -64,11 +64,12 @@ def test_the_margin_strategy_shortlists_where_the_model_is_least_sure(user, tmp_
             p = np.where(score > np.quantile(score, 0.6), 0.5, 0.99)
             return np.stack([p, 1 - p], axis=1)
 
-    monkeypatch.setattr(module, "scoring_model", lambda artifacts, results: (Sure(), "test model"))
-    proposal = propose(folder, 5, "margin-diverse", 17, tmp_path, tmp_path / "r.jsonl")
+    from moola.labeling import propose as module
+
+    proposal = propose(folder, 5, "margin-diverse", 17, Sure(), "test model")
     assert (proposal.margins < 0.01).all(), proposal.margins
     monkeypatch.setattr(module, "SHORTLIST", 1000)  # every candidate shortlisted: the core set alone decides
-    assert (propose(folder, 5, "margin-diverse", 17, tmp_path, tmp_path / "r.jsonl").margins > 0.5).any()
+    assert (propose(folder, 5, "margin-diverse", 17, Sure(), "test model").margins > 0.5).any()
 
 
 def test_label_next_writes_a_self_contained_page_and_a_record(user, tmp_path, capsys):

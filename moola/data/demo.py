@@ -85,7 +85,7 @@ def _bars(log_returns: np.ndarray, vol: np.ndarray, rng: np.random.Generator) ->
 
 
 def generate(seed: int = 17, n_unlabeled: int = N_UNLABELED) -> dict:
-    """Build the demo tables in memory: {"labeled": {...}, "unlabeled": {...}, "split": {...}}."""
+    """Build the demo tables in memory: {"labeled", "unlabeled", "split", "truth" (where the events are)}."""
     rng = np.random.default_rng(seed)
     pool_bars = n_unlabeled * POOL_STRIDE + N_BARS
     val_gap = 2 * N_BARS  # val windows sit apart, after the pool
@@ -139,7 +139,10 @@ def generate(seed: int = 17, n_unlabeled: int = N_UNLABELED) -> dict:
         "features": cut(pool_starts),
     }
     split = {"train_indices": list(range(N_TRAIN)), "val_indices": list(range(N_TRAIN, N_TRAIN + N_VAL))}
-    return {"labeled": labeled, "unlabeled": unlabeled, "split": split}
+    # the generator's truth (the labeling simulation's oracle): every event's first bar and class
+    truth = {"event_starts": np.array([start for start, _ in events], np.int64),
+             "event_labels": np.array([label for _, label in events], np.int64), "pool_starts": pool_starts}
+    return {"labeled": labeled, "unlabeled": unlabeled, "split": split, "truth": truth}
 
 
 def generator_version() -> str:

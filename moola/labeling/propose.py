@@ -105,8 +105,10 @@ def _no_shared_bars(query, folder: Folder, candidates: np.ndarray, n: int) -> np
     return np.asarray(picked, dtype=np.int64)
 
 
-def propose(folder: Folder, n: int, strategy: str, seed: int, artifacts_dir: Path, results: Path) -> Proposal:
-    """N pool windows to label next by `strategy`, with the record of how they were chosen."""
+def propose(folder: Folder, n: int, strategy: str, seed: int, scorer=None, scorer_note: str = "") -> Proposal:
+    """N pool windows to label next by `strategy`, with the record of how they were chosen. `scorer`
+    (`scoring_model`: a `Deployed`, or any object with `predict_proba(windows, device)` and `classes`)
+    ranks the candidates for `margin-diverse`; None: the core set alone."""
     from skactiveml.pool import CoreSet, RandomSampling, uncertainty_scores
 
     if strategy not in STRATEGIES:
@@ -129,8 +131,8 @@ def propose(folder: Folder, n: int, strategy: str, seed: int, artifacts_dir: Pat
                                             folder, free[order], n)]]
         record.update(model=None, seconds=round(time.monotonic() - started, 1))
         return Proposal(chosen, strategy, record)
-    deployed, why = scoring_model(Path(artifacts_dir), Path(results))
-    record["model"] = why
+    deployed = scorer
+    record["model"] = scorer_note or (None if scorer is None else "the model given")
     proba = margins = None
     shortlist = free
     if deployed is not None:
