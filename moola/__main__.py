@@ -347,9 +347,10 @@ def main(argv=None) -> int:
     proposer.add_argument("--data-dir", default=None, help="the data root the gates read (default: data)")
     proposer.add_argument("--demo", nargs="?", const="seed", default=None, metavar="LAYOUT",
                           help="the embedded demo dataset, as pytest gates --demo")
-    proposer.add_argument("--strategy", default="margin-diverse", choices=("margin-diverse", "random"),
-                          help="margin-diverse: where the recommended model is least sure, spread over the pool "
-                               "(default); random: the comparison")
+    proposer.add_argument("--strategy", default="random", choices=("random", "likely-margin", "margin-diverse"),
+                          help="random (default: no strategy beat it in the oracle simulation, docs/labeling.md); "
+                               "likely-margin: windows most like the labeled ones, where the recommended model is "
+                               "least sure first; margin-diverse: least sure, spread over the pool")
     proposer.add_argument("--out", default="label-next.html", help="the labeling page (default: label-next.html)")
     proposer.add_argument("--artifacts-dir", default="artifacts", help="where the gates saved models")
     proposer.add_argument("--results", default=RESULTS, help="the results file: which model select recommends")

@@ -32,7 +32,7 @@ def _folder(root: Path):
     return read_folder(root, profile.data)
 
 
-@pytest.mark.parametrize("strategy", ["margin-diverse", "random"])
+@pytest.mark.parametrize("strategy", ["random", "likely-margin", "margin-diverse"])
 def test_proposals_share_no_bars_with_labeled_rows_or_each_other_and_repeat_with_the_seed(user, tmp_path, strategy):
     folder = _folder(user)
     from moola.labeling.propose import scoring_model
@@ -46,12 +46,16 @@ def test_proposals_share_no_bars_with_labeled_rows_or_each_other_and_repeat_with
     assert not len(pairs[pairs[:, 0] != pairs[:, 1]]), "two proposals share bars"
     assert propose(*args).pool_rows.tolist() == proposal.pool_rows.tolist()
     assert proposal.record["strategy"] == strategy and proposal.record["n_candidates"] < len(folder.pool)
-    if strategy == "margin-diverse":  # no model file here: the core set alone, and the record says why
-        assert "no model" in proposal.record["model"] and "CoreSet" in proposal.record["representation"]
+    if strategy != "random":  # no model file here: the representation alone, and the record says why
+        assert "no model" in proposal.record["model"]
+        assert ("CoreSet" in proposal.record["representation"]) == (strategy == "margin-diverse")
+    if strategy == "likely-margin":
+        assert "nearest the labeled rows" in proposal.record["shortlist"] and "likeness alone" in proposal.record["order"]
 
 
 def test_the_margin_strategy_shortlists_where_the_model_is_least_sure(user, tmp_path, monkeypatch):
-    """With a model, the picks come from the SHORTLIST x N candidates with the smallest margins."""
+    """With a model, margin-diverse picks from the SHORTLIST x N candidates with the smallest margins, and
+    likely-margin takes the smallest margins among its shortlist first."""
     folder = _folder(user)
 
     class Sure:  # sure of every window but the 40% whose first close is highest (more than 10 x 5 candidates)
@@ -70,6 +74,9 @@ def test_the_margin_strategy_shortlists_where_the_model_is_least_sure(user, tmp_
     assert (proposal.margins < 0.01).all(), proposal.margins
     monkeypatch.setattr(module, "SHORTLIST", 1000)  # every candidate shortlisted: the core set alone decides
     assert (propose(folder, 5, "margin-diverse", 17, Sure(), "test model").margins > 0.5).any()
+    monkeypatch.setattr(module, "SHORTLIST", 100)
+    likely = propose(folder, 5, "likely-margin", 17, Sure(), "test model")
+    assert (likely.margins < 0.01).all() and "smallest first" in likely.record["order"]
 
 
 def test_label_next_writes_a_self_contained_page_and_a_record(user, tmp_path, capsys):

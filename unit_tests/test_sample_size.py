@@ -54,4 +54,4 @@ def test_the_ending_says_how_many_and_gives_label_next_and_add_labels():
                                          "data_root": "data", "narrowed": False})
     assert "python -m moola label-next 20 --data-dir data" in text
     assert "python -m moola add-labels labels.csv --data-dir data && pytest gates -x --demo" in text
-    assert "label-next proposes the windows that help most per label" in text
+    assert "label-next proposes pool windows that share no bars" in text

@@ -1,18 +1,21 @@
 """`python -m moola label-next N`: which pool windows to label next.
 
 Candidates are the pool windows that are no labeled row and share no bars with one (`folder.free_pool`);
-the N chosen share no bars with each other either. Two strategies, both scikit-activeml's query
-strategies:
+the N chosen share no bars with each other either. Three strategies, on scikit-activeml's query
+strategies where they fit:
 
-- `margin-diverse` (the default): the `SHORTLIST` × N candidates on which the recommended model
-  (`moola select`; MiniRocket's file when select recommends none) is least sure, by the margin
-  between its two most likely classes (`skactiveml.pool.uncertainty_scores`); among them, a core
-  set (`skactiveml.pool.CoreSet`: each pick the candidate farthest from every labeled row and every
-  earlier pick) in a representation of the windows. Where the model cannot score pool windows (it
-  reads labeled spans, which the pool lacks) or no model file exists, the core set over every
-  candidate: diversity alone, said so in the record.
-- `random`: uniform picks (`skactiveml.pool.RandomSampling`), the comparison.
+- `random` (the default): uniform picks (`skactiveml.pool.RandomSampling`). The simulation
+  (docs/labeling.md) found neither strategy below better than it on the demo's oracle, so it stays
+  the default.
+- `likely-margin`: the `SHORTLIST` x N candidates nearest the labeled rows in a representation
+  (every labeled row holds a pattern; most pool windows hold none), then those on which the
+  recommended model (`moola select`; MiniRocket's file when select recommends none) is least sure
+  first, by the margin between its two most likely classes (`skactiveml.pool.uncertainty_scores`).
+- `margin-diverse`: the `SHORTLIST` x N candidates with the smallest margins, spread by a core set
+  (`skactiveml.pool.CoreSet`: each pick the candidate farthest from every labeled row and earlier pick).
 
+Where the model cannot score pool windows (it reads labeled spans, which the pool lacks) or no model
+file exists, the model-based strategies fall back to the representation alone, and the record says so.
 The representation: MiniRocket features (`REPRESENTATION_KERNELS` kernels, fitted on the labeled
 windows) of the normalised whole windows, standardised and reduced to `REPRESENTATION_DIMS` by PCA.
 """
@@ -29,11 +32,14 @@ from moola.data.normalize import normalize_windows
 from moola.data.overlap import shared_bars
 from moola.labeling.folder import Folder, free_pool
 
-STRATEGIES = ("margin-diverse", "random")
+STRATEGIES = ("random", "likely-margin", "margin-diverse")  # the default first
 SHORTLIST = 10  # candidates per label kept by margin before the core set spreads the picks
 REPRESENTATION_KERNELS = 840  # MiniRocket's smallest multiple of its 84 kernels that spreads windows well
 REPRESENTATION_DIMS = 32
+REPRESENTATION_WORDS = (f"MiniRocket features ({REPRESENTATION_KERNELS} kernels, fitted on the labeled windows) of the "
+                        "normalised whole windows, standardised, PCA to {dims} dimensions")
 MISSING = -1  # skactiveml's marker for an unlabeled row
+LIKENESS_NEIGHBOURS = 5  # labeled rows a candidate's likeness to a pattern is measured against
 RANDOM_DRAWS = 20  # random candidates drawn per label, of which those sharing bars with an earlier pick are passed over
 
 
@@ -105,6 +111,47 @@ def _no_shared_bars(query, folder: Folder, candidates: np.ndarray, n: int) -> np
     return np.asarray(picked, dtype=np.int64)
 
 
+def _in_order(folder: Folder, candidates: np.ndarray, n: int) -> np.ndarray:
+    """The first n positions of `candidates` (in their order) that share no bars with an earlier pick."""
+    queue = iter(range(len(candidates)))
+    return _no_shared_bars(lambda remaining: next(i for i in queue if i in set(remaining)), folder, candidates, n)
+
+
+def _likely_margin(folder: Folder, free: np.ndarray, n: int, seed: int, scorer, scorer_note: str, record: dict,
+                   started: float) -> Proposal:
+    """The SHORTLIST x N candidates most like the labeled rows (every labeled row is a pattern; most pool
+    windows hold none), then the model's smallest margins among them first."""
+    from skactiveml.pool import uncertainty_scores
+    from sklearn.neighbors import NearestNeighbors
+
+    n_labeled = len(folder.labeled)
+    embedding = representation(folder, np.arange(n_labeled), free, seed)
+    neighbours = NearestNeighbors(n_neighbors=min(LIKENESS_NEIGHBOURS, n_labeled)).fit(embedding[:n_labeled])
+    distance = neighbours.kneighbors(embedding[n_labeled:])[0].mean(axis=1)
+    keep = min(len(free), SHORTLIST * n)
+    shortlist = free[np.argsort(distance, kind="stable")[:keep]]
+    record["shortlist"] = (f"the {keep} candidates nearest the labeled rows (mean distance to their "
+                           f"{LIKENESS_NEIGHBOURS} nearest labeled rows in the representation)")
+    record["representation"] = REPRESENTATION_WORDS.format(dims=embedding.shape[1])
+    record["model"] = scorer_note or (None if scorer is None else "the model given")
+    proba = margins = None
+    if scorer is not None:
+        proba = scorer.predict_proba(folder.pool.features[shortlist], "cpu")
+        order = np.argsort(-uncertainty_scores(proba, method="margin_sampling"), kind="stable")
+        shortlist, proba = shortlist[order], proba[order]
+        record["order"] = "the model's margin between its two most likely classes, smallest first (skactiveml)"
+    else:
+        record["order"] = "likeness alone (no model to score the pool)"
+    picked = _in_order(folder, shortlist, n)
+    if proba is not None:
+        proba = proba[picked]
+        top = np.sort(proba, axis=1)
+        margins = top[:, -1] - top[:, -2]
+    record["seconds"] = round(time.monotonic() - started, 1)
+    return Proposal(shortlist[picked], "likely-margin", record, proba, margins,
+                    list(scorer.classes) if scorer is not None else [])
+
+
 def propose(folder: Folder, n: int, strategy: str, seed: int, scorer=None, scorer_note: str = "") -> Proposal:
     """N pool windows to label next by `strategy`, with the record of how they were chosen. `scorer`
     (`scoring_model`: a `Deployed`, or any object with `predict_proba(windows, device)` and `classes`)
@@ -126,11 +173,11 @@ def propose(folder: Folder, n: int, strategy: str, seed: int, scorer=None, score
     if strategy == "random":  # a random order of candidates, then the first that share no bars with an earlier pick
         order = RandomSampling(random_state=seed, missing_label=MISSING).query(
             np.zeros((len(free), 1)), np.full(len(free), MISSING), batch_size=min(len(free), RANDOM_DRAWS * n))
-        queue = iter(range(len(order)))
-        chosen = free[order[_no_shared_bars(lambda remaining: next(i for i in queue if i in set(remaining)),
-                                            folder, free[order], n)]]
+        chosen = free[order[_in_order(folder, free[order], n)]]
         record.update(model=None, seconds=round(time.monotonic() - started, 1))
         return Proposal(chosen, strategy, record)
+    if strategy == "likely-margin":
+        return _likely_margin(folder, free, n, seed, scorer, scorer_note, record, started)
     deployed = scorer
     record["model"] = scorer_note or (None if scorer is None else "the model given")
     proba = margins = None
@@ -157,10 +204,8 @@ def propose(folder: Folder, n: int, strategy: str, seed: int, scorer=None, score
         return position
 
     picked = _no_shared_bars(query, folder, shortlist, n)
-    record["representation"] = (f"MiniRocket features ({REPRESENTATION_KERNELS} kernels, fitted on the labeled "
-                                "windows) of the normalised whole windows, standardised, PCA to "
-                                f"{embedding.shape[1]} dimensions; skactiveml CoreSet (greedy k-center) from the "
-                                "labeled rows")
+    record["representation"] = REPRESENTATION_WORDS.format(dims=embedding.shape[1]) + \
+        "; skactiveml CoreSet (greedy k-center) from the labeled rows"
     record["seconds"] = round(time.monotonic() - started, 1)
     if proba is not None:
         proba = proba[picked]

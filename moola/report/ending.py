@@ -131,7 +131,8 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
     if deep_lost:
         data_opt = f" --data-dir {shown_path(Path(options.get('data_root') or 'data'))}"
         steps.append(((f"to make the pretrained LSTM pay: label more windows, then rerun; {labels_needed(lines)}; "
-                      "label-next proposes the windows that help most per label, on a page to label them"),
+                      "label-next proposes pool windows that share no bars with the labeled rows, on a page to label them "
+                      "(docs/labeling.md: what the choice of windows is worth)"),
                       f"python -m moola label-next 20{data_opt}"))
         steps.append(("then merge the page's labels.csv into the labeled file, and rerun on the larger set",
                       f"python -m moola add-labels labels.csv{data_opt} && pytest gates -x{run_opt}"))
