@@ -130,12 +130,9 @@ def add_labels(args) -> int:
 
 def label_next(args) -> int:
     """Propose N pool windows to label and write the labeling page (`moola.labeling`)."""
-    import json
-    import time
-
     from moola.labeling.folder import read_folder, resolve_root
     from moola.labeling.page import page_data, write_page
-    from moola.labeling.propose import propose, scoring_model
+    from moola.labeling.propose import propose, scoring_model, write_record
 
     root, profile = resolve_root(args.data_dir, args.demo, args.artifacts_dir)
     folder = read_folder(root, profile.data)
@@ -143,12 +140,7 @@ def label_next(args) -> int:
     proposal = propose(folder, args.n, args.strategy, args.seed, scorer, why)
     data_arg = f"--data-dir {root}"
     page = write_page(Path(args.out), page_data(folder, proposal, data_arg))
-    record_path = Path(args.artifacts_dir) / "labeling" / f"label-next-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    chosen = [{"window_id": str(folder.pool.window_ids[row]), "pool_row": int(row),
-               **({"margin": round(float(proposal.margins[k]), 4)} if proposal.margins is not None else {})}
-              for k, row in enumerate(proposal.pool_rows)]
-    record_path.write_text(json.dumps({**proposal.record, "page": str(page), "windows": chosen}, indent=1) + "\n")
+    record_path, chosen = write_record(proposal, folder, page, Path(args.artifacts_dir))
     print(f"{len(chosen)} window(s) to label, chosen by {proposal.strategy} from {proposal.record['n_candidates']} "
           f"pool windows that share no bars with the {len(folder.labeled)} labeled rows "
           f"({proposal.record['seconds']:.0f} s)")

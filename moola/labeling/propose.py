@@ -213,3 +213,16 @@ def propose(folder: Folder, n: int, strategy: str, seed: int, scorer=None, score
         margins = top[:, -1] - top[:, -2]
     return Proposal(shortlist[picked], strategy, record, proba, margins,
                     list(deployed.classes) if deployed is not None else [])
+
+
+def write_record(proposal: Proposal, folder: Folder, page: Path, artifacts_dir: Path) -> tuple[Path, list]:
+    """`ARTIFACTS/labeling/label-next-TIME.json`: the strategy, its inputs and the windows chosen."""
+    import json
+
+    chosen = [{"window_id": str(folder.pool.window_ids[row]), "pool_row": int(row),
+               **({"margin": round(float(proposal.margins[k]), 4)} if proposal.margins is not None else {})}
+              for k, row in enumerate(proposal.pool_rows)]
+    path = Path(artifacts_dir) / "labeling" / f"label-next-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**proposal.record, "page": str(page), "windows": chosen}, indent=1) + "\n")
+    return path, chosen
