@@ -108,22 +108,22 @@ def make_split(args) -> int:
 
 def add_labels(args) -> int:
     """Merge the labeling page's CSV into the labeled file (`moola.labeling.merge`)."""
-    from moola.data.dataset import check_data
     from moola.labeling.folder import read_folder, resolve_root
-    from moola.labeling.merge import describe, plan, restore, write
+    from moola.labeling.merge import describe, merged_arrow, new_problems, plan, record_neither, write
 
-    root, profile = resolve_root(args.data_dir, None)
+    root, profile = resolve_root(args.data_dir)
     folder = read_folder(root, profile.data)
     merge = plan(folder, Path(args.labels))
-    protocol = profile.evaluation.cv
-    before = {str(p) for p in check_data(root, profile.data, protocol)[1]}
-    written = write(merge)
-    after = [p for p in check_data(root, profile.data, protocol)[1] if str(p).replace(".bak", "") not in before]
-    if after:  # gate 0 would refuse the merged folder where it did not refuse the old one
-        restore(written)
-        raise DataContractError([*after, Problem(str(root), "a merged folder gate 0 accepts",
-                                                 "the problems above", "the previous files are back in place")])
-    print("\n".join(describe(merge, written)))
+    if not merge.ids:  # windows answered neither only: remembered, nothing added
+        print(f"no labeled row added; {merge.notes[0]}: {record_neither(merge)}")
+        return 0
+    table = merged_arrow(merge)
+    problems = new_problems(merge, table, profile.data, profile.evaluation.cv)
+    if problems:  # gate 0 would refuse the merged folder where it did not refuse the old one
+        raise DataContractError([*problems, Problem(str(root), "a merged folder gate 0 accepts as it accepted the "
+                                                    "old one", "the problems above", "nothing was written")])
+    print("\n".join(describe(merge, write(merge, table))))
+    record_neither(merge)
     print(f"next: pytest gates -x --data-dir {root}")
     return 0
 
@@ -134,7 +134,7 @@ def label_next(args) -> int:
     from moola.labeling.page import page_data, write_page
     from moola.labeling.propose import propose, scoring_model, write_record
 
-    root, profile = resolve_root(args.data_dir, args.demo, args.artifacts_dir)
+    root, profile = resolve_root(args.data_dir)
     folder = read_folder(root, profile.data)
     scorer, why = scoring_model(Path(args.artifacts_dir), Path(args.results)) if args.strategy != "random" else (None, "")
     proposal = propose(folder, args.n, args.strategy, args.seed, scorer, why)
@@ -336,9 +336,8 @@ def main(argv=None) -> int:
     split.set_defaults(run=make_split)
     proposer = commands.add_parser("label-next", help="propose N pool windows to label next, on a labeling page")
     proposer.add_argument("n", type=int, help="how many windows to propose")
-    proposer.add_argument("--data-dir", default=None, help="the data root the gates read (default: data)")
-    proposer.add_argument("--demo", nargs="?", const="seed", default=None, metavar="LAYOUT",
-                          help="the embedded demo dataset, as pytest gates --demo")
+    proposer.add_argument("--data-dir", default=None, help="the data root the gates read (default: data; the "
+                          "demo's cache is refused: label a copy from python -m moola demo-data DIR)")
     proposer.add_argument("--strategy", default="random", choices=("random", "likely-margin", "margin-diverse"),
                           help="random (default: no strategy beat it in the oracle simulation, docs/labeling.md); "
                                "likely-margin: windows most like the labeled ones, where the recommended model is "

@@ -71,15 +71,16 @@ class Page:
         self.keys(Keys.HOME)
         self.keys(*[Keys.ARROW_RIGHT] * (n - 1), shift=True)
 
-    def drag(self, from_fraction: float, to_fraction: float) -> None:
-        """Drag across the chart from one share of its width to another."""
+    def drag_bars(self, first: int, last: int, n_bars: int, width: int = 960, pad: int = 30) -> None:
+        """Drag across the chart from the middle of bar `first` to the middle of bar `last` (the page draws
+        `n_bars` bars across `width` pixels less `pad` on each side)."""
         from selenium.webdriver.common.action_chains import ActionChains
 
         chart = self.driver.find_element("id", "chart")
-        width = chart.size["width"]
-        start = int(width * from_fraction - width / 2)
+        middle = [pad + (bar + 0.5) * (width - 2 * pad) / n_bars for bar in (first, last)]
+        start = round(middle[0] - chart.size["width"] / 2)  # offsets from the element's centre
         ActionChains(self.driver).move_to_element_with_offset(chart, start, 0).click_and_hold() \
-            .move_by_offset(int(width * (to_fraction - from_fraction)), 0).release().perform()
+            .move_by_offset(round(middle[1] - middle[0]), 0).release().perform()
 
     def text(self, element_id: str) -> str:
         return self.driver.find_element("id", element_id).text

@@ -36,7 +36,7 @@ def _free_windows(root: Path) -> list:
     """Pool ids that share no bars with a labeled row."""
     from moola.labeling.folder import free_pool
 
-    root, profile = resolve_root(str(root), None)
+    root, profile = resolve_root(str(root))
     folder = read_folder(root, profile.data)
     return folder.pool.window_ids[free_pool(folder)].tolist()
 
@@ -62,7 +62,7 @@ def test_a_merge_places_new_rows_by_the_pool_order_with_user_ids_and_a_new_split
     assert len(split["val_indices"]) == round(100 * 20 / 98)
     assert max(split["train_indices"]) < min(split["val_indices"])
     assert (user / "processed" / "train_clean.parquet.bak").is_file() and (user / (str(SPLIT) + ".bak")).is_file()
-    root, profile = resolve_root(str(user), None)
+    root, profile = resolve_root(str(user))
     dataset, problems = check_data(root, profile.data, "blocked")
     assert dataset is not None and not problems and len(dataset.y) == 100
 
@@ -124,7 +124,7 @@ def test_a_bad_label_file_is_refused_with_a_clear_message_and_the_labeled_file_u
 def test_a_repeat_of_a_label_already_given_is_not_added_twice(user, tmp_path):
     labeled = read_windows(user / LABELED, labeled=True)[0]
     base = int(labeled.window_ids[0].split("_")[0])
-    root, profile = resolve_root(str(user), None)
+    root, profile = resolve_root(str(user))
     csv = _csv(tmp_path / "labels.csv", [(f"window_{base * 10}", labeled.labels[0], *labeled.expansion[0].tolist()),
                                          (_free_windows(user)[3], "retracement", 40, 48)])
     merge = plan(read_folder(root, profile.data), csv)
@@ -132,7 +132,7 @@ def test_a_repeat_of_a_label_already_given_is_not_added_twice(user, tmp_path):
 
 
 def test_a_file_of_skips_alone_adds_nothing(user, tmp_path):
-    root, profile = resolve_root(str(user), None)
+    root, profile = resolve_root(str(user))
     csv = _csv(tmp_path / "labels.csv", [(_free_windows(user)[0], "neither", "", "")])
     with pytest.raises(DataContractError, match="at least one row with a class"):
         plan(read_folder(root, profile.data), csv)

@@ -28,7 +28,7 @@ def user(tmp_path, user_layout_small) -> Path:
 
 
 def _folder(root: Path):
-    root, profile = resolve_root(str(root), None)
+    root, profile = resolve_root(str(root))
     return read_folder(root, profile.data)
 
 
@@ -116,10 +116,16 @@ def test_the_page_labels_spans_with_the_keyboard_and_mouse_and_its_export_merges
         tab.keys(*[Keys.ARROW_RIGHT] * 3)  # the cursor on to bar 38 (the selection ends)
         tab.keys(*[Keys.ARROW_RIGHT] * 2, shift=True)  # a second span on the same window: bars 38-40
         tab.keys("2", "j")
-        tab.drag(0.5, 0.55)  # window 2 by mouse, inside the shaded bars
+        tab.drag_bars(52, 57, 105)  # window 2 by mouse, inside the shaded bars
         tab.keys("2")
-        assert ids[1] in tab.text("status") and "retracement on bars" in tab.text("status")
+        assert ids[1] in tab.text("status") and "retracement on bars 52-57" in tab.text("status")
+        tab.drag_bars(60, 60, 105)  # a click places the cursor: no one-bar span
+        tab.keys("1")
+        assert "Select the pattern's bars first" in tab.text("status")
         tab.keys("j", "n")  # window 3: neither (moves on to window 4)
+        tab.keys("u")  # undoing it goes back to window 3
+        assert f"window 3 of 7: {ids[2]}" in tab.text("title")
+        tab.keys("n")
         tab.select_bars(5)
         tab.keys("1")
         tab.keys("u")  # undo the last label
@@ -129,8 +135,9 @@ def test_the_page_labels_spans_with_the_keyboard_and_mouse_and_its_export_merges
         for _ in range(2):  # windows 5 and 6
             tab.select_bars(7)
             tab.keys("1", "j")
-        assert "5 of 7 windows answered" not in tab.text("progress-text")
         assert "6 of 7 windows answered, 6 span(s) labeled" in tab.text("progress-text")
+        progress = tab.driver.find_element("id", "progress")
+        assert (progress.get_attribute("value"), progress.get_attribute("max")) == ("6", "7")
         csv = tab.export()
     finally:
         tab.close()
@@ -139,7 +146,6 @@ def test_the_page_labels_spans_with_the_keyboard_and_mouse_and_its_export_merges
     assert rows.values.tolist()[:2] == [[ids[0], "consolidation", "30", "35"], [ids[0], "retracement", "38", "40"]]
     assert rows.iloc[3].tolist() == [ids[2], "neither", "", ""]
     assert rows.iloc[4].tolist() == [ids[3], "retracement", "30", "33"], "undo did not remove the last label"
-    drag = rows.iloc[2]
-    assert drag["window_id"] == ids[1] and 30 <= int(drag["expansion_start"]) <= int(drag["expansion_end"]) <= 74
+    assert rows.iloc[2].tolist() == [ids[1], "retracement", "52", "57"]
     assert main(["add-labels", str(csv), "--data-dir", str(user)]) == 0
     assert len(read_windows(user / LABELED, labeled=True)[0]) == 98 + 6

@@ -3,6 +3,8 @@ plausible count" answer, and the ending's label-next steps."""
 
 from __future__ import annotations
 
+import pytest
+
 from moola.deploy.select import choose
 from moola.evaluation.sample_size import PLAUSIBLE, deciding_comparison, windows_needed
 from moola.report.ending import ending
@@ -32,18 +34,22 @@ def test_the_deciding_comparison_is_the_first_unresolved_one_and_says_how_many_w
     resolved["gate"] = GATES[1]
     needed = deciding_comparison([resolved, _comparison(-0.112, 0.034)])
     assert needed.gate == GATES[2] and needed.what == "smoke − minirocket"
+    assert needed.half_width == pytest.approx(0.073)  # from the difference -0.039 to the bound nearer 0
     assert needed.windows_needed == 350 and needed.more == 252
-    assert "about 350 windows (~252 more)" in needed.text()
+    assert "about 350 labeled windows (~252 more with a class" in needed.text() and "about 720 for 80% odds" in needed.text()
+    lopsided = deciding_comparison([_comparison(-0.112, 0.010)])  # difference -0.051, reach 0.061 toward 0
+    assert lopsided.half_width == pytest.approx(0.061) and lopsided.windows_needed == 150
     tiny = deciding_comparison([_comparison(-0.07, 0.068)])
     assert tiny.windows_needed is None and "not resolved at any plausible count" in tiny.text()
     assert f"{PLAUSIBLE * 98} windows" in tiny.text()
     assert deciding_comparison([resolved]) is None
 
 
-def test_under_holdout_the_val_rows_narrow_the_ci_and_every_labeled_window_counts():
-    blocked = deciding_comparison([_comparison(-0.112, 0.034)]).windows_needed
-    holdout = deciding_comparison([_comparison(-0.112, 0.034, cv="holdout", n_scored=20)]).windows_needed
-    assert holdout == blocked  # 20 val rows of 98: the CI narrows with them, a fixed share of every window
+def test_the_forecast_counts_distinct_windows_not_rows():
+    line = _comparison(-0.112, 0.034)
+    line["data"] = {"n_windows": 66, "n_labeled": 98}  # the user's layout: rows share windows
+    needed = deciding_comparison([line])
+    assert needed.n_windows == 66 and needed.windows_needed == 240  # 66 x (0.073 / 0.039)^2 = 231
 
 
 def test_the_ending_says_how_many_and_gives_label_next_and_add_labels():
@@ -52,6 +58,13 @@ def test_the_ending_says_how_many_and_gives_label_next_and_add_labels():
         lines.append(build_line(GATES[gate], "not_run", run_id="run1", reason="session stopped after gate 2 (-x)"))
     text = ending(lines, choose(lines), {"run_options": "--demo", "artifacts_dir": None, "results": None,
                                          "data_root": "data", "narrowed": False})
-    assert "python -m moola label-next 20 --data-dir data" in text
-    assert "python -m moola add-labels labels.csv --data-dir data && pytest gates -x --demo" in text
+    # a --demo run labels a copy of the demo (its cache is what every --demo run reads)
+    assert "python -m moola demo-data my-data && python -m moola label-next 20 --data-dir my-data" in text
+    assert "python -m moola add-labels labels.csv --data-dir my-data && pytest gates -x --data-dir my-data" in text
+    user = ending(lines, choose(lines), {"run_options": "--demo user-layout --seed 18", "artifacts_dir": None,
+                                         "results": None, "data_root": "data", "narrowed": False})
+    assert "demo-data my-data --layout user-layout" in user and "pytest gates -x --seed 18 --data-dir my-data" in user
+    own = ending(lines, choose(lines), {"run_options": "--data-dir d", "artifacts_dir": None, "results": None,
+                                        "data_root": "d", "narrowed": False})
+    assert "label-next 20 --data-dir d\n" in own and "add-labels labels.csv --data-dir d && pytest gates -x --data-dir d" in own
     assert "label-next proposes pool windows that share no bars" in text

@@ -1,11 +1,13 @@
 """How many labeled windows would resolve the run's deciding comparison.
 
 The deciding comparison is the first gate comparison (in gate order) whose 95% CI does not clear
-0: the one more labels could settle. Its half-width h at n distinct windows scales about as 1/√n
-(the bootstrap resamples blocks of windows), so the CI would exclude 0 at its current difference d
-from about n·(h/|d|)² windows on: a rough forecast that assumes the difference holds and new
-windows are like the old ones. Where that is more than `PLAUSIBLE` times the windows labeled now,
-the difference is too small to resolve at any plausible count, and the text says so.
+0: the one more labels could settle. The CI's reach from its difference d to its bound nearer 0, w
+at n distinct windows, scales about as 1/√n (the bootstrap resamples blocks of windows), so at
+about n·(w/|d|)² windows the CI's edge would reach 0: if the difference is real and holds, a coin
+flip that the CI then excludes 0; `POWER_80` times that gives 80% odds. A rough forecast: it assumes
+new windows are like the old ones, and counts windows with a class (proposals answered "neither" add
+none). Where it is more than `PLAUSIBLE` times the windows labeled now, the difference is too small
+to resolve at any plausible count, and the text says so.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from moola.evaluation.lines import MODEL_OF_GATE
 
 PLAUSIBLE = 10  # x the distinct windows labeled now: beyond it, "not at any plausible count"
+POWER_80 = ((1.960 + 0.842) / 1.960) ** 2  # ~2.04: from the edge at 0 (50% odds) to 80% odds of excluding 0
 ROUND_TO = 10  # windows: the forecast is rough, so is its number
 
 
@@ -24,7 +27,7 @@ class RowsNeeded:
     gate: str
     what: str  # e.g. "smoke − minirocket"
     delta: float
-    half_width: float
+    half_width: float  # from the difference to the CI's bound nearer 0
     n_windows: int  # distinct windows behind the scored rows
     windows_needed: int | None  # None: not at any plausible count
 
@@ -33,14 +36,16 @@ class RowsNeeded:
         return None if self.windows_needed is None else max(0, self.windows_needed - self.n_windows)
 
     def text(self) -> str:
-        said = (f"gate {self.gate}'s {self.what} {self.delta:+.3f} ± {self.half_width:.3f} at {self.n_windows} "
-                "labeled windows")
+        said = (f"gate {self.gate}'s {self.what} {self.delta:+.3f}, its 95% CI reaching {self.half_width:.3f} toward 0, "
+                f"at {self.n_windows} labeled windows")
         if self.windows_needed is None:
             return (f"{said}: a difference this small is not resolved at any plausible count (it would take more "
                     f"than {PLAUSIBLE * self.n_windows} windows, {PLAUSIBLE}x today's, if it held); labels narrow every "
                     "CI, but they will not settle this comparison")
-        return (f"{said}: if the difference held, about {self.windows_needed} windows (~{self.more} more) would resolve "
-                "it either way (the half-width shrinks about as 1/√n)")
+        eighty = int(math.ceil(self.windows_needed * POWER_80 / ROUND_TO) * ROUND_TO)
+        return (f"{said}: if the difference held, about {self.windows_needed} labeled windows (~{self.more} more with a "
+                f"class; answers of neither add none) would bring the CI's edge to 0, a coin flip that it then excludes "
+                f"0; about {eighty} for 80% odds (the CI narrows about as 1/√n)")
 
 
 def windows_needed(delta: float, half_width: float, n_windows: int) -> int | None:
@@ -66,7 +71,7 @@ def deciding_comparison(lines: list[dict]) -> RowsNeeded | None:
             continue  # resolved already
         n = int(windows or (line.get("metrics") or {}).get("n_scored") or 0)
         delta = float(comparison["delta"])
-        half = float(comparison.get("ci_half_width") or (ci[1] - ci[0]) / 2)
+        half = ci[1] - delta if delta < 0 else delta - ci[0]  # the reach toward 0 (a lopsided CI's nearer side)
         names = [MODEL_OF_GATE.get(comparison.get(key) or "", comparison.get(key) or "?")
                  for key in ("candidate_gate", "baseline_gate")]
         return RowsNeeded(line["gate"], " − ".join(names), delta, half, n, windows_needed(delta, half, n))

@@ -34,7 +34,7 @@ from moola.data.overlap import shared_bars
 from moola.data.parquet import WindowTable
 from moola.data.split import free_name, temporal_split, write_json_atomic
 from moola.data.validate import leaking_rows, window_hashes
-from moola.labeling.folder import Folder
+from moola.labeling.folder import NEITHER_FILE, Folder
 
 REQUIRED = ("window_id", "label")
 SPANS = ("expansion_start", "expansion_end")
@@ -55,6 +55,7 @@ class Merge:
     order: np.ndarray  # (n + m,) rows of [existing, new] in time order
     split: dict  # the new split file
     notes: list  # what was skipped, or left out of the split
+    neither: list = ()  # pool window ids answered neither/skip (label-next proposes them no more)
 
 
 def read_labels(path: Path, has_spans: bool) -> pd.DataFrame:
@@ -90,6 +91,8 @@ def read_labels(path: Path, has_spans: bool) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = ""
     frame = frame.apply(lambda column: column.str.strip())
+    for column in SPANS:  # 40.0, as a spreadsheet saves a bar number, is bar 40
+        frame[column] = frame[column].str.replace(r"^(-?\d+)\.0*$", r"\1", regex=True)
     frame.index = frame.index + 2  # the CSV's line numbers (the header is line 1)
     return frame
 
@@ -103,8 +106,14 @@ def plan(folder: Folder, csv: Path) -> Merge:
     skipped = frame[frame["label"].str.lower().isin(SKIP)]
     frame = frame[~frame["label"].str.lower().isin(SKIP)]
     problems = _check_rows(frame, folder, where)
+    unknown = sorted(set(skipped["window_id"]) - set(pool.window_ids.tolist()))
+    if unknown:
+        problems.append(Problem(f"{where} column 'window_id' (rows answered neither)", f"ids of windows in the pool "
+                                f"({pool.path})", f"{unknown[:5]}", "label windows python -m moola label-next proposes "
+                                "from this data folder (--data-dir)"))
     if problems:
         raise DataContractError(problems)
+    neither = sorted(set(skipped["window_id"]))
     pool_index = {wid: i for i, wid in enumerate(pool.window_ids.tolist())}
     rows = np.array([pool_index[w] for w in frame["window_id"]], dtype=np.int64)
     spans = frame[list(SPANS)].astype(np.int64).to_numpy() if has_spans else None
@@ -115,7 +124,10 @@ def plan(folder: Folder, csv: Path) -> Merge:
     rows, labels = rows[keep], [label for label, k in zip(labels, keep) if k]
     spans = spans[keep] if spans is not None else None
     if len(skipped):
-        notes.insert(0, f"{skipped['window_id'].nunique()} window(s) answered neither/skip: not added")
+        notes.insert(0, f"{len(neither)} window(s) answered neither/skip: not added, and label-next will not propose "
+                        f"them again ({NEITHER_FILE})")
+    if not len(rows) and neither:
+        return Merge(folder, rows, [], spans, [], np.arange(len(labeled)), {}, notes, neither)
     if not len(rows):
         raise DataContractError([Problem(where, "at least one row with a class", "none left to add ("
                                          + "; ".join(notes) + ")", "label some windows on the page, then export")])
@@ -127,7 +139,21 @@ def plan(folder: Folder, csv: Path) -> Merge:
     split, more_notes, problems = _split(folder, rows, labels, spans, ids, order, where)
     if problems:
         raise DataContractError(problems)
-    return Merge(folder, rows, labels, spans, ids, order, split, notes + more_notes)
+    return Merge(folder, rows, labels, spans, ids, order, split, notes + more_notes, neither)
+
+
+def record_neither(merge: Merge) -> Path | None:
+    """Append the windows answered neither to `NEITHER_FILE` (each once), which `label-next` leaves out."""
+    if not merge.neither:
+        return None
+    path = merge.folder.root / NEITHER_FILE
+    known = set(merge.folder.neither)
+    fresh = [w for w in merge.neither if w not in known]
+    lines = ([] if path.is_file() else ["window_id"]) + fresh
+    if lines:
+        with path.open("a") as out:
+            out.write("\n".join(lines) + "\n")
+    return path
 
 
 def _check_rows(frame: pd.DataFrame, folder: Folder, where: str) -> list:
@@ -201,18 +227,17 @@ def _contradictions(folder: Folder, rows: np.ndarray, labels: list, spans, frame
                 repeats += 1
             continue
         seen[key] = i
-        for j in by_window.get(pool_hashes[i], []):
-            if existing_span(j) != span_of(i):
-                continue
+        same = [j for j in by_window.get(pool_hashes[i], []) if existing_span(j) == span_of(i)]
+        if same:  # the labeled file labels this window and span already: agreeing with any row is a repeat
             keep[i] = False
-            if labeled.labels[j] != label:
+            if all(labeled.labels[j] != label for j in same):
+                j = same[0]
                 problems.append(Problem(f"{where} line {lines[i]}", "a label that agrees with the labeled file's "
                                         "label of the same window and span", f"{label!r}, where {labeled.path} row "
                                         f"{j} ({labeled.window_ids[j]}) says {labeled.labels[j]!r}",
                                         "delete the line, or correct the labeled file's row if it was wrong"))
             else:
                 repeats += 1
-            break
     if repeats:
         notes.append(f"{repeats} row(s) repeat a label already given (same window, span and class): not added again")
     return keep, notes, problems
@@ -258,23 +283,20 @@ def _pool_positions(folder: Folder) -> tuple[np.ndarray, list]:
 
 
 def _new_ids(folder: Folder, rows: np.ndarray) -> list:
-    """`{base}_exp_{n}`: `base` from the pool's `window_{start}` ids and the stride the labeled rows
-    reveal, or the base of a labeled row of the same window; else `{pool id}_exp_{n}`."""
+    """`{base}_exp_{n}`, row by row: the base of a labeled row of the same window; else `base` from the
+    pool's `window_{start}` id and the stride the labeled rows with such ids reveal; else the pool id."""
     labeled, pool = folder.labeled, folder.pool
     user = [USER_ID.match(str(w)) for w in labeled.window_ids]
     starts = [POOL_ID.match(str(w)) for w in pool.window_ids[rows]]
-    stride = _stride(folder) if all(user) and all(starts) else None
-    base_of_window = {}
-    if all(user):
-        hashes = window_hashes(labeled.features)
-        base_of_window = {digest: m.group(1) for digest, m in zip(hashes, user)}
+    stride = _stride(folder) if any(user) and any(starts) else None
+    base_of_window = {digest: m.group(1) for digest, m in zip(window_hashes(labeled.features), user) if m}
     taken = set(map(str, labeled.window_ids))
     used = Counter(m.group(1) for m in user if m)
     ids = []
     for row, digest, start in zip(rows, window_hashes(pool.features[rows]), starts):
         if digest in base_of_window:
             base = base_of_window[digest]
-        elif stride is not None and (int(start.group(1)) - stride[1]) % stride[0] == 0:
+        elif stride is not None and start and (int(start.group(1)) - stride[1]) % stride[0] == 0:
             base = str((int(start.group(1)) - stride[1]) // stride[0])
         else:
             base = str(pool.window_ids[row])
@@ -288,13 +310,15 @@ def _new_ids(folder: Folder, rows: np.ndarray) -> list:
 
 
 def _stride(folder: Folder) -> tuple[int, int] | None:
-    """`(stride, offset)` with `start = stride * base + offset` on every labeled row whose window is in the
-    pool verbatim, when at least two such rows agree and none contradicts."""
+    """`(stride, offset)` with `start = stride * base + offset` on every labeled row with a `{base}_exp_{n}`
+    id whose window is in the pool verbatim under a `window_{start}` id, when at least two bases agree and
+    none contradicts."""
     labeled, pool = folder.labeled, folder.pool
     at = {digest: int(POOL_ID.match(str(w)).group(1)) for digest, w in zip(window_hashes(pool.features), pool.window_ids)
           if POOL_ID.match(str(w))}
     pairs = {(int(USER_ID.match(str(w)).group(1)), at[d]) for w, d in zip(labeled.window_ids,
-                                                                           window_hashes(labeled.features)) if d in at}
+                                                                           window_hashes(labeled.features))
+             if d in at and USER_ID.match(str(w))}
     if len({base for base, _ in pairs}) < 2:
         return None
     (b0, s0), (b1, s1) = min(pairs), max(pairs)
@@ -342,6 +366,10 @@ def _split(folder: Folder, rows, labels, spans, ids, order, where) -> tuple[dict
         split["train_indices"] = sorted(set(train.tolist()) - set(leaking.tolist()))
         notes.append(f"left {len(leaking)} train row(s) out of the split, as make-split does: they share bars with "
                      "a val row")
+    moved = _moved(old, split, position[:n_old], len(order))
+    if moved:
+        notes.append(f"existing rows that changed sides in the new temporal split: {moved} (the split is made "
+                     "again in time order, as make-split makes it; under --cv holdout that changes what is scored)")
     if len(old.test):
         notes.append(f"the old split's {len(old.test)} test row(s) are not in the new split (make-split writes none); "
                      "the old file is kept")
@@ -357,26 +385,75 @@ def _split(folder: Folder, rows, labels, spans, ids, order, where) -> tuple[dict
     return split, notes, []
 
 
-def write(merge: Merge) -> dict:
-    """Write the labeled file and the split; each old file kept as `.bak[.N]`. Returns the paths."""
+def _moved(old, split: dict, position: np.ndarray, n_rows: int) -> str:
+    """Existing rows whose side (train, val, test, left out) differs between the old and the new split,
+    in words ("" when none): `position[i]` is where existing row i lands."""
+    def sides(parts: dict, n: int) -> np.ndarray:
+        side = np.full(n, "left out", dtype=object)
+        for name, rows in parts.items():
+            side[np.asarray(rows, dtype=np.int64)] = name
+        return side
+
+    before = sides({"train": old.train, "val": old.val, "test": old.test}, len(position))
+    after = sides({"train": split["train_indices"], "val": split["val_indices"]}, n_rows)[position]
+    changes = Counter(f"{a} -> {b}" for a, b in zip(before, after) if a != b)
+    return ", ".join(f"{n} {change}" for change, n in sorted(changes.items()))
+
+
+def merged_arrow(merge: Merge) -> pa.Table:
+    """The labeled file's rows after the merge, as written (`_arrow_rows`)."""
+    return _arrow_rows(merge)
+
+
+def new_problems(merge: Merge, table: pa.Table, config, protocol: str) -> list:
+    """What gate 0's checks find in the merged folder and did not find in the old one (numbers aside: rows
+    shift when rows are inserted), checked in a scratch folder beside the pool before anything is written."""
+    import os
+    import re
+    import tempfile
+
+    from moola.data.dataset import UNLABELED, check_data
+    from moola.data.ucr import META
+
+    root = merge.folder.root
+
+    def words(problem, base) -> str:
+        return re.sub(r"\d+", "#", str(problem).replace(str(base), str(root)))
+
+    before = {words(p, root) for p in check_data(root, config, protocol)[1]}
+    with tempfile.TemporaryDirectory(prefix="moola-add-labels-") as scratch:
+        scratch = Path(scratch)
+        (scratch / LABELED).parent.mkdir(parents=True)
+        pq.write_table(table, scratch / LABELED)
+        write_json_atomic(scratch / SPLIT, merge.split)
+        (scratch / UNLABELED).parent.mkdir(parents=True)
+        try:
+            os.symlink((root / UNLABELED).resolve(), scratch / UNLABELED)
+        except OSError:  # a file system without links: a copy
+            shutil.copy2(root / UNLABELED, scratch / UNLABELED)
+        if (root / META).is_file():
+            shutil.copy2(root / META, scratch / META)
+        after = check_data(scratch, config, protocol)[1]
+        return [Problem(p.where.replace(str(scratch), str(root)), p.expected, p.found, p.fix)
+                for p in after if words(p, scratch) not in before]
+
+
+def write(merge: Merge, table: pa.Table) -> dict:
+    """Write the labeled file and the split: both written beside their targets first, each old file kept
+    as `.bak[.N]`, then each moved into place (an atomic rename). Returns the paths."""
     labeled_path = merge.folder.root / LABELED
     split_path = merge.folder.root / SPLIT
-    table = _arrow_rows(merge)
-    tmp = labeled_path.with_suffix(labeled_path.suffix + ".tmp")
-    pq.write_table(table, tmp)
+    tmp_labeled = labeled_path.with_suffix(labeled_path.suffix + ".tmp")
+    tmp_split = split_path.with_suffix(split_path.suffix + ".tmp")
+    pq.write_table(table, tmp_labeled)
+    write_json_atomic(tmp_split, merge.split)
     backups = {}
     for path in (labeled_path, split_path):
         backups[path] = free_name(path.with_name(path.name + ".bak"))
         shutil.copy2(path, backups[path])
-    tmp.replace(labeled_path)
-    write_json_atomic(split_path, merge.split)
+    tmp_labeled.replace(labeled_path)
+    tmp_split.replace(split_path)
     return {"labeled": labeled_path, "split": split_path, "backups": list(backups.values())}
-
-
-def restore(written: dict) -> None:
-    """Put the previous files back (a merge whose result gate 0 refuses)."""
-    for path, backup in zip((written["labeled"], written["split"]), written["backups"]):
-        shutil.copy2(backup, path)
 
 
 def _arrow_rows(merge: Merge) -> pa.Table:

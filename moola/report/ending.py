@@ -129,13 +129,20 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
                       f"pytest gates{_without(run_opt, '--gate-policy')} --start-gate 3 --gate-policy point"))
     deep_lost = status.get("2_control_minirocket") == "failed" or status.get("4_finetune_enhanced") == "failed"
     if deep_lost:
-        data_opt = f" --data-dir {shown_path(Path(options.get('data_root') or 'data'))}"
-        steps.append(((f"to make the pretrained LSTM pay: label more windows, then rerun; {labels_needed(lines)}; "
-                      "label-next proposes pool windows that share no bars with the labeled rows, on a page to label them "
-                      "(docs/labeling.md: what the choice of windows is worth)"),
-                      f"python -m moola label-next 20{data_opt}"))
+        rerun_opt, layout = _without_demo(run_opt)
+        if layout is not None:  # the demo's cache is every --demo run's data: label a copy
+            data_dir = "my-data"
+            copy = f"python -m moola demo-data {data_dir}{' --layout ' + layout if layout != 'seed' else ''} && "
+            rerun_opt += f" --data-dir {data_dir}"
+        else:
+            data_dir, copy = shown_path(Path(options.get("data_root") or "data")), ""
+        steps.append((f"to make the pretrained LSTM pay: label more windows, then rerun; {labels_needed(lines)}; "
+                      "label-next proposes pool windows that share no bars with the labeled rows, on a page to label "
+                      "them (docs/labeling.md: what the choice of windows is worth)"
+                      + ("; on a copy of the demo's data" if copy else ""),
+                      f"{copy}python -m moola label-next 20 --data-dir {data_dir}"))
         steps.append(("then merge the page's labels.csv into the labeled file, and rerun on the larger set",
-                      f"python -m moola add-labels labels.csv{data_opt} && pytest gates -x{run_opt}"))
+                      f"python -m moola add-labels labels.csv --data-dir {data_dir} && pytest gates -x{rerun_opt}"))
         if lines[0].get("profile") != "full":
             longer = ("or pretrain longer: the full profile pretrains 50 epochs on the whole pool (minutes on a GPU, "
                       "hours on a 2-core CPU)")
@@ -186,6 +193,23 @@ def _without(options: str, name: str) -> str:
             continue
         kept.append(word)
     return (" " + " ".join(kept)) if kept else ""
+
+
+def _without_demo(options: str) -> tuple[str, str | None]:
+    """`options` less `--demo [LAYOUT]` (or `--demo=LAYOUT`), and the layout it named (None: no --demo)."""
+    words, kept, layout, skip = options.split(), [], None, False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+        elif word.startswith("--demo="):
+            layout = word.split("=", 1)[1]
+        elif word == "--demo":
+            follows = words[i + 1] if i + 1 < len(words) else ""
+            skip = bool(follows) and not follows.startswith("-")
+            layout = follows if skip else "seed"
+        else:
+            kept.append(word)
+    return ((" " + " ".join(kept)) if kept else ""), layout
 
 
 def _gates(numbers: list) -> str:
