@@ -33,7 +33,7 @@ def test_a_tiny_simulation_runs_every_strategy_and_reports_paired_differences():
     start = [r for r in rows if r["budget"] == 0]
     assert len({(r["seed"], r["rows"], r["test_f1"]) for r in start}) == 2  # both strategies start alike per seed
     after = [r for r in rows if r["budget"] == 6]
-    assert all(r["rows"] + r["neither"] == 98 + 6 for r in after)
+    assert all(r["rows"] + r["neither"] == 98 + 6 and r["distinct_asked"] == 6 for r in after)
     summary = summarise(rows)
     margin = next(e for e in summary if e["strategy"] == "margin-diverse" and e["budget"] == 6)
     low, high = margin["test_f1_vs_random"][1:]

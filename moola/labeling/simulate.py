@@ -5,7 +5,8 @@ The oracle answers a proposed pool window with the class of the pattern whose ba
 with the window's (within `TOLERANCE` bars), and "neither" for every other window: most pool
 windows hold no aligned pattern, so most answers are "neither" (reported as a share), and each
 proposal costs one label of the user's time whatever the answer. Rounds of proposals reach the
-budgets (+20, +50, +100 labels); after each, the recommended model of the demo (MiniRocket, as the
+budgets (+20, +50, +100 labels), none asking a window twice (as `add-labels` remembers the windows
+answered neither); after each, the recommended model of the demo (MiniRocket, as the
 gates train it) is refitted on the labeled rows and measured two ways:
 
 - macro F1 on a test set the oracle labels: the aligned windows and labeled rows of another seed's
@@ -97,8 +98,9 @@ def oof_half_width(windows: np.ndarray, y: np.ndarray, times: np.ndarray, seed: 
     return float(high - low) / 2
 
 
-def folder_of(tables: dict, labeled_rows: dict) -> Folder:
-    """A `Folder` over the demo's pool with the labeled rows so far (the start's and the oracle's)."""
+def folder_of(tables: dict, labeled_rows: dict, asked: list = ()) -> Folder:
+    """A `Folder` over the demo's pool with the labeled rows so far (the start's and the oracle's), and the
+    windows asked before (answered neither: `add-labels` records them, and label-next leaves them out)."""
     from moola.config import DataConfig
 
     features = np.concatenate([tables["labeled"]["features"], tables["unlabeled"]["features"][labeled_rows["pool"]]])
@@ -110,7 +112,8 @@ def folder_of(tables: dict, labeled_rows: dict) -> Folder:
     pool = WindowTable(None, np.asarray(tables["unlabeled"]["window_id"], dtype=object),
                        tables["unlabeled"]["features"].astype(np.float32), timestamps=tables["unlabeled"]["timestamp"])
     split = Split(None, np.arange(len(labels) - 1), np.array([len(labels) - 1]), np.zeros(0, np.int64))
-    return Folder(None, DataConfig(), labeled, pool, split)
+    neither = frozenset(np.asarray(tables["unlabeled"]["window_id"], dtype=object)[np.asarray(asked, np.int64)])
+    return Folder(None, DataConfig(), labeled, pool, split, neither)
 
 
 def simulate(seeds=(17, 18, 19), budgets=BUDGETS, strategies=STRATEGIES, n_unlabeled: int = demo.N_UNLABELED,
@@ -129,7 +132,7 @@ def simulate(seeds=(17, 18, 19), budgets=BUDGETS, strategies=STRATEGIES, n_unlab
             for budget in (0, *budgets):
                 started = time.monotonic()
                 if budget > spent:
-                    folder = folder_of(tables, labeled)
+                    folder = folder_of(tables, labeled, asked)
                     y_now = np.concatenate([start_y, labeled["y"]])
                     scorer = Scorer(fit(folder.labeled.features, y_now, seed))
                     chosen = propose(folder, budget - spent, strategy, seed, scorer, "MiniRocket on the rows so far")
@@ -148,7 +151,7 @@ def simulate(seeds=(17, 18, 19), budgets=BUDGETS, strategies=STRATEGIES, n_unlab
                 f1 = macro_f1(test_y, model.predict(test_x), len(CLASSES))
                 half = oof_half_width(features.astype(np.float32), y_all, times, seed, resamples)
                 row = {"seed": seed, "strategy": strategy, "budget": budget, "rows": len(y_all),
-                       "neither": neither, "test_f1": f1, "ci_half_width": half,
+                       "neither": neither, "distinct_asked": len(set(asked)), "test_f1": f1, "ci_half_width": half,
                        "class_counts": np.bincount(y_all, minlength=len(CLASSES)).tolist(),
                        "seconds": round(time.monotonic() - started, 1)}
                 rows.append(row)
