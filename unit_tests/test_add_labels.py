@@ -17,7 +17,7 @@ from moola.data.dataset import LABELED, SPLIT, UNLABELED, check_data
 from moola.data.demos import write
 from moola.data.errors import DataContractError
 from moola.data.parquet import read_windows
-from moola.labeling.folder import read_folder, resolve_root
+from moola.labeling.folder import NEITHER_FILE, free_pool, read_folder, resolve_root
 from moola.labeling.merge import plan
 from unit_tests.conftest import small_copy
 
@@ -34,8 +34,6 @@ def _csv(path: Path, rows: list) -> Path:
 
 def _free_windows(root: Path) -> list:
     """Pool ids that share no bars with a labeled row."""
-    from moola.labeling.folder import free_pool
-
     root, profile = resolve_root(str(root))
     folder = read_folder(root, profile.data)
     return folder.pool.window_ids[free_pool(folder)].tolist()
@@ -44,8 +42,8 @@ def _free_windows(root: Path) -> list:
 def test_a_merge_places_new_rows_by_the_pool_order_with_user_ids_and_a_new_split(user, tmp_path, capsys):
     free = _free_windows(user)
     chosen = [free[10], free[-10]]
-    csv = _csv(tmp_path / "labels.csv", [(chosen[0], "consolidation", 40, 48), (chosen[1], "retracement", 50, 55),
-                                         (free[20], "neither", "", "")])
+    csv = _csv(tmp_path / "labels.csv", [(chosen[0], "consolidation", "40.0", "48.0"),  # as a spreadsheet saves them
+                                         (chosen[1], "retracement", 50, 55), (free[20], "neither", "", "")])
     before = read_windows(user / LABELED, labeled=True)[0]
     assert main(["add-labels", str(csv), "--data-dir", str(user)]) == 0
     out = capsys.readouterr().out
@@ -65,6 +63,49 @@ def test_a_merge_places_new_rows_by_the_pool_order_with_user_ids_and_a_new_split
     root, profile = resolve_root(str(user))
     dataset, problems = check_data(root, profile.data, "blocked")
     assert dataset is not None and not problems and len(dataset.y) == 100
+    folder = read_folder(root, profile.data)  # the neither answer is remembered: label-next leaves it out
+    assert folder.neither == {free[20]} and not free_pool(folder)[folder.pool.window_ids.tolist().index(free[20])]
+
+
+def test_rows_that_change_sides_in_the_new_split_are_named(user, tmp_path, capsys):
+    free = _free_windows(user)
+    late = [w for w in free if int(w.split("_")[1]) > 10 * 1100][:6]  # six windows after the val rows' history
+    _csv(tmp_path / "labels.csv", [(w, "consolidation" if k % 2 else "retracement", 40, 48) for k, w in enumerate(late)])
+    assert main(["add-labels", str(tmp_path / "labels.csv"), "--data-dir", str(user)]) == 0
+    out = capsys.readouterr().out
+    assert "existing rows that changed sides in the new temporal split: " in out and "train -> val" in out, out
+
+
+def test_ids_follow_the_users_convention_row_by_row(user, tmp_path):
+    """One labeled id out of the convention (a window labeled by hand, say) does not stop the rest."""
+    frame = pd.read_parquet(user / LABELED)
+    frame.loc[5, "window_id"] = "handmade_exp_1"
+    frame.to_parquet(user / LABELED)
+    window = _free_windows(user)[7]
+    root, profile = resolve_root(str(user))
+    merge = plan(read_folder(root, profile.data), _csv(tmp_path / "labels.csv", [(window, "retracement", 40, 48)]))
+    assert merge.ids == [f"{int(window.split('_')[1]) // 10}_exp_1"]
+
+
+def test_a_label_that_agrees_with_either_row_of_a_conflicting_pair_is_a_repeat(user, tmp_path):
+    labeled = read_windows(user / LABELED, labeled=True)[0]
+    ids = labeled.window_ids.tolist()
+    pairs = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids))
+             if ids[i].split("_")[0] == ids[j].split("_")[0] and labeled.labels[i] != labeled.labels[j]
+             and labeled.expansion[i].tolist() == labeled.expansion[j].tolist()]
+    i, j = pairs[0]  # the demo's conflicting pair: one window, one span, two classes
+    row = (f"window_{int(ids[i].split('_')[0]) * 10}", labeled.labels[j], *labeled.expansion[j].tolist())
+    root, profile = resolve_root(str(user))
+    csv = _csv(tmp_path / "labels.csv", [row, (_free_windows(user)[2], "retracement", 40, 48)])
+    merge = plan(read_folder(root, profile.data), csv)
+    assert len(merge.ids) == 1 and any("repeat a label already given" in note for note in merge.notes)
+
+
+def test_the_demos_cache_is_refused_with_the_copy_to_make(tmp_path, user_layout_small, capsys):
+    cache = Path(shutil.copytree(user_layout_small, tmp_path / "demo_data" / "demo-user-0123abcd4567-seed17"))
+    assert main(["add-labels", str(tmp_path / "x.csv"), "--data-dir", str(cache)]) == 2
+    assert "python -m moola demo-data my-data --layout user-layout" in capsys.readouterr().err
+    assert main(["label-next", "3", "--data-dir", str(cache)]) == 2
 
 
 def test_a_merge_on_data_with_timestamps_places_rows_by_time(tmp_path, capsys):
@@ -131,8 +172,28 @@ def test_a_repeat_of_a_label_already_given_is_not_added_twice(user, tmp_path):
     assert len(merge.ids) == 1 and any("repeat a label already given" in note for note in merge.notes)
 
 
-def test_a_file_of_skips_alone_adds_nothing(user, tmp_path):
+def test_a_file_of_skips_alone_adds_no_row_and_is_remembered(user, tmp_path, capsys):
+    window = _free_windows(user)[0]
+    before = (user / LABELED).read_bytes()
+    csv = _csv(tmp_path / "labels.csv", [(window, "neither", "", ""), (window, "skip", "", "")])
+    assert main(["add-labels", str(csv), "--data-dir", str(user)]) == 0
+    assert "no labeled row added" in capsys.readouterr().out and (user / LABELED).read_bytes() == before
+    assert main(["add-labels", str(csv), "--data-dir", str(user)]) == 0  # again: recorded once
+    assert (user / NEITHER_FILE).read_text().split() == ["window_id", window]
     root, profile = resolve_root(str(user))
-    csv = _csv(tmp_path / "labels.csv", [(_free_windows(user)[0], "neither", "", "")])
-    with pytest.raises(DataContractError, match="at least one row with a class"):
-        plan(read_folder(root, profile.data), csv)
+    with pytest.raises(DataContractError, match="at least one row with a class"):  # repeats alone: nothing at all
+        labeled = read_windows(user / LABELED, labeled=True)[0]
+        plan(read_folder(root, profile.data), _csv(tmp_path / "again.csv", [
+            (f"window_{int(labeled.window_ids[0].split('_')[0]) * 10}", labeled.labels[0], *labeled.expansion[0].tolist())]))
+
+
+def test_a_problem_the_folder_already_had_does_not_refuse_the_merge(user, tmp_path, capsys):
+    """Gate 0's problems are compared numbers aside: a row number that shifts when rows are inserted is the
+    same problem, and the merge goes ahead (the review found it refused, and left a backup)."""
+    frame = pd.read_parquet(user / LABELED)
+    frame.loc[60, "expansion_start"] = 20  # outside the prediction bars 30-74: gate 0 refuses the folder already
+    frame.to_parquet(user / LABELED)
+    early = _free_windows(user)[0]  # placed before row 60: its row number shifts
+    assert main(["add-labels", str(_csv(tmp_path / "labels.csv", [(early, "retracement", 40, 48)])),
+                 "--data-dir", str(user)]) == 0, capsys.readouterr().err
+    assert len(pd.read_parquet(user / LABELED)) == 99

@@ -17,8 +17,10 @@ stride the labeled rows reveal), else `{pool id}_exp_{n}`.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -408,10 +410,6 @@ def merged_arrow(merge: Merge) -> pa.Table:
 def new_problems(merge: Merge, table: pa.Table, config, protocol: str) -> list:
     """What gate 0's checks find in the merged folder and did not find in the old one (numbers aside: rows
     shift when rows are inserted), checked in a scratch folder beside the pool before anything is written."""
-    import os
-    import re
-    import tempfile
-
     from moola.data.dataset import UNLABELED, check_data
     from moola.data.ucr import META
 
@@ -434,7 +432,7 @@ def new_problems(merge: Merge, table: pa.Table, config, protocol: str) -> list:
         if (root / META).is_file():
             shutil.copy2(root / META, scratch / META)
         after = check_data(scratch, config, protocol)[1]
-        return [Problem(p.where.replace(str(scratch), str(root)), p.expected, p.found, p.fix)
+        return [Problem(*(text.replace(str(scratch), str(root)) for text in (p.where, p.expected, p.found, p.fix)))
                 for p in after if words(p, scratch) not in before]
 
 
