@@ -63,7 +63,7 @@ def test_the_ending_says_how_many_and_gives_label_next_and_add_labels():
     assert "python -m moola add-labels labels.csv --data-dir my-data && pytest gates -x --data-dir my-data" in text
     user = ending(lines, choose(lines), {"run_options": "--demo user-layout --seed 18", "artifacts_dir": None,
                                          "results": None, "data_root": "data", "narrowed": False})
-    assert "demo-data my-data --layout user-layout" in user and "pytest gates -x --seed 18 --data-dir my-data" in user
+    assert "demo-data my-data --layout user-layout --seed 18 &&" in user and "pytest gates -x --seed 18 --data-dir my-data" in user
     own = ending(lines, choose(lines), {"run_options": "--data-dir d", "artifacts_dir": None, "results": None,
                                         "data_root": "d", "narrowed": False})
     assert "label-next 20 --data-dir d\n" in own and "add-labels labels.csv --data-dir d && pytest gates -x --data-dir d" in own

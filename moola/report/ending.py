@@ -132,7 +132,10 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
         rerun_opt, layout = _without_demo(run_opt)
         if layout is not None:  # the demo's cache is every --demo run's data: label a copy
             data_dir = "my-data"
-            copy = f"python -m moola demo-data {data_dir}{' --layout ' + layout if layout != 'seed' else ''} && "
+            words = rerun_opt.split()
+            seed = next((f" --seed {words[i + 1]}" for i, w in enumerate(words[:-1]) if w == "--seed"), "")
+            copy = (f"python -m moola demo-data {data_dir}{' --layout ' + layout if layout != 'seed' else ''}{seed} "
+                    "&& ")
             rerun_opt += f" --data-dir {data_dir}"
         else:
             data_dir, copy = shown_path(Path(options.get("data_root") or "data")), ""
