@@ -108,6 +108,7 @@ def test_the_demos_cache_is_refused_with_the_copy_to_make(tmp_path, user_layout_
     assert main(["label-next", "3", "--data-dir", str(cache)]) == 2
 
 
+@pytest.mark.slow  # writes the full seed demo (~1.3 s): CI's slow set
 def test_a_merge_on_data_with_timestamps_places_rows_by_time(tmp_path, capsys):
     root = small_copy(write("seed", tmp_path / "full"), tmp_path / "seed", np.arange(0, 11_873, 25))
     pool = read_windows(root / UNLABELED, labeled=False)[0]

@@ -77,6 +77,7 @@ def test_gate5_trains_gate4s_schedule_over_the_added_rows(tmp_path):
     assert real.extra["steps_per_epoch"] == len(batch_bounds(rows, 8))
 
 
+@pytest.mark.slow  # trains the scored fits and the refit (~2.3 s): CI's slow set
 def test_the_refit_takes_the_scored_fits_steps_and_records_a_check_against_them(tmp_path):
     ctx = context(tmp_path)
     finetuned = finetune_stage(ctx)

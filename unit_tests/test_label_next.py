@@ -32,7 +32,8 @@ def _folder(root: Path):
     return read_folder(root, profile.data)
 
 
-@pytest.mark.parametrize("strategy", ["random", "likely-margin", "margin-diverse"])
+@pytest.mark.parametrize("strategy", ["random", "likely-margin",
+                                      pytest.param("margin-diverse", marks=pytest.mark.slow)])  # alike, ~0.8 s
 def test_proposals_share_no_bars_with_labeled_rows_or_each_other_and_repeat_with_the_seed(user, tmp_path, strategy):
     folder = _folder(user)
     from moola.labeling.propose import scoring_model

@@ -263,6 +263,7 @@ def test_a_run_with_failed_skipped_and_not_run_gates_renders_each_reason():
     assert '<span class="status s-skipped">skipped</span>' in page
 
 
+@pytest.mark.slow  # renders a whole page (~2 s): CI's slow set
 def test_lines_of_an_older_moola_render_with_what_they_have():
     page = render_html(old_run())
     check_page(page)
