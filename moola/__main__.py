@@ -115,13 +115,18 @@ def add_labels(args) -> int:
     folder = read_folder(root, profile.data)
     merge = plan(folder, Path(args.labels))
     if not merge.ids:  # windows answered neither only: remembered, nothing added
-        print(f"no labeled row added; {merge.notes[0]}: {record_neither(merge)}")
+        print("\n".join([f"no labeled row added ({record_neither(merge)})", *(f"  note: {n}" for n in merge.notes)]))
         return 0
     table = merged_arrow(merge)
-    problems = new_problems(merge, table, profile.data, profile.evaluation.cv)
+    protocol = args.cv or profile.evaluation.cv
+    problems = new_problems(merge, table, profile.data, protocol)
     if problems:  # gate 0 would refuse the merged folder where it did not refuse the old one
-        raise DataContractError([*problems, Problem(str(root), "a merged folder gate 0 accepts as it accepted the "
-                                                    "old one", "the problems above", "nothing was written")])
+        pool = any("filter-pool" in p.fix for p in problems) and protocol == "holdout"
+        raise DataContractError([*problems, Problem(
+            str(root), f"a merged folder gate 0 accepts under --cv {protocol}, as it accepted the old one",
+            "the problems above", "nothing was written" + (
+                f"; to keep these labels under holdout: python -m moola add-labels {args.labels} --data-dir {root} "
+                f"--cv blocked, then python -m moola filter-pool {root}" if pool else ""))])
     print("\n".join(describe(merge, write(merge, table))))
     record_neither(merge)
     print(f"next: pytest gates -x --data-dir {root}")
@@ -141,8 +146,9 @@ def label_next(args) -> int:
     data_arg = f"--data-dir {root}"
     page = write_page(Path(args.out), page_data(folder, proposal, data_arg))
     record_path, chosen = write_record(proposal, folder, page, Path(args.artifacts_dir))
+    before = f", not answered neither before ({len(folder.neither)})" if folder.neither else ""
     print(f"{len(chosen)} window(s) to label, chosen by {proposal.strategy} from {proposal.record['n_candidates']} "
-          f"pool windows that share no bars with the {len(folder.labeled)} labeled rows "
+          f"pool windows that share no bars with the {len(folder.labeled)} labeled rows{before} "
           f"({proposal.record['seconds']:.0f} s)")
     print(f"  ranked by: {proposal.record.get('model') or 'chance (the comparison strategy)'}")
     print(f"  the page: {page} (open it in a browser; it needs no server and works copied to another machine)")
@@ -351,6 +357,9 @@ def main(argv=None) -> int:
     adder.add_argument("labels", help="window_id,label,expansion_start,expansion_end (the spans optional for data "
                                       "without spans), as the page from python -m moola label-next exports it")
     adder.add_argument("--data-dir", default="data", help="the data root the gates read (default: data)")
+    adder.add_argument("--cv", default=None, choices=("blocked", "walk-forward", "holdout"),
+                       help="check the merged folder as gate 0 judges it under this protocol (default: the folder's "
+                            "own, else blocked); pass the --cv your gate runs use")
     adder.set_defaults(run=add_labels)
     ucr = commands.add_parser("import-ucr", help="write an sktime-shipped UCR/UEA dataset in the data contract")
     ucr.add_argument("name", help="gunpoint, italy_power_demand, arrow_head, basic_motions, osuleaf, japanese_vowels")

@@ -36,7 +36,7 @@ def test_the_deciding_comparison_is_the_first_unresolved_one_and_says_how_many_w
     assert needed.gate == GATES[2] and needed.what == "smoke − minirocket"
     assert needed.half_width == pytest.approx(0.073)  # from the difference -0.039 to the bound nearer 0
     assert needed.windows_needed == 350 and needed.more == 252
-    assert "about 350 labeled windows (~252 more with a class" in needed.text() and "about 720 for 80% odds" in needed.text()
+    assert "about 350 labeled windows (~252 more with a class" in needed.text() and "about 710 for 80% odds" in needed.text()
     lopsided = deciding_comparison([_comparison(-0.112, 0.010)])  # difference -0.051, reach 0.061 toward 0
     assert lopsided.half_width == pytest.approx(0.061) and lopsided.windows_needed == 150
     tiny = deciding_comparison([_comparison(-0.07, 0.068)])
@@ -59,12 +59,12 @@ def test_the_ending_says_how_many_and_gives_label_next_and_add_labels():
     text = ending(lines, choose(lines), {"run_options": "--demo", "artifacts_dir": None, "results": None,
                                          "data_root": "data", "narrowed": False})
     # a --demo run labels a copy of the demo (its cache is what every --demo run reads)
-    assert "python -m moola demo-data my-data && python -m moola label-next 20 --data-dir my-data" in text
+    assert "[ -d my-data ] || python -m moola demo-data my-data; python -m moola label-next 20 --data-dir my-data" in text
     assert "python -m moola add-labels labels.csv --data-dir my-data && pytest gates -x --data-dir my-data" in text
     user = ending(lines, choose(lines), {"run_options": "--demo user-layout --seed 18", "artifacts_dir": None,
                                          "results": None, "data_root": "data", "narrowed": False})
-    assert "demo-data my-data --layout user-layout --seed 18 &&" in user and "pytest gates -x --seed 18 --data-dir my-data" in user
-    own = ending(lines, choose(lines), {"run_options": "--data-dir d", "artifacts_dir": None, "results": None,
+    assert "demo-data my-data --layout user-layout --seed 18;" in user and "pytest gates -x --seed 18 --data-dir my-data" in user
+    own = ending(lines, choose(lines), {"run_options": "--data-dir d --cv holdout", "artifacts_dir": None, "results": None,
                                         "data_root": "d", "narrowed": False})
-    assert "label-next 20 --data-dir d\n" in own and "add-labels labels.csv --data-dir d && pytest gates -x --data-dir d" in own
+    assert "label-next 20 --data-dir d\n" in own and "add-labels labels.csv --data-dir d --cv holdout && pytest gates -x --data-dir d --cv holdout" in own
     assert "label-next proposes pool windows that share no bars" in text

@@ -42,7 +42,8 @@ class RowsNeeded:
             return (f"{said}: a difference this small is not resolved at any plausible count (it would take more "
                     f"than {PLAUSIBLE * self.n_windows} windows, {PLAUSIBLE}x today's, if it held); labels narrow every "
                     "CI, but they will not settle this comparison")
-        eighty = int(math.ceil(self.windows_needed * POWER_80 / ROUND_TO) * ROUND_TO)
+        raw = self.n_windows * (self.half_width / abs(self.delta)) ** 2  # unrounded
+        eighty = int(math.ceil(raw * POWER_80 / ROUND_TO) * ROUND_TO)
         return (f"{said}: if the difference held, about {self.windows_needed} labeled windows (~{self.more} more with a "
                 f"class; answers of neither add none) would bring the CI's edge to 0, a coin flip that it then excludes "
                 f"0; about {eighty} for 80% odds (the CI narrows about as 1/√n)")

@@ -55,7 +55,7 @@ DEMO_CACHE = re.compile(r"^demo-(user-)?[0-9a-f]+-seed\d+$")
 def refuse_demo_cache(root: Path) -> None:
     """The embedded demo's cache (`ARTIFACTS/demo_data/demo-…`) is what every `--demo` run reads: labels merged
     there would change them all, so the labeling commands work on a copy."""
-    root = Path(root)
+    root = Path(root).resolve()  # `.` inside the cache, or a link to it, is the cache
     if root.parent.name == "demo_data" and DEMO_CACHE.match(root.name):
         layout = " --layout user-layout" if root.name.startswith("demo-user-") else ""
         raise ValueError(f"--data-dir {root}: expected a data folder of your own, found the embedded demo's cache, "

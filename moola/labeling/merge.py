@@ -148,13 +148,17 @@ def record_neither(merge: Merge) -> Path | None:
     """Append the windows answered neither to `NEITHER_FILE` (each once), which `label-next` leaves out."""
     if not merge.neither:
         return None
+    import csv
+
     path = merge.folder.root / NEITHER_FILE
     known = set(merge.folder.neither)
-    fresh = [w for w in merge.neither if w not in known]
-    lines = ([] if path.is_file() else ["window_id"]) + fresh
-    if lines:
-        with path.open("a") as out:
-            out.write("\n".join(lines) + "\n")
+    rows = ([] if path.is_file() else [["window_id"]]) + [[w] for w in merge.neither if w not in known]
+    if rows:
+        ends_open = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+        with path.open("a", newline="") as out:
+            if ends_open:  # a hand-edited file without its last newline
+                out.write("\n")
+            csv.writer(out, lineterminator="\n").writerows(rows)
     return path
 
 
@@ -407,7 +411,7 @@ def merged_arrow(merge: Merge) -> pa.Table:
     return _arrow_rows(merge)
 
 
-def new_problems(merge: Merge, table: pa.Table, config, protocol: str) -> list:
+def new_problems(merge: Merge, table: pa.Table, config, protocol: str) -> list:  # protocol: --cv
     """What gate 0's checks find in the merged folder and did not find in the old one (numbers aside: rows
     shift when rows are inserted), checked in a scratch folder beside the pool before anything is written."""
     from moola.data.dataset import UNLABELED, check_data
@@ -443,14 +447,22 @@ def write(merge: Merge, table: pa.Table) -> dict:
     split_path = merge.folder.root / SPLIT
     tmp_labeled = labeled_path.with_suffix(labeled_path.suffix + ".tmp")
     tmp_split = split_path.with_suffix(split_path.suffix + ".tmp")
-    pq.write_table(table, tmp_labeled)
-    write_json_atomic(tmp_split, merge.split)
     backups = {}
-    for path in (labeled_path, split_path):
-        backups[path] = free_name(path.with_name(path.name + ".bak"))
-        shutil.copy2(path, backups[path])
-    tmp_labeled.replace(labeled_path)
-    tmp_split.replace(split_path)
+    try:
+        pq.write_table(table, tmp_labeled)
+        write_json_atomic(tmp_split, merge.split)
+        for path in (labeled_path, split_path):
+            backups[path] = free_name(path.with_name(path.name + ".bak"))
+            shutil.copy2(path, backups[path])
+        tmp_labeled.replace(labeled_path)
+        try:
+            tmp_split.replace(split_path)
+        except OSError:  # the labeled file must not go on without its split: the old one back
+            shutil.copy2(backups[labeled_path], labeled_path)
+            raise
+    finally:
+        for tmp in (tmp_labeled, tmp_split):
+            tmp.unlink(missing_ok=True)
     return {"labeled": labeled_path, "split": split_path, "backups": list(backups.values())}
 
 

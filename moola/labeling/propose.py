@@ -30,7 +30,7 @@ import numpy as np
 
 from moola.data.normalize import normalize_windows
 from moola.data.overlap import shared_bars
-from moola.labeling.folder import Folder, free_pool
+from moola.labeling.folder import NEITHER_FILE, Folder, free_pool
 
 STRATEGIES = ("random", "likely-margin", "margin-diverse")  # the default first
 SHORTLIST = 10  # candidates per label kept by margin before the core set spreads the picks
@@ -165,11 +165,13 @@ def propose(folder: Folder, n: int, strategy: str, seed: int, scorer=None, score
     started = time.monotonic()
     free = np.flatnonzero(free_pool(folder))
     if not len(free):
-        raise ValueError(f"{folder.pool.path}: every pool window is, or shares bars with, a labeled row: nothing left "
-                         "to propose; cut a pool over more history")
+        asked = f", or was answered neither before ({len(folder.neither)} in {NEITHER_FILE})" if folder.neither else ""
+        raise ValueError(f"{folder.pool.path}: every pool window is, or shares bars with, a labeled row{asked}: nothing "
+                         "left to propose; cut a pool over more history")
     record = {"strategy": strategy, "n": n, "seed": seed, "data_root": str(folder.root),
               "n_labeled": len(folder.labeled), "n_pool": len(folder.pool), "n_candidates": len(free),
-              "candidates": "pool windows that are no labeled row and share no bars with one (nor with each other)"}
+              "candidates": "pool windows that are no labeled row and share no bars with one (nor with each other)",
+              "answered_neither_before": len(folder.neither)}
     if strategy == "random":  # a random order of candidates, then the first that share no bars with an earlier pick
         order = RandomSampling(random_state=seed, missing_label=MISSING).query(
             np.zeros((len(free), 1)), np.full(len(free), MISSING), batch_size=min(len(free), RANDOM_DRAWS * n))

@@ -134,8 +134,8 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
             data_dir = "my-data"
             words = rerun_opt.split()
             seed = next((f" --seed {words[i + 1]}" for i, w in enumerate(words[:-1]) if w == "--seed"), "")
-            copy = (f"python -m moola demo-data {data_dir}{' --layout ' + layout if layout != 'seed' else ''}{seed} "
-                    "&& ")
+            copy = (f"[ -d {data_dir} ] || python -m moola demo-data {data_dir}"
+                    f"{' --layout ' + layout if layout != 'seed' else ''}{seed}; ")  # never over labels added there
             rerun_opt += f" --data-dir {data_dir}"
         else:
             data_dir, copy = shown_path(Path(options.get("data_root") or "data")), ""
@@ -144,8 +144,10 @@ def next_steps(lines: list[dict], selection: Selection, options: dict) -> list[t
                       "them (docs/labeling.md: what the choice of windows is worth)"
                       + ("; on a copy of the demo's data" if copy else ""),
                       f"{copy}python -m moola label-next 20 --data-dir {data_dir}"))
+        words = run_opt.split()
+        cv = next((f" --cv {words[i + 1]}" for i, w in enumerate(words[:-1]) if w == "--cv"), "")
         steps.append(("then merge the page's labels.csv into the labeled file, and rerun on the larger set",
-                      f"python -m moola add-labels labels.csv --data-dir {data_dir} && pytest gates -x{rerun_opt}"))
+                      f"python -m moola add-labels labels.csv --data-dir {data_dir}{cv} && pytest gates -x{rerun_opt}"))
         if lines[0].get("profile") != "full":
             longer = ("or pretrain longer: the full profile pretrains 50 epochs on the whole pool (minutes on a GPU, "
                       "hours on a 2-core CPU)")
