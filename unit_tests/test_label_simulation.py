@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from moola.data import demo
+from moola.labeling.propose import STRATEGIES
 from moola.labeling.simulate import NEITHER, TOLERANCE, oracle_labels, simulate, summarise
 
 
@@ -29,9 +30,9 @@ def test_the_demos_pool_windows_are_mostly_neither_and_its_labeled_windows_their
 @pytest.mark.slow
 def test_a_tiny_simulation_runs_every_strategy_and_reports_paired_differences():
     rows = simulate(seeds=(17, 18), budgets=(6,), n_unlabeled=1500, resamples=100, log=lambda line: None)
-    assert {(r["strategy"], r["budget"]) for r in rows} == {(s, b) for s in ("margin-diverse", "random") for b in (0, 6)}
+    assert {(r["strategy"], r["budget"]) for r in rows} == {(s, b) for s in STRATEGIES for b in (0, 6)}
     start = [r for r in rows if r["budget"] == 0]
-    assert len({(r["seed"], r["rows"], r["test_f1"]) for r in start}) == 2  # both strategies start alike per seed
+    assert len({(r["seed"], r["rows"], r["test_f1"]) for r in start}) == 2  # every strategy starts alike per seed
     after = [r for r in rows if r["budget"] == 6]
     assert all(r["rows"] + r["neither"] == 98 + 6 and r["distinct_asked"] == 6 for r in after)
     summary = summarise(rows)
