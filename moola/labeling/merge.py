@@ -406,11 +406,6 @@ def _moved(old, split: dict, position: np.ndarray, n_rows: int) -> str:
     return ", ".join(f"{n} {change}" for change, n in sorted(changes.items()))
 
 
-def merged_arrow(merge: Merge) -> pa.Table:
-    """The labeled file's rows after the merge, as written (`_arrow_rows`)."""
-    return _arrow_rows(merge)
-
-
 def new_problems(merge: Merge, table: pa.Table, config, protocol: str) -> list:  # protocol: --cv
     """What gate 0's checks find in the merged folder and did not find in the old one (numbers aside: rows
     shift when rows are inserted), checked in a scratch folder beside the pool before anything is written."""
@@ -466,7 +461,7 @@ def write(merge: Merge, table: pa.Table) -> dict:
     return {"labeled": labeled_path, "split": split_path, "backups": list(backups.values())}
 
 
-def _arrow_rows(merge: Merge) -> pa.Table:
+def merged_arrow(merge: Merge) -> pa.Table:
     """The labeled file's own columns and types for [existing, new] rows, in time order; the new rows'
     bars and timestamps taken from the pool file as stored there."""
     folder = merge.folder
